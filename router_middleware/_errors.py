@@ -1,0 +1,189 @@
+"""The router's exceptions: one tree, rooted in :class:`RouterError`.
+
+::
+
+    RouterError
+    ├── ConfigurationError            bad config: names every problem (field or env var)
+    ├── InvalidInputError             the router was given input it cannot route (also TypeError)
+    ├── NoProviderForModelError       no enabled provider serves the requested model
+    ├── NoProviderAvailableError      providers exist, but none could be admitted in time
+    │                                 (circuit open, cooling down, out of capacity past max_wait)
+    ├── AllProvidersFailedError       every candidate was tried and failed; keeps each error
+    │   └── DeadlineExceededError     the request's overall deadline or attempt cap ran out
+    └── ProviderError                 raised by the router about one provider's behaviour
+        ├── ProviderTimeoutError      no answer / first chunk / next chunk in time (TimeoutError)
+        ├── IncompleteStreamError     a stream ended without finishing
+        └── InvalidProviderOutputError  a handler returned something that is not a response
+
+Errors raised by the providers themselves (HTTP errors, ``ModelError`` subclasses) are
+not wrapped on their way out: they are kept in ``AllProvidersFailedError.errors`` and
+chained as ``__cause__``; errors the router must not handle (bugs in user code,
+``KeyboardInterrupt``, content-policy refusals) propagate untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "AllProvidersFailedError",
+    "ConfigurationError",
+    "DeadlineExceededError",
+    "IncompleteStreamError",
+    "InvalidInputError",
+    "InvalidProviderOutputError",
+    "NoProviderAvailableError",
+    "NoProviderForModelError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RouterError",
+]
+
+
+def _model_label(model: str | None) -> str:
+    return repr(model) if model is not None else "(any model)"
+
+
+class RouterError(Exception):
+    """Base class of every error the router raises itself."""
+
+
+class ConfigurationError(RouterError, ValueError):
+    """The configuration is invalid.
+
+    Attributes:
+        problems: one line per problem, each naming the field or env var at fault.
+    """
+
+    def __init__(self, problems: Sequence[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        head = "invalid router configuration"
+        body = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{head}:\n{body}" if len(self.problems) > 1 else f"{head}: {body[4:]}")
+
+
+class InvalidInputError(RouterError, TypeError):
+    """The router was called with input it cannot turn into chat messages."""
+
+
+class NoProviderForModelError(RouterError, LookupError):
+    """No enabled provider serves the requested model.
+
+    Attributes:
+        model: the requested model.
+        available: models that enabled providers do serve.
+    """
+
+    def __init__(self, model: str | None, available: Sequence[str] = ()) -> None:
+        self.model = model
+        self.available = list(available)
+        hint = f"; served models: {', '.join(self.available)}" if self.available else ""
+        super().__init__(f"no enabled provider serves model {_model_label(model)}{hint}")
+
+
+class NoProviderAvailableError(RouterError):
+    """Providers serve the model, but none could take the request in time.
+
+    Attributes:
+        model: the requested model.
+        reasons: provider name -> why it was skipped ("circuit open", "rate limited", ...).
+        retry_after: seconds until the earliest provider is expected to have room,
+            or ``None`` when that cannot be known.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        reasons: Mapping[str, str],
+        retry_after: float | None = None,
+    ) -> None:
+        self.model = model
+        self.reasons = dict(reasons)
+        self.retry_after = retry_after
+        detail = "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
+        after = f" (retry after {retry_after:.3f}s)" if retry_after is not None else ""
+        super().__init__(f"no provider available for model {_model_label(model)}{after}: {detail}")
+
+
+class AllProvidersFailedError(RouterError):
+    """Every candidate provider was tried and failed.
+
+    Attributes:
+        model: the requested model.
+        errors: provider name -> the last error that provider raised, in try order.
+        attempts: total provider calls made for this request.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        errors: Mapping[str, BaseException],
+        attempts: int = 0,
+        *,
+        message: str | None = None,
+    ) -> None:
+        self.model = model
+        self.errors = dict(errors)
+        self.attempts = attempts
+        detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in self.errors.items())
+        if message is None:
+            message = f"all providers failed for model {_model_label(model)}"
+        super().__init__(f"{message} after {attempts} attempt(s): {detail or 'no attempt made'}")
+
+
+class DeadlineExceededError(AllProvidersFailedError, TimeoutError):
+    """The request's overall deadline (or its cap on attempts) ran out first.
+
+    Attributes:
+        limit: what ran out, e.g. ``"deadline 30s"`` or ``"max_attempts 6"``.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        errors: Mapping[str, BaseException],
+        attempts: int,
+        limit: str,
+    ) -> None:
+        self.limit = limit
+        super().__init__(
+            model,
+            errors,
+            attempts,
+            message=f"{limit} exceeded for model {_model_label(model)}",
+        )
+
+
+class ProviderError(RouterError):
+    """An error the router raises about one provider's behaviour.
+
+    Attributes:
+        provider: the provider's name.
+    """
+
+    def __init__(self, provider: str, message: str) -> None:
+        self.provider = provider
+        super().__init__(f"provider {provider!r}: {message}")
+
+
+class ProviderTimeoutError(ProviderError, TimeoutError):
+    """The provider did not answer in time.
+
+    Attributes:
+        phase: ``"attempt"`` (no response), ``"first_token"`` (no first chunk) or
+            ``"idle"`` (a stream fell silent).
+        timeout: the limit in seconds.
+    """
+
+    def __init__(self, provider: str, phase: str, timeout: float) -> None:
+        self.phase = phase
+        self.timeout = timeout
+        super().__init__(provider, f"{phase} timeout after {timeout:g}s")
+
+
+class IncompleteStreamError(ProviderError):
+    """A provider's stream ended before it finished (e.g. a dropped connection)."""
+
+
+class InvalidProviderOutputError(ProviderError, TypeError):
+    """A provider or handler returned something the router cannot turn into a message."""
