@@ -5,6 +5,7 @@
     RouterError
     ├── ConfigurationError            bad config: names every problem (field or env var)
     ├── InvalidInputError             the router was given input it cannot route (also TypeError)
+    ├── UnknownProviderError          a runtime control named a provider the router lacks
     ├── NoProviderForModelError       no enabled provider serves the requested model
     ├── NoProviderAvailableError      providers exist, but none could be admitted in time
     │                                 (circuit open, cooling down, out of capacity past max_wait)
@@ -37,6 +38,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "RouterError",
+    "UnknownProviderError",
 ]
 
 
@@ -64,6 +66,22 @@ class ConfigurationError(RouterError, ValueError):
 
 class InvalidInputError(RouterError, TypeError):
     """The router was called with input it cannot turn into chat messages."""
+
+
+class UnknownProviderError(RouterError, KeyError):
+    """A provider name that the router does not have.
+
+    Attributes:
+        name: the name asked for; known: the names the router has.
+    """
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"unknown provider {name!r}; known: {', '.join(self.known) or 'none'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class NoProviderForModelError(RouterError, LookupError):
@@ -112,6 +130,7 @@ class AllProvidersFailedError(RouterError):
         model: the requested model.
         errors: provider name -> the last error that provider raised, in try order.
         attempts: total provider calls made for this request.
+        skipped: provider name -> why it was not tried (still out of capacity, circuit open).
     """
 
     def __init__(
@@ -120,12 +139,16 @@ class AllProvidersFailedError(RouterError):
         errors: Mapping[str, BaseException],
         attempts: int = 0,
         *,
+        skipped: Mapping[str, str] | None = None,
         message: str | None = None,
     ) -> None:
         self.model = model
         self.errors = dict(errors)
         self.attempts = attempts
+        self.skipped = dict(skipped or {})
         detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in self.errors.items())
+        if self.skipped:
+            detail += "; skipped " + "; ".join(f"{n}: {w}" for n, w in self.skipped.items())
         if message is None:
             message = f"all providers failed for model {_model_label(model)}"
         super().__init__(f"{message} after {attempts} attempt(s): {detail or 'no attempt made'}")

@@ -1,0 +1,111 @@
+"""router-middleware: a resilient LLM router inside LangChain pipelines.
+
+Example:
+    >>> from langchain_core.language_models import FakeListChatModel
+    >>> from router_middleware import ResilientRouter
+    >>> router = ResilientRouter({"local": FakeListChatModel(responses=["hello"])})
+    >>> router.invoke("hi").content
+    'hello'
+"""
+
+from ._breaker import BreakerState, BreakerTransition, CircuitBreaker
+from ._classify import (
+    Classification,
+    ErrorClassifier,
+    ErrorKind,
+    ErrorPolicy,
+    chain_classifiers,
+    default_classifier,
+)
+from ._clock import Clock, FakeClock, SystemClock
+from ._config import (
+    CircuitBreakerConfig,
+    ModelConfig,
+    ProviderConfig,
+    RateLimitConfig,
+    RetryConfig,
+    RouterConfig,
+    TimeoutConfig,
+)
+from ._errors import (
+    AllProvidersFailedError,
+    ConfigurationError,
+    DeadlineExceededError,
+    IncompleteStreamError,
+    InvalidInputError,
+    InvalidProviderOutputError,
+    NoProviderAvailableError,
+    NoProviderForModelError,
+    ProviderError,
+    ProviderTimeoutError,
+    RouterError,
+    UnknownProviderError,
+)
+from ._limiter import ProviderLimiter
+from ._metrics import ProviderMetrics
+from ._provider import Provider, ProviderTarget
+from ._retry import BackoffPolicy
+from ._router import ResilientRouter
+from ._storage import InMemoryStore, StateStore
+from ._strategies import (
+    CostPriorityRoundRobin,
+    RoundRobin,
+    SelectionStrategy,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+)
+from ._types import LLMRequest, LLMResponse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllProvidersFailedError",
+    "BackoffPolicy",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "Classification",
+    "Clock",
+    "ConfigurationError",
+    "CostPriorityRoundRobin",
+    "DeadlineExceededError",
+    "ErrorClassifier",
+    "ErrorKind",
+    "ErrorPolicy",
+    "FakeClock",
+    "InMemoryStore",
+    "IncompleteStreamError",
+    "InvalidInputError",
+    "InvalidProviderOutputError",
+    "LLMRequest",
+    "LLMResponse",
+    "ModelConfig",
+    "NoProviderAvailableError",
+    "NoProviderForModelError",
+    "Provider",
+    "ProviderConfig",
+    "ProviderError",
+    "ProviderLimiter",
+    "ProviderMetrics",
+    "ProviderTarget",
+    "ProviderTimeoutError",
+    "RateLimitConfig",
+    "ResilientRouter",
+    "RetryConfig",
+    "RoundRobin",
+    "RouterConfig",
+    "RouterError",
+    "SelectionStrategy",
+    "StateStore",
+    "SystemClock",
+    "TimeoutConfig",
+    "UnknownProviderError",
+    "__version__",
+    "chain_classifiers",
+    "default_classifier",
+    "get_strategy",
+    "register_strategy",
+    "strategy_names",
+]

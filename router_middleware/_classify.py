@@ -1,0 +1,531 @@
+"""What kind of failure is this? One :class:`ErrorKind` per failed provider call.
+
+The router never inspects exceptions itself: it asks a classifier, then reads the
+kind's :class:`ErrorPolicy` (retry the same provider? fail over? count it against the
+circuit breaker?). Provider SDKs are detected by duck typing (``status_code``,
+``response.headers``, ``body``) and by class names in the MRO, so neither ``httpx``
+nor ``openai`` is imported.
+
+Example:
+    >>> class RateLimitError(Exception):
+    ...     status_code = 429
+    ...     headers = {"Retry-After": "2"}
+    >>> c = default_classifier(RateLimitError("slow down"))
+    >>> c.kind, c.retry_after, c.status, c.policy.failover
+    (<ErrorKind.RATE_LIMITED: 'rate_limited'>, 2.0, 429, True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timezone
+from enum import Enum
+from types import MappingProxyType
+from typing import Final, TypeAlias
+
+import langchain_core.exceptions as _lc_exceptions
+
+from ._errors import (
+    IncompleteStreamError,
+    InvalidProviderOutputError,
+    ProviderError,
+    ProviderTimeoutError,
+    RouterError,
+)
+
+__all__ = [
+    "POLICIES",
+    "Classification",
+    "ErrorClassifier",
+    "ErrorKind",
+    "ErrorPolicy",
+    "chain_classifiers",
+    "default_classifier",
+    "parse_retry_after",
+    "retry_after_from_error",
+    "status_code_of",
+]
+
+
+class ErrorKind(str, Enum):
+    """The router-relevant kind of a failure; see :data:`POLICIES` for what each implies."""
+
+    TRANSIENT = "transient"
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    MISCONFIGURED = "misconfigured"
+    CONTEXT_LENGTH = "context_length"
+    INVALID_REQUEST = "invalid_request"
+    CONTENT_POLICY = "content_policy"
+    NOT_PROVIDER = "not_provider"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPolicy:
+    """What the router does about one kind of failure.
+
+    Example:
+        >>> POLICIES[ErrorKind.TIMEOUT]
+        ErrorPolicy(retry=False, failover=True, counts_for_breaker=True)
+    """
+
+    retry: bool
+    failover: bool
+    counts_for_breaker: bool
+
+
+_POLICY_TABLE = {
+    ErrorKind.TRANSIENT: ErrorPolicy(retry=True, failover=True, counts_for_breaker=True),
+    # Being throttled says nothing about the provider's health.
+    ErrorKind.RATE_LIMITED: ErrorPolicy(retry=True, failover=True, counts_for_breaker=False),
+    # A timed-out call already spent its budget; waiting that long again on the same
+    # provider is the worst use of what is left of the deadline.
+    ErrorKind.TIMEOUT: ErrorPolicy(retry=False, failover=True, counts_for_breaker=True),
+    ErrorKind.MISCONFIGURED: ErrorPolicy(retry=False, failover=True, counts_for_breaker=True),
+    # The request, not the provider, is at fault; a bigger or laxer model may take it.
+    ErrorKind.CONTEXT_LENGTH: ErrorPolicy(retry=False, failover=True, counts_for_breaker=False),
+    ErrorKind.INVALID_REQUEST: ErrorPolicy(retry=False, failover=True, counts_for_breaker=False),
+    # Asking another model the same thing to get around a refusal is not our call.
+    ErrorKind.CONTENT_POLICY: ErrorPolicy(retry=False, failover=False, counts_for_breaker=False),
+    ErrorKind.NOT_PROVIDER: ErrorPolicy(retry=False, failover=False, counts_for_breaker=False),
+}
+POLICIES: Final[Mapping[ErrorKind, ErrorPolicy]] = MappingProxyType(_POLICY_TABLE)
+"""Kind -> what the router does about it. Read-only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """A classified failure.
+
+    Attributes:
+        kind: what went wrong.
+        retry_after: seconds the provider asked us to wait, if it said so.
+        status: the HTTP status the error carried, if any.
+
+    Example:
+        >>> Classification(ErrorKind.TRANSIENT, status=503).policy.retry
+        True
+    """
+
+    kind: ErrorKind
+    retry_after: float | None = None
+    status: int | None = None
+
+    @property
+    def policy(self) -> ErrorPolicy:
+        return POLICIES[self.kind]
+
+
+ErrorClassifier: TypeAlias = Callable[[BaseException], Classification | None]
+"""A classifier returns ``None`` to defer to the next one (and finally the default)."""
+
+# Shared instances: most failures carry neither a status nor a Retry-After.
+_PLAIN: Final[Mapping[ErrorKind, Classification]] = MappingProxyType(
+    {kind: Classification(kind) for kind in ErrorKind}
+)
+
+
+def _index(groups: Mapping[ErrorKind, str]) -> Mapping[str, ErrorKind]:
+    return MappingProxyType({n: kind for kind, names in groups.items() for n in names.split()})
+
+
+# Class names matched anywhere in the MRO. LangGraph's control-flow signals must reach
+# LangGraph untouched; LiteLLM names two kinds its status (400) would hide.
+_NAMED: Final = _index(
+    {
+        ErrorKind.NOT_PROVIDER: "GraphBubbleUp GraphInterrupt NodeInterrupt ParentCommand",
+        ErrorKind.CONTEXT_LENGTH: "ContextWindowExceededError",
+        ErrorKind.CONTENT_POLICY: "ContentPolicyViolationError",
+        ErrorKind.TIMEOUT: "TimeoutException Timeout",
+        ErrorKind.TRANSIENT: "APIConnectionError ConnectError RemoteProtocolError ProtocolError"
+        " ReadError WriteError NetworkError TransportError ServerDisconnectedError"
+        " ClientConnectionError ChunkedEncodingError IncompleteRead",
+    }
+)
+_DECISIVE_NAMES: Final = frozenset(
+    {ErrorKind.NOT_PROVIDER, ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_POLICY}
+)
+
+# Error codes and types as OpenAI (``code``), Anthropic (``error.type``) and Azure send
+# them. "insufficient_quota" is a 429 that no amount of waiting fixes.
+_LABELS: Final = _index(
+    {
+        ErrorKind.RATE_LIMITED: "rate_limit_exceeded rate_limit_error rate_limited"
+        " too_many_requests",
+        ErrorKind.MISCONFIGURED: "insufficient_quota billing_hard_limit_reached"
+        " billing_not_active billing_error invalid_api_key authentication_error"
+        " permission_error permission_denied not_found_error model_not_found",
+        ErrorKind.CONTEXT_LENGTH: "context_length_exceeded context_window_exceeded",
+        ErrorKind.CONTENT_POLICY: "content_policy_violation content_filter content_policy"
+        " moderation_blocked",
+        ErrorKind.INVALID_REQUEST: "invalid_request_error",
+        ErrorKind.TRANSIENT: "overloaded_error api_error server_error service_unavailable",
+    }
+)
+
+_CONTEXT_MESSAGE = re.compile(
+    r"context[ _]length[ _]exceeded|maximum context length|context window"
+    r"|prompt is too long|input is too long|too many input tokens",
+    re.IGNORECASE,
+)
+_CONTENT_MESSAGE = re.compile(
+    r"content[ _]policy|content[ _]filter|content management policy"
+    r"|safety (?:system|filter|settings)|blocked due to safety|flagged as potentially violating",
+    re.IGNORECASE,
+)
+
+_TIMEOUT_TYPES: Final = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
+
+# Bugs in the caller's code: failing over would only repeat them on every provider.
+_BUG_TYPES: Final = (
+    TypeError,
+    AttributeError,
+    NameError,
+    LookupError,
+    AssertionError,
+    NotImplementedError,
+    ArithmeticError,
+    ImportError,
+    RecursionError,
+    SyntaxError,
+    MemoryError,
+    StopIteration,
+    StopAsyncIteration,
+)
+
+
+def _lc_class(name: str) -> type[BaseException] | None:
+    # The ModelError family arrived in langchain-core 1.7 (ModelRefusalError in 1.7.5);
+    # older releases satisfy our ">=1.0" pin, so look the classes up instead of importing.
+    cls = getattr(_lc_exceptions, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def _model_error_table() -> tuple[tuple[type[BaseException], ErrorKind], ...]:
+    # Most specific first: integrations multiply-inherit (e.g. a BadRequestError that is
+    # also a ContextOverflowError), and a subclass may later derive from a sibling.
+    wanted = (
+        ("ContextOverflowError", ErrorKind.CONTEXT_LENGTH),
+        ("ModelRefusalError", ErrorKind.CONTENT_POLICY),
+        ("ModelRateLimitError", ErrorKind.RATE_LIMITED),
+        ("ModelTimeoutError", ErrorKind.TIMEOUT),
+        ("ModelAuthenticationError", ErrorKind.MISCONFIGURED),
+        ("ModelPermissionDeniedError", ErrorKind.MISCONFIGURED),
+        ("ModelNotFoundError", ErrorKind.MISCONFIGURED),
+        ("ModelInvalidRequestError", ErrorKind.INVALID_REQUEST),
+        ("ModelAPIError", ErrorKind.TRANSIENT),
+        ("ModelConnectionError", ErrorKind.TRANSIENT),
+    )
+    return tuple((cls, kind) for name, kind in wanted if (cls := _lc_class(name)) is not None)
+
+
+_MODEL_ERROR: Final = _lc_class("ModelError")
+_MODEL_ERRORS: Final = _model_error_table()
+
+
+def _attr(obj: object, name: str) -> object:
+    # Properties on third-party exceptions may raise anything; classifying must not.
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def _as_status(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value
+    return None
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    """The HTTP status an error carries, or ``None``.
+
+    Looks at ``status_code``, ``status``, ``http_status``, ``response.status_code`` and an
+    integer ``code``, in that order; only integers in 100..599 count.
+
+    Example:
+        >>> class HTTPStatusError(Exception):
+        ...     status = "UNAVAILABLE"
+        ...     code = 503
+        >>> status_code_of(HTTPStatusError())
+        503
+    """
+    for name in ("status_code", "status", "http_status"):
+        status = _as_status(_attr(exc, name))
+        if status is not None:
+            return status
+    status = _as_status(_attr(_attr(exc, "response"), "status_code"))
+    if status is not None:
+        return status
+    return _as_status(_attr(exc, "code"))
+
+
+def parse_retry_after(value: object, *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value, or ``None`` if it makes no sense.
+
+    Accepts delta-seconds (floats tolerated) or an HTTP-date, which is measured against
+    the wall clock ``now`` and clamped at 0 once past. Negative or non-finite numbers and
+    anything unparsable give ``None``; this never raises.
+
+    Example:
+        >>> parse_retry_after("1.5"), parse_retry_after("soon")
+        (1.5, None)
+        >>> parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", now=lambda: 4.0)
+        6.0
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            return _seconds_until_http_date(value, now)
+    else:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _seconds_until_http_date(value: str, now: Callable[[], float]) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except Exception:
+        return None
+    if when.tzinfo is None:
+        # RFC 9110 dates are GMT; email.utils leaves "-0000" naive.
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        return max(0.0, when.timestamp() - float(now()))
+    except Exception:
+        return None
+
+
+def _header(headers: object, name: str) -> object:
+    # ``name`` is lowercase. httpx/requests/aiohttp headers are case-insensitive, a
+    # plain dict is not: try a direct get, then scan (headers are few, failures rare).
+    try:
+        if isinstance(headers, Mapping):
+            found = headers.get(name)
+            if found is None:
+                for key, value in headers.items():
+                    text = key.decode("latin-1") if isinstance(key, bytes) else key
+                    if isinstance(text, str) and text.lower() == name:
+                        return value
+            return found
+        get = _attr(headers, "get")
+        return get(name) if callable(get) else None
+    except Exception:
+        return None
+
+
+def _retry_after_from_headers(headers: object) -> float | None:
+    millis = parse_retry_after(_header(headers, "retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    return parse_retry_after(_header(headers, "retry-after"))
+
+
+def retry_after_from_error(exc: BaseException) -> float | None:
+    """Seconds an error asks us to wait: ``exc.retry_after``, else its response headers.
+
+    Headers come from ``exc.response.headers`` or ``exc.headers``; ``retry-after-ms``
+    (OpenAI's, more precise) wins over ``retry-after``. Never raises.
+
+    Example:
+        >>> class RateLimitError(Exception):
+        ...     headers = {"retry-after-ms": "250", "retry-after": "1"}
+        >>> retry_after_from_error(RateLimitError())
+        0.25
+    """
+    direct = _attr(exc, "retry_after")
+    if isinstance(direct, (int, float)):
+        seconds = parse_retry_after(direct)
+        if seconds is not None:
+            return seconds
+    for headers in (_attr(_attr(exc, "response"), "headers"), _attr(exc, "headers")):
+        if headers is not None:
+            seconds = _retry_after_from_headers(headers)
+            if seconds is not None:
+                return seconds
+    return None
+
+
+def _named_kind(exc: BaseException) -> ErrorKind | None:
+    for cls in type(exc).__mro__:
+        name = cls.__name__
+        kind = _NAMED.get(name)
+        if kind is not None:
+            return kind
+        if name.endswith(("Timeout", "TimeoutError")):
+            return ErrorKind.TIMEOUT
+    return None
+
+
+def _labels(exc: BaseException, field: str) -> Iterator[object]:
+    yield _attr(exc, field)
+    body = _attr(exc, "body")
+    if isinstance(body, Mapping):
+        yield body.get(field)
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            yield inner.get(field)
+
+
+def _label_kind(exc: BaseException, field: str) -> ErrorKind | None:
+    try:
+        for label in _labels(exc, field):
+            if isinstance(label, str):
+                kind = _LABELS.get(label.lower())
+                if kind is not None:
+                    return kind
+    except Exception:
+        return None
+    return None
+
+
+def _model_error_kind(exc: BaseException) -> ErrorKind:
+    for cls, kind in _MODEL_ERRORS:
+        if isinstance(exc, cls):
+            return kind
+    # An unknown ModelError: without retry, failing over without blaming the provider
+    # is the cautious reading.
+    return ErrorKind.TRANSIENT if _attr(exc, "is_retryable") is True else ErrorKind.INVALID_REQUEST
+
+
+def _status_kind(status: int) -> ErrorKind | None:
+    if status >= 500:
+        return ErrorKind.TRANSIENT
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status == 408:
+        return ErrorKind.TIMEOUT
+    if status in (401, 402, 403, 404):
+        return ErrorKind.MISCONFIGURED
+    if status == 409:
+        # A conflict (e.g. a lock held upstream) clears on its own; OpenAI's SDK retries it.
+        return ErrorKind.TRANSIENT
+    if status >= 400:
+        return ErrorKind.INVALID_REQUEST
+    return None
+
+
+def _message_kind(exc: BaseException) -> ErrorKind | None:
+    try:
+        text = str(exc)
+    except Exception:
+        return None
+    if _CONTEXT_MESSAGE.search(text):
+        return ErrorKind.CONTEXT_LENGTH
+    if _CONTENT_MESSAGE.search(text):
+        return ErrorKind.CONTENT_POLICY
+    return None
+
+
+def _router_error_kind(exc: RouterError) -> ErrorKind:
+    if isinstance(exc, ProviderTimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, IncompleteStreamError):
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, ProviderError) and not isinstance(exc, InvalidProviderOutputError):
+        return ErrorKind.TRANSIENT
+    # Our own verdicts (no provider, bad input, bad config, nested router giving up)
+    # are answers for the caller, not failures of one provider.
+    return ErrorKind.NOT_PROVIDER
+
+
+def _kind_and_status(exc: BaseException) -> tuple[ErrorKind, int | None]:
+    if not isinstance(exc, Exception):
+        return ErrorKind.NOT_PROVIDER, None
+    named = _named_kind(exc)
+    if named is not None and named in _DECISIVE_NAMES:
+        return named, None
+    if isinstance(exc, RouterError):
+        return _router_error_kind(exc), None
+    status = status_code_of(exc)
+    # Explicit error codes beat everything else: "insufficient_quota" comes as a 429
+    # (and may be a ModelRateLimitError), "context_length_exceeded" as a plain 400.
+    kind = _label_kind(exc, "code")
+    if kind is None and _MODEL_ERROR is not None and isinstance(exc, _MODEL_ERROR):
+        kind = _model_error_kind(exc)
+    if kind is None and status is not None:
+        kind = _status_kind(status)
+    if kind is None:
+        # Types are coarser than codes; Anthropic mid-stream errors carry status 200.
+        kind = _label_kind(exc, "type")
+    if kind is None and isinstance(exc, _BUG_TYPES):
+        return ErrorKind.NOT_PROVIDER, status
+    if kind is None or kind is ErrorKind.INVALID_REQUEST:
+        # Anthropic says "prompt is too long" in a 400; some integrations raise a
+        # ValueError about the context window.
+        kind = _message_kind(exc) or kind
+    if kind is None:
+        kind = named
+    if kind is None:
+        if isinstance(exc, _TIMEOUT_TYPES):
+            kind = ErrorKind.TIMEOUT
+        elif isinstance(exc, ValueError):
+            kind = ErrorKind.NOT_PROVIDER
+        else:
+            # ConnectionError, OSError, RuntimeError, a handler's bare Exception: the
+            # provider may well answer next time.
+            kind = ErrorKind.TRANSIENT
+    return kind, status
+
+
+def default_classifier(exc: BaseException) -> Classification:
+    """Classify any exception; never raises, never returns ``None``.
+
+    Example:
+        >>> default_classifier(KeyboardInterrupt()).kind
+        <ErrorKind.NOT_PROVIDER: 'not_provider'>
+        >>> default_classifier(Exception("Simulated failure")).kind
+        <ErrorKind.TRANSIENT: 'transient'>
+    """
+    kind, status = _kind_and_status(exc)
+    retry_after = retry_after_from_error(exc) if POLICIES[kind].retry else None
+    if status is None and retry_after is None:
+        return _PLAIN[kind]
+    return Classification(kind, retry_after, status)
+
+
+class _ChainedClassifier:
+    __slots__ = ("_classifiers",)
+
+    def __init__(self, classifiers: tuple[ErrorClassifier, ...]) -> None:
+        self._classifiers = classifiers
+
+    def __call__(self, exc: BaseException) -> Classification:
+        for classify in self._classifiers:
+            found = classify(exc)
+            if found is not None:
+                return found
+        return default_classifier(exc)
+
+    def __repr__(self) -> str:
+        names = ", ".join(getattr(c, "__qualname__", repr(c)) for c in self._classifiers)
+        return f"chain_classifiers({names})"
+
+
+def chain_classifiers(*classifiers: ErrorClassifier) -> Callable[[BaseException], Classification]:
+    """Ask each classifier in turn; the first non-``None`` answer wins, else the default.
+
+    A classifier that raises is a bug in it: the error propagates.
+
+    Example:
+        >>> def teapot(exc):
+        ...     return Classification(ErrorKind.MISCONFIGURED) if "teapot" in str(exc) else None
+        >>> classify = chain_classifiers(teapot)
+        >>> classify(Exception("I'm a teapot")).kind, classify(Exception("boom")).kind
+        (<ErrorKind.MISCONFIGURED: 'misconfigured'>, <ErrorKind.TRANSIENT: 'transient'>)
+    """
+    return _ChainedClassifier(classifiers)

@@ -1,0 +1,401 @@
+"""Per-provider admission: a token bucket for the request rate, a cap on calls in flight.
+
+The bucket algorithm is the pure function :func:`take_tokens` over ``(tokens,
+last_refill_time)``; :class:`TokenBucket` runs it through a
+:class:`~router_middleware._storage.StateStore`, so one algorithm serves the in-memory
+store and a shared one. A refusal is never a bare "no": it carries the exact seconds
+until the request would be admitted, or ``math.inf`` when only a release can help,
+which :class:`ReleaseNotifier` announces to waiting threads and tasks alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+from collections.abc import Callable
+
+from ._clock import Clock
+from ._config import RateLimitConfig
+from ._storage import InMemoryStore, StateStore
+
+__all__ = [
+    "BucketState",
+    "ConcurrencyLimiter",
+    "ProviderLimiter",
+    "ReleaseNotifier",
+    "TokenBucket",
+    "take_tokens",
+]
+
+BucketState = tuple[float, float]
+"""``(tokens, last_refill_time)`` of one token bucket."""
+
+
+def _refilled(tokens: float, last: float, now: float, rate: float, burst: float) -> float:
+    # Clamping elapsed time at zero keeps a caller that read the clock just before
+    # another thread's update from refilling the same interval twice.
+    return min(float(burst), tokens + max(0.0, now - last) * rate)
+
+
+def take_tokens(
+    state: BucketState | None, now: float, rate: float, burst: float, cost: float
+) -> tuple[BucketState, float]:
+    """Refill at ``rate`` tokens/s up to ``burst``, then take ``cost`` tokens if there.
+
+    A missing state is a full bucket. Returns the new state and ``0.0`` when the tokens
+    were taken; otherwise the state unchanged and the seconds until ``cost`` tokens will
+    be there (``math.inf`` if ``cost > burst``).
+
+    Example:
+        >>> state, wait = take_tokens(None, now=0.0, rate=5, burst=1, cost=1)
+        >>> state, wait
+        ((0.0, 0.0), 0.0)
+        >>> take_tokens(state, now=0.0, rate=5, burst=1, cost=1)[1]
+        0.2
+    """
+    tokens, last = state if state is not None else (float(burst), now)
+    available = _refilled(tokens, last, now, rate, burst)
+    if available >= cost:
+        return (max(0.0, available - cost), now), 0.0
+    if cost > burst:
+        return (tokens, last), math.inf
+    wait = last - now + (cost - tokens) / rate
+    # Rounding can leave the refill a hair short at `now + wait`, the very instant a
+    # caller that sleeps `wait` reads; step up to the first float that admits, so that
+    # caller is never refused twice. Stepping `now + wait` too ends the loop even when
+    # `wait` is far below the resolution of `now`.
+    while _refilled(tokens, last, now + wait, rate, burst) < cost:
+        wait = max(math.nextafter(wait, math.inf), math.nextafter(now + wait, math.inf) - now)
+    return (tokens, last), wait
+
+
+def _peek(
+    state: BucketState | None, now: float, rate: float, burst: float, cost: float
+) -> tuple[BucketState | None, float]:
+    return state, take_tokens(state, now, rate, burst, cost)[1]
+
+
+class TokenBucket:
+    """Admit ``rate`` requests per second on average, ``burst`` at once; starts full.
+
+    Example:
+        >>> from router_middleware._clock import FakeClock
+        >>> clock = FakeClock()
+        >>> bucket = TokenBucket(rate=5, burst=2, clock=clock)
+        >>> bucket.try_acquire(), bucket.try_acquire(), bucket.try_acquire()
+        (0.0, 0.0, 0.2)
+        >>> clock.advance(0.2)
+        >>> bucket.try_acquire()
+        0.0
+    """
+
+    __slots__ = ("_clock", "_key", "_store", "burst", "rate")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Clock,
+        store: StateStore | None = None,
+        key: str = "bucket",
+    ) -> None:
+        if not 0 < rate < math.inf:
+            raise ValueError(f"rate must be a finite number > 0, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._store: StateStore = store if store is not None else InMemoryStore()
+        self._key = key
+
+    def try_acquire(self, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens: ``0.0`` if taken, else the exact seconds to wait.
+
+        Raises:
+            ValueError: ``cost`` is negative or exceeds ``burst`` (it could never pass).
+        """
+        self._check(cost)
+        return self._store.transact(
+            self._key, take_tokens, self._clock.now(), self.rate, self.burst, cost
+        )
+
+    def wait_time(self, cost: float = 1.0) -> float:
+        """What :meth:`try_acquire` would return now, without taking anything."""
+        self._check(cost)
+        return self._store.transact(
+            self._key, _peek, self._clock.now(), self.rate, self.burst, cost
+        )
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now."""
+        state = self._store.get(self._key)
+        if state is None:
+            return float(self.burst)
+        tokens, last = state
+        return _refilled(tokens, last, self._clock.now(), self.rate, self.burst)
+
+    def _check(self, cost: float) -> None:
+        if cost > self.burst:
+            raise ValueError(
+                f"cost {cost!r} exceeds burst {self.burst}: such a request could never pass"
+            )
+        if not cost >= 0:
+            raise ValueError(f"cost must be a number >= 0, got {cost!r}")
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate:g}/s, burst={self.burst}, tokens={self.tokens:.2f})"
+
+
+class ConcurrencyLimiter:
+    """Cap the calls in flight; ``None`` counts them without a cap.
+
+    Example:
+        >>> limiter = ConcurrencyLimiter(1)
+        >>> limiter.try_acquire(), limiter.try_acquire()
+        (True, False)
+        >>> limiter.release()
+        >>> limiter
+        ConcurrencyLimiter(in_flight=0/1, high_water=1)
+    """
+
+    __slots__ = ("_high_water", "_in_flight", "_lock", "max_concurrent")
+
+    def __init__(self, max_concurrent: int | None = None) -> None:
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1 or None, got {max_concurrent!r}")
+        self.max_concurrent = max_concurrent
+        self._in_flight = 0
+        self._high_water = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free."""
+        with self._lock:
+            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+                return False
+            self._in_flight += 1
+            self._high_water = max(self._high_water, self._in_flight)
+            return True
+
+    def release(self) -> None:
+        """Give a slot back.
+
+        Raises:
+            RuntimeError: no slot is held: a double release, which would let the
+                cap be exceeded silently later.
+        """
+        with self._lock:
+            if self._in_flight == 0:
+                raise RuntimeError("release() without a matching try_acquire()")
+            self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def high_water(self) -> int:
+        """The most calls ever in flight at once."""
+        return self._high_water
+
+    @property
+    def full(self) -> bool:
+        return self.max_concurrent is not None and self._in_flight >= self.max_concurrent
+
+    def __repr__(self) -> str:
+        cap = "unlimited" if self.max_concurrent is None else self.max_concurrent
+        return (
+            f"ConcurrencyLimiter(in_flight={self._in_flight}/{cap}, high_water={self._high_water})"
+        )
+
+
+class ProviderLimiter:
+    """Both limits of one provider: admitted means a slot held and a token taken.
+
+    Limiters that share a ``store`` need distinct names: the name keys the bucket.
+
+    Example:
+        >>> from router_middleware._clock import FakeClock
+        >>> config = RateLimitConfig(requests_per_second=5, burst=1, max_concurrent=1)
+        >>> limiter = ProviderLimiter(config, clock=FakeClock(), name="openai")
+        >>> limiter.try_acquire(), limiter.try_acquire()
+        (0.0, inf)
+        >>> limiter.release()
+        >>> limiter.try_acquire()
+        0.2
+        >>> limiter
+        ProviderLimiter(name='openai', tokens=0.0/1, rate=5/s, in_flight=0/1)
+    """
+
+    __slots__ = ("_on_release", "bucket", "concurrency", "name")
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        *,
+        clock: Clock,
+        store: StateStore | None = None,
+        name: str = "",
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.bucket: TokenBucket | None = None
+        if config.requests_per_second is not None:
+            self.bucket = TokenBucket(
+                config.requests_per_second,
+                config.effective_burst,
+                clock=clock,
+                store=store,
+                key=f"ratelimit:{name}",
+            )
+        self.concurrency = ConcurrencyLimiter(config.max_concurrent)
+        self._on_release = on_release
+
+    def try_acquire(self) -> float:
+        """``0.0`` when admitted; else nothing is held and this is the wait.
+
+        The wait is ``math.inf`` when the concurrency cap is full: only a release
+        can end it, so wait for ``on_release``'s notification.
+        """
+        # Peeking first means a refused caller never holds a slot, even for an
+        # instant, so it cannot make others see "full" while the bucket is empty.
+        wait = self.wait_time()
+        if wait:
+            return wait
+        if not self.concurrency.try_acquire():
+            return math.inf
+        if self.bucket is not None:
+            wait = self.bucket.try_acquire()
+            if wait:
+                # Another caller took the token after our peek. Release with a
+                # notification: a waiter may have seen "full" because of our slot.
+                self.release()
+        return wait
+
+    def release(self) -> None:
+        """Free the slot taken by an admitted :meth:`try_acquire`, then notify."""
+        self.concurrency.release()
+        if self._on_release is not None:
+            self._on_release()
+
+    def wait_time(self) -> float:
+        """What :meth:`try_acquire` would return now, without taking anything."""
+        if self.concurrency.full:
+            return math.inf
+        return 0.0 if self.bucket is None else self.bucket.wait_time()
+
+    @property
+    def in_flight(self) -> int:
+        return self.concurrency.in_flight
+
+    @property
+    def high_water(self) -> int:
+        return self.concurrency.high_water
+
+    @property
+    def idle(self) -> bool:
+        return self.concurrency.in_flight == 0
+
+    @property
+    def unlimited(self) -> bool:
+        """No rate and no cap: admission always succeeds, so callers may skip it."""
+        return self.bucket is None and self.concurrency.max_concurrent is None
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}"]
+        if self.bucket is not None:
+            parts.append(f"tokens={self.bucket.tokens:.1f}/{self.bucket.burst}")
+            parts.append(f"rate={self.bucket.rate:g}/s")
+        cap = self.concurrency.max_concurrent
+        parts.append(f"in_flight={self.in_flight}" + (f"/{cap}" if cap is not None else ""))
+        return f"ProviderLimiter({', '.join(parts)})"
+
+
+def _resolve(future: asyncio.Future[bool], notified: bool) -> None:
+    if not future.done():
+        future.set_result(notified)
+
+
+class ReleaseNotifier:
+    """Wake every thread and task waiting for a release, from any thread.
+
+    To not miss a release that happens between a refused admission and the wait,
+    read :attr:`generation` before trying and pass it as ``since``: the wait then
+    returns at once if a release came in between.
+
+    Example:
+        >>> notifier = ReleaseNotifier()
+        >>> since = notifier.generation
+        >>> notifier.notify()
+        >>> notifier.wait(0.0, since=since), notifier.wait(0.0)
+        (True, False)
+    """
+
+    __slots__ = ("_async_waiters", "_cond", "_generation", "_sync_waiters")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._generation = 0
+        self._sync_waiters = 0
+        self._async_waiters: dict[asyncio.Future[bool], asyncio.AbstractEventLoop] = {}
+
+    @property
+    def generation(self) -> int:
+        """How many notifications have been sent."""
+        return self._generation
+
+    @property
+    def waiters(self) -> int:
+        """Threads and tasks waiting now."""
+        return self._sync_waiters + len(self._async_waiters)
+
+    def notify(self) -> None:
+        """Wake every current waiter; safe from any thread and inside an event loop."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+            if not self._async_waiters:
+                return
+            waiters, self._async_waiters = self._async_waiters, {}
+        for future, loop in waiters.items():
+            # A closed loop has no task left to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future, True)
+
+    def wait(self, timeout: float, since: int | None = None) -> bool:
+        """Block this thread until notified (``True``) or ``timeout`` seconds pass."""
+        with self._cond:
+            start = self._generation if since is None else since
+            self._sync_waiters += 1
+            try:
+                return self._cond.wait_for(
+                    lambda: self._generation != start,
+                    None if timeout == math.inf else max(0.0, timeout),
+                )
+            finally:
+                self._sync_waiters -= 1
+
+    async def wait_async(self, timeout: float, since: int | None = None) -> bool:
+        """Suspend this task until notified (``True``) or ``timeout`` seconds pass."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        with self._cond:
+            if since is not None and since != self._generation:
+                return True
+            self._async_waiters[future] = loop
+        timer = loop.call_later(timeout, _resolve, future, False) if timeout < math.inf else None
+        try:
+            return await future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._cond:
+                self._async_waiters.pop(future, None)
+
+    def __repr__(self) -> str:
+        return f"ReleaseNotifier(generation={self._generation}, waiters={self.waiters})"

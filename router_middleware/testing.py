@@ -1,0 +1,322 @@
+"""Fakes for testing code that uses the router: scripted and simulated chat providers.
+
+:class:`ScriptedChatModel` is a real LangChain chat model (it opens LLM runs, streams
+chunks and reports ``usage_metadata``) whose every call follows a script of behaviours:
+answer, fail with a given error, be slow, hang, or break a stream part-way. Latency is
+spent on an injectable clock, so with :class:`FakeClock` slow providers cost no time.
+
+Example:
+    >>> from router_middleware.testing import ScriptedChatModel, Fail, http_error
+    >>> model = ScriptedChatModel(script=[Fail(http_error(503)), "fine"])
+    >>> model.invoke("hi").content
+    Traceback (most recent call last):
+    ...
+    router_middleware.testing.HTTPStatusError: HTTP 503
+    >>> model.invoke("hi").content
+    'fine'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ._clock import Clock, FakeClock, SystemClock
+
+__all__ = [
+    "Behaviour",
+    "Fail",
+    "FakeClock",
+    "HTTPStatusError",
+    "Hang",
+    "Reply",
+    "ScriptedChatModel",
+    "StreamBreak",
+    "http_error",
+]
+
+
+class _Response:
+    """The part of an httpx response that error classifiers read."""
+
+    def __init__(self, status_code: int, headers: dict[str, str]) -> None:
+        self.status_code = status_code
+        self.headers = headers
+
+
+class HTTPStatusError(Exception):
+    """An SDK-style HTTP error: ``status_code``, ``response.headers`` and an OpenAI-like ``body``."""
+
+    def __init__(
+        self, status_code: int, headers: dict[str, str] | None = None, code: str | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.response = _Response(status_code, headers or {})
+        self.body = {"error": {"code": code, "message": f"HTTP {status_code}"}} if code else None
+        super().__init__(f"HTTP {status_code}" + (f" ({code})" if code else ""))
+
+
+def http_error(
+    status: int, *, retry_after: float | None = None, code: str | None = None
+) -> HTTPStatusError:
+    """An HTTP error as provider SDKs raise it, optionally with ``Retry-After``."""
+    headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+    return HTTPStatusError(status, headers, code)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer ``text`` (the model's default when ``None``) after ``latency`` seconds."""
+
+    text: str | None = None
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Raise ``error`` after ``latency`` seconds."""
+
+    error: BaseException
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Never answer (until ``seconds`` of real time pass): for timeout tests."""
+
+    seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class StreamBreak:
+    """Stream ``after`` chunks, then raise ``error`` (a plain call raises at once)."""
+
+    after: int
+    error: BaseException = field(default_factory=lambda: ConnectionResetError("stream reset"))
+
+
+Behaviour = Reply | Fail | Hang | StreamBreak | str | BaseException
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model that follows a script, then a default behaviour.
+
+    Args:
+        script: behaviours for successive calls (a str is a :class:`Reply`, an exception
+            a :class:`Fail`); once used up, ``default`` applies.
+        default: the behaviour after the script (answer ``text``).
+        text: the default answer; streams split it into words.
+        failure_rate / failure: with a seeded ``rng``, fail this share of default calls.
+        latency: seconds spent (on ``clock``) by default calls.
+        clock: where latency is spent; a ``FakeClock`` makes it free.
+
+    Attributes ``calls``, ``in_flight`` and ``max_in_flight`` let tests check what the
+    provider saw.
+    """
+
+    script: list[Any] = Field(default_factory=list)
+    default: Any = None
+    text: str = "ok"
+    failure_rate: float = 0.0
+    failure: Callable[[], BaseException] = Field(default=lambda: ConnectionError("simulated"))
+    latency: float | Callable[[], float] = 0.0
+    seed: int = 0
+    clock: Clock = Field(default_factory=SystemClock, exclude=True)
+    usage: tuple[int, int] | None = (3, 2)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _rng: random.Random = PrivateAttr()
+    _calls: int = PrivateAttr(default=0)
+    _in_flight: int = PrivateAttr(default=0)
+    _max_in_flight: int = PrivateAttr(default=0)
+    _release: threading.Event = PrivateAttr(default_factory=threading.Event)
+
+    def model_post_init(self, context: Any) -> None:
+        self._rng = random.Random(self.seed)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._max_in_flight
+
+    def release_hangs(self) -> None:
+        """Let every hanging call return (so test threads end)."""
+        self._release.set()
+
+    def _next(self) -> Behaviour:
+        with self._lock:
+            self._calls += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            if self.script:
+                item = self.script.pop(0)
+            elif self.default is not None:
+                item = self.default
+            elif self.failure_rate and self._rng.random() < self.failure_rate:
+                item = Fail(self.failure())
+            else:
+                lat = self.latency() if callable(self.latency) else self.latency
+                item = Reply(None, lat)
+        if isinstance(item, str):
+            return Reply(item)
+        if isinstance(item, BaseException):
+            return Fail(item)
+        return item  # type: ignore[no-any-return]
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _message(self, reply: Reply) -> AIMessage:
+        message = AIMessage(reply.text if reply.text is not None else self.text)
+        if self.usage:
+            i, o = self.usage
+            message.usage_metadata = {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}
+        return message
+
+    # -- sync ---------------------------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        step = self._next()
+        try:
+            return ChatResult(generations=[ChatGeneration(message=self._act(step))])
+        finally:
+            self._done()
+
+    def _act(self, step: Behaviour) -> AIMessage:
+        if isinstance(step, Hang):
+            self._release.wait(step.seconds)
+            raise TimeoutError("hung call released")
+        if isinstance(step, StreamBreak):
+            raise step.error
+        assert isinstance(step, (Reply, Fail))
+        if step.latency:
+            self.clock.sleep(step.latency)
+        if isinstance(step, Fail):
+            raise step.error
+        return self._message(step)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        step = self._next()
+        try:
+            if isinstance(step, StreamBreak):
+                for i, word in enumerate(self._words(None)):
+                    if i == step.after:
+                        raise step.error
+                    yield self._chunk(word, run_manager)
+                raise step.error
+            message = self._act(step)
+            yield from (self._chunk(w, run_manager) for w in self._words(message.text))
+            if self.usage:
+                yield self._usage_chunk()
+        finally:
+            self._done()
+
+    # -- async --------------------------------------------------------------------------
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        step = self._next()
+        try:
+            return ChatResult(generations=[ChatGeneration(message=await self._aact(step))])
+        finally:
+            self._done()
+
+    async def _aact(self, step: Behaviour) -> AIMessage:
+        if isinstance(step, Hang):
+            await asyncio.sleep(step.seconds)
+            raise TimeoutError("hung call released")
+        if isinstance(step, StreamBreak):
+            raise step.error
+        assert isinstance(step, (Reply, Fail))
+        if step.latency:
+            await self.clock.asleep(step.latency)
+        if isinstance(step, Fail):
+            raise step.error
+        return self._message(step)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        step = self._next()
+        try:
+            if isinstance(step, StreamBreak):
+                for i, word in enumerate(self._words(None)):
+                    if i == step.after:
+                        raise step.error
+                    yield self._chunk(word, None)
+                    await asyncio.sleep(0)
+                raise step.error
+            message = await self._aact(step)
+            for word in self._words(message.text):
+                yield self._chunk(word, None)
+                await asyncio.sleep(0)
+            if self.usage:
+                yield self._usage_chunk()
+        finally:
+            self._done()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _words(self, text: str | None) -> Sequence[str]:
+        words = (text if text is not None else self.text).split(" ")
+        return [w + " " for w in words[:-1]] + words[-1:]
+
+    def _chunk(self, word: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+        if run_manager is not None:
+            run_manager.on_llm_new_token(word)
+        return ChatGenerationChunk(message=AIMessageChunk(content=word))
+
+    def _usage_chunk(self) -> ChatGenerationChunk:
+        assert self.usage is not None
+        i, o = self.usage
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata={"input_tokens": i, "output_tokens": o, "total_tokens": i + o},
+            )
+        )

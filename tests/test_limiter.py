@@ -1,0 +1,500 @@
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router_middleware._clock import FakeClock
+from router_middleware._config import RateLimitConfig
+from router_middleware._limiter import (
+    BucketState,
+    ConcurrencyLimiter,
+    ProviderLimiter,
+    ReleaseNotifier,
+    TokenBucket,
+    take_tokens,
+)
+from router_middleware._storage import InMemoryStore
+
+PROPERTY = settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def busy_switching() -> Iterator[None]:
+    """Switch threads very often, so unsynchronised counters would be caught racing."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+def _wait_until(predicate: Callable[[], bool], limit: float = 2.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.0005)
+
+
+async def _yield_until(predicate: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    pytest.fail("condition never became true")
+
+
+# --- token bucket ----------------------------------------------------------------------
+
+
+def test_bucket_starts_full() -> None:
+    bucket = TokenBucket(5, 3, clock=FakeClock())
+    assert bucket.tokens == 3.0
+    assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.try_acquire() > 0
+
+
+def test_burst_then_exact_refill_timing() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(5, 2, clock=clock)
+    assert bucket.try_acquire() == 0.0
+    assert bucket.try_acquire() == 0.0
+    assert bucket.try_acquire() == 0.2
+    clock.advance(0.1)
+    assert bucket.try_acquire() == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert bucket.try_acquire() == 0.0
+    assert bucket.try_acquire() == pytest.approx(0.2)
+
+
+def test_cost_above_one_takes_that_many_tokens() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(2, 10, clock=clock)
+    assert bucket.try_acquire(7) == 0.0
+    assert bucket.tokens == 3.0
+    assert bucket.try_acquire(5) == 1.0
+    assert bucket.tokens == 3.0, "a refused acquire must take nothing"
+    clock.advance(1.0)
+    assert bucket.try_acquire(5) == 0.0
+    assert bucket.tokens == 0.0
+
+
+def test_wait_time_is_exact_and_takes_nothing() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(4, 1, clock=clock)
+    assert bucket.wait_time() == 0.0
+    assert bucket.tokens == 1.0
+    bucket.try_acquire()
+    clock.advance(0.05)
+    assert bucket.wait_time() == pytest.approx(0.2)
+    assert bucket.wait_time() == bucket.try_acquire()
+    clock.advance(bucket.wait_time())
+    assert bucket.wait_time() == 0.0
+    assert bucket.try_acquire() == 0.0
+
+
+def test_never_exceeds_burst_after_long_idle() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(100, 4, clock=clock)
+    bucket.try_acquire(4)
+    clock.advance(1e6)
+    assert bucket.tokens == 4.0
+    assert [bucket.try_acquire() for _ in range(5)].count(0.0) == 4
+
+
+def test_buckets_on_one_store_and_key_share_tokens() -> None:
+    clock, store = FakeClock(), InMemoryStore()
+    first = TokenBucket(1, 2, clock=clock, store=store, key="k")
+    second = TokenBucket(1, 2, clock=clock, store=store, key="k")
+    assert first.try_acquire() == 0.0
+    assert second.try_acquire() == 0.0
+    assert first.try_acquire() == 1.0
+    assert TokenBucket(1, 2, clock=clock, store=store, key="other").try_acquire() == 0.0
+
+
+def test_cost_above_burst_is_rejected_naming_both() -> None:
+    bucket = TokenBucket(1, 2, clock=FakeClock())
+    with pytest.raises(ValueError, match=r"cost 3\.5 exceeds burst 2"):
+        bucket.try_acquire(3.5)
+    with pytest.raises(ValueError, match=r"cost 3\.5 exceeds burst 2"):
+        bucket.wait_time(3.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        bucket.try_acquire(-1)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (math.inf, 1), (1, 0)])
+def test_invalid_bucket_parameters_are_rejected(rate: float, burst: int) -> None:
+    with pytest.raises(ValueError, match=r"rate|burst"):
+        TokenBucket(rate, burst, clock=FakeClock())
+
+
+def test_take_tokens_is_pure_and_reports_inf_for_impossible_cost() -> None:
+    state: BucketState = (0.5, 10.0)
+    assert take_tokens(state, 10.0, 1.0, 2, 1.0) == (state, 0.5)
+    assert take_tokens(state, 10.0, 1.0, 2, 3.0) == (state, math.inf)
+    assert take_tokens(state, 11.0, 1.0, 2, 1.0) == ((0.5, 11.0), 0.0)
+
+
+def test_bucket_repr_shows_live_tokens() -> None:
+    bucket = TokenBucket(5, 10, clock=FakeClock())
+    bucket.try_acquire(3)
+    assert repr(bucket) == "TokenBucket(rate=5/s, burst=10, tokens=7.00)"
+
+
+# --- token bucket properties -----------------------------------------------------------
+
+
+@st.composite
+def _arrivals(draw: st.DrawFn) -> tuple[float, float, int, list[tuple[float, float]]]:
+    """A clock start, a rate, a burst and sorted (time, cost) arrivals."""
+    start = draw(st.sampled_from([0.0, 0.1, 1234.5678, 1e6 + 0.3]))
+    rate = draw(st.floats(0.1, 1000))
+    burst = draw(st.integers(1, 20))
+    times = sorted(draw(st.lists(st.floats(0, 20), min_size=1, max_size=40)))
+    costs = draw(st.lists(st.floats(0, burst), min_size=len(times), max_size=len(times)))
+    return start, rate, burst, list(zip(times, costs, strict=True))
+
+
+@PROPERTY
+@given(_arrivals())
+def test_admitted_tokens_in_any_window_stay_within_burst_plus_rate(
+    case: tuple[float, float, int, list[tuple[float, float]]],
+) -> None:
+    start, rate, burst, arrivals = case
+    clock = FakeClock(start)
+    bucket = TokenBucket(rate, burst, clock=clock)
+    admitted: list[tuple[float, float]] = []
+    for at, cost in arrivals:
+        clock.advance(max(0.0, start + at - clock.now()))
+        if bucket.try_acquire(cost) == 0.0:
+            admitted.append((clock.now(), cost))
+    for i, (t0, _) in enumerate(admitted):
+        for t1, _ in admitted[i:]:
+            taken = sum(cost for at, cost in admitted if t0 <= at <= t1)
+            assert taken <= burst + rate * (t1 - t0) + 1e-9
+
+
+def _bucket_at(
+    state: BucketState, now: float, rate: float, burst: int
+) -> tuple[TokenBucket, FakeClock]:
+    store, clock = InMemoryStore(), FakeClock(now)
+    store.transact("k", lambda _: (state, None))
+    return TokenBucket(rate, burst, clock=clock, store=store, key="k"), clock
+
+
+@PROPERTY
+@given(_arrivals())
+def test_a_refusal_takes_nothing_and_its_wait_is_exact(
+    case: tuple[float, float, int, list[tuple[float, float]]],
+) -> None:
+    start, rate, burst, arrivals = case
+    clock, store = FakeClock(start), InMemoryStore()
+    bucket = TokenBucket(rate, burst, clock=clock, store=store, key="k")
+    for at, cost in arrivals:
+        clock.advance(max(0.0, start + at - clock.now()))
+        before = store.get("k")
+        wait = bucket.try_acquire(cost)
+        if wait == 0.0:
+            continue
+        assert store.get("k") == before
+        assert 0 < wait < math.inf
+
+        exact, exact_clock = _bucket_at(before, clock.now(), rate, burst)
+        exact_clock.advance(wait)
+        assert exact.try_acquire(cost) == 0.0
+
+        if wait > 1e-6:
+            early, early_clock = _bucket_at(before, clock.now(), rate, burst)
+            early_clock.advance(wait - 1e-6)
+            assert early.try_acquire(cost) > 0
+
+
+# --- concurrency limiter ---------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("busy_switching")
+def test_concurrency_cap_holds_under_threads() -> None:
+    limiter = ConcurrencyLimiter(3)
+    admitted = [0] * 8
+
+    def hammer(index: int) -> None:
+        for _ in range(2000):
+            if limiter.try_acquire():
+                admitted[index] += 1
+                limiter.release()
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= limiter.high_water <= 3
+    assert limiter.in_flight == 0
+    assert sum(admitted) > 0
+
+
+async def test_concurrency_cap_holds_under_asyncio_tasks() -> None:
+    limiter = ConcurrencyLimiter(5)
+
+    async def call() -> None:
+        await _yield_until(limiter.try_acquire)  # retried until a slot is taken
+        try:
+            await asyncio.sleep(0)
+        finally:
+            limiter.release()
+
+    await asyncio.gather(*(call() for _ in range(200)))
+    assert limiter.high_water == 5
+    assert limiter.in_flight == 0
+
+
+def test_release_without_acquire_raises() -> None:
+    limiter = ConcurrencyLimiter(2)
+    with pytest.raises(RuntimeError, match="without a matching"):
+        limiter.release()
+    assert limiter.try_acquire()
+    limiter.release()
+    with pytest.raises(RuntimeError):
+        limiter.release()
+    assert limiter.in_flight == 0
+
+
+def test_unlimited_concurrency_still_counts() -> None:
+    limiter = ConcurrencyLimiter(None)
+    assert all(limiter.try_acquire() for _ in range(100))
+    assert limiter.in_flight == limiter.high_water == 100
+    assert not limiter.full
+    assert repr(limiter) == "ConcurrencyLimiter(in_flight=100/unlimited, high_water=100)"
+
+
+def test_zero_concurrency_cap_is_rejected() -> None:
+    with pytest.raises(ValueError, match="max_concurrent"):
+        ConcurrencyLimiter(0)
+
+
+# --- provider limiter ------------------------------------------------------------------
+
+
+def _provider(
+    clock: FakeClock | None = None,
+    on_release: Callable[[], None] | None = None,
+    **limits: float,
+) -> ProviderLimiter:
+    return ProviderLimiter(
+        RateLimitConfig(**limits),
+        clock=clock or FakeClock(),
+        name="p",
+        on_release=on_release,
+    )
+
+
+def test_concurrency_full_waits_forever_until_a_release() -> None:
+    limiter = _provider(max_concurrent=2)
+    assert limiter.try_acquire() == 0.0
+    assert limiter.try_acquire() == 0.0
+    assert limiter.try_acquire() == math.inf
+    assert limiter.wait_time() == math.inf
+    assert limiter.in_flight == 2
+    limiter.release()
+    assert limiter.wait_time() == 0.0
+    assert limiter.try_acquire() == 0.0
+
+
+def test_out_of_tokens_holds_no_slot() -> None:
+    clock = FakeClock()
+    limiter = _provider(clock, requests_per_second=1, burst=1, max_concurrent=2)
+    assert limiter.try_acquire() == 0.0
+    limiter.release()
+    assert limiter.try_acquire() == 1.0
+    assert limiter.in_flight == 0
+    assert limiter.idle
+    clock.advance(1.0)
+    assert limiter.try_acquire() == 0.0
+    assert limiter.in_flight == 1
+
+
+def test_losing_the_token_race_gives_the_slot_back_and_notifies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[str] = []
+    limiter = _provider(
+        on_release=lambda: released.append("r"), requests_per_second=1, max_concurrent=1
+    )
+    limiter.try_acquire()
+    limiter.release()
+    released.clear()
+    # The peek sees a token that another caller takes before ours.
+    monkeypatch.setattr(TokenBucket, "wait_time", lambda self, cost=1.0: 0.0)
+    assert limiter.try_acquire() == 1.0
+    assert limiter.in_flight == 0
+    assert released == ["r"]
+
+
+def test_on_release_is_called_after_the_slot_is_freed() -> None:
+    seen: list[int] = []
+    limiter: ProviderLimiter = _provider(
+        on_release=lambda: seen.append(limiter.in_flight), max_concurrent=3
+    )
+    limiter.try_acquire()
+    limiter.try_acquire()
+    limiter.release()
+    assert seen == [1]
+
+
+def test_no_rate_means_no_bucket() -> None:
+    assert _provider().unlimited
+    assert _provider().bucket is None
+    capped = _provider(max_concurrent=1)
+    assert capped.bucket is None
+    assert not capped.unlimited
+    rated = _provider(requests_per_second=2.5)
+    assert rated.bucket is not None
+    assert rated.bucket.burst == 3
+    assert not rated.unlimited
+
+
+def test_unlimited_provider_always_admits() -> None:
+    limiter = _provider()
+    assert [limiter.try_acquire() for _ in range(50)] == [0.0] * 50
+    assert limiter.in_flight == 50
+
+
+def test_provider_repr_shows_live_state() -> None:
+    clock = FakeClock()
+    limiter = ProviderLimiter(
+        RateLimitConfig(requests_per_second=5, burst=10, max_concurrent=5),
+        clock=clock,
+        name="openai",
+    )
+    for _ in range(8):
+        limiter.try_acquire()
+        limiter.release()
+    limiter.try_acquire()
+    limiter.try_acquire()
+    clock.advance(0.04)
+    assert repr(limiter) == "ProviderLimiter(name='openai', tokens=0.2/10, rate=5/s, in_flight=2/5)"
+    assert repr(_provider()) == "ProviderLimiter(name='p', in_flight=0)"
+
+
+@pytest.mark.usefixtures("busy_switching")
+def test_threads_waiting_on_releases_never_exceed_the_cap() -> None:
+    notifier = ReleaseNotifier()
+    limiter = _provider(on_release=notifier.notify, max_concurrent=2)
+
+    def worker() -> None:
+        for _ in range(50):
+            while True:
+                since = notifier.generation
+                if limiter.try_acquire() == 0.0:
+                    break
+                assert notifier.wait(1.0, since=since), "a release was missed"
+            limiter.release()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert limiter.high_water == 2
+    assert limiter.idle
+
+
+async def test_tasks_waiting_on_releases_never_exceed_the_cap() -> None:
+    notifier = ReleaseNotifier()
+    limiter = _provider(on_release=notifier.notify, max_concurrent=3)
+
+    async def call() -> None:
+        while True:
+            since = notifier.generation
+            if limiter.try_acquire() == 0.0:
+                break
+            assert await notifier.wait_async(1.0, since=since), "a release was missed"
+        try:
+            await asyncio.sleep(0)
+        finally:
+            limiter.release()
+
+    await asyncio.gather(*(call() for _ in range(200)))
+    assert limiter.high_water == 3
+    assert limiter.idle
+    assert notifier.waiters == 0
+
+
+# --- release notifier ------------------------------------------------------------------
+
+
+def test_notify_wakes_a_thread_waiting_in_another_thread() -> None:
+    notifier = ReleaseNotifier()
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(notifier.wait(5.0)))
+    thread.start()
+    _wait_until(lambda: notifier.waiters == 1)
+    notifier.notify()
+    thread.join(2.0)
+    assert results == [True]
+    assert notifier.waiters == 0
+
+
+async def test_notify_from_another_thread_wakes_every_async_waiter() -> None:
+    notifier = ReleaseNotifier()
+    waiters = [asyncio.create_task(notifier.wait_async(5.0)) for _ in range(3)]
+    await _yield_until(lambda: notifier.waiters == 3)
+    started = time.monotonic()
+    threading.Thread(target=notifier.notify).start()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert time.monotonic() - started < 1.0
+    assert notifier.waiters == 0
+
+
+async def test_notify_inside_the_loop_wakes_an_unbounded_async_waiter() -> None:
+    notifier = ReleaseNotifier()
+    waiter = asyncio.create_task(notifier.wait_async(math.inf))
+    await _yield_until(lambda: notifier.waiters == 1)
+    notifier.notify()
+    assert await waiter is True
+
+
+def test_sync_wait_times_out_with_false() -> None:
+    notifier = ReleaseNotifier()
+    assert notifier.wait(0.005) is False
+    assert notifier.wait(-1) is False
+    assert notifier.waiters == 0
+
+
+async def test_async_wait_times_out_with_false() -> None:
+    notifier = ReleaseNotifier()
+    assert await notifier.wait_async(0.005) is False
+    assert notifier.waiters == 0
+
+
+async def test_cancelled_async_waiter_leaves_no_entry() -> None:
+    notifier = ReleaseNotifier()
+    waiter = asyncio.create_task(notifier.wait_async(10.0))
+    await _yield_until(lambda: notifier.waiters == 1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert notifier.waiters == 0
+    notifier.notify()
+    assert repr(notifier) == "ReleaseNotifier(generation=1, waiters=0)"
+
+
+async def test_waiters_after_a_notify_wait_for_the_next_unless_given_since() -> None:
+    notifier = ReleaseNotifier()
+    since = notifier.generation
+    notifier.notify()
+    assert notifier.wait(0.0) is False
+    assert await notifier.wait_async(0.001) is False
+    assert notifier.wait(0.0, since=since) is True
+    assert await notifier.wait_async(5.0, since=since) is True
