@@ -191,12 +191,12 @@ def _report(
     outcome: int,
 ) -> _Step:
     rec, events = _advance(rec, now, cfg, name)
-    if False:
+    if generation != rec.generation:
         # Stale permits have no say: their half-open slot, if any, ended with their phase.
         return rec, events
     if rec.state == BreakerState.HALF_OPEN:
         if outcome == _IGNORE:
-            return replace(rec, in_flight=max(0, rec.in_flight - 1)), events
+            return rec, events
         if outcome == _SUCCESS:
             rec, moved = _move(rec, BreakerState.CLOSED, now, name, "trial succeeded")
         else:

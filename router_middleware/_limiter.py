@@ -58,7 +58,7 @@ def take_tokens(
     tokens, last = state if state is not None else (float(burst), now)
     available = _refilled(tokens, last, now, rate, burst)
     if available >= cost:
-        return (max(0.0, available - cost), now), 0.0
+        return (available - cost, max(now, last)), 0.0
     if cost > burst:
         return (tokens, last), math.inf
     wait = last - now + (cost - tokens) / rate

@@ -116,8 +116,8 @@ def message_from_handler_output(value: Any, provider: str) -> BaseMessage:
 
 
 def check_input(value: Any) -> None:
-    """Reject input no chat model could take, cheaply (no conversion on the hot path)."""
-    if isinstance(value, (str, PromptValue)):
+    """Reject input no provider could take, cheaply (no conversion on the hot path)."""
+    if isinstance(value, (str, PromptValue, LLMRequest)):
         return
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         if not value:

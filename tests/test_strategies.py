@@ -5,6 +5,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from router_middleware import _strategies
 from router_middleware._config import RouterConfig
 from router_middleware._errors import ConfigurationError
 from router_middleware._strategies import (
-    C,
+    Candidate,
     CostPriorityRoundRobin,
     RoundRobin,
     SelectionStrategy,
@@ -22,6 +23,9 @@ from router_middleware._strategies import (
     register_strategy,
     strategy_names,
 )
+
+
+C = TypeVar("C", bound=Candidate)
 
 
 @dataclass(eq=False)
@@ -44,21 +48,21 @@ class CountingInt(int):
 
     comparisons = 0
 
-    def __lt__(self, other: object) -> bool:
+    def __lt__(self, other: int) -> bool:
         CountingInt.comparisons += 1
-        return int(self) < int(other)  # type: ignore[call-overload]
+        return int(self) < int(other)
 
-    def __gt__(self, other: object) -> bool:
+    def __gt__(self, other: int) -> bool:
         CountingInt.comparisons += 1
-        return int(self) > int(other)  # type: ignore[call-overload]
+        return int(self) > int(other)
 
-    def __le__(self, other: object) -> bool:
+    def __le__(self, other: int) -> bool:
         CountingInt.comparisons += 1
-        return int(self) <= int(other)  # type: ignore[call-overload]
+        return int(self) <= int(other)
 
-    def __ge__(self, other: object) -> bool:
+    def __ge__(self, other: int) -> bool:
         CountingInt.comparisons += 1
-        return int(self) >= int(other)  # type: ignore[call-overload]
+        return int(self) >= int(other)
 
 
 class Router:
@@ -146,10 +150,10 @@ def test_no_candidates_yields_nothing(strategy: SelectionStrategy) -> None:
 # -- laziness: the first pick is O(n), never a sort --------------------------------------
 
 
-def _shuffled_counting(n: int, **kw: float) -> list[P]:
+def _shuffled_counting(n: int, priority: float = 1.0, cost: float = 0.0) -> list[P]:
     stamps = list(range(1, n + 1))
     random.Random(7).shuffle(stamps)
-    return [P(f"p{i}", last_selected=CountingInt(s), **kw) for i, s in enumerate(stamps)]
+    return [P(f"p{i}", priority, cost, CountingInt(s)) for i, s in enumerate(stamps)]
 
 
 def test_round_robin_first_pick_is_linear() -> None:

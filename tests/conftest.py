@@ -1,0 +1,48 @@
+"""Shared helpers for the router's end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from router_middleware import FakeClock, ResilientRouter
+from router_middleware.testing import ScriptedChatModel
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def provider_config(name: str, *, models: tuple[str, ...] = ("m",), **extra: Any) -> dict[str, Any]:
+    return {"name": name, "models": [{"name": m} for m in models], **extra}
+
+
+@pytest.fixture
+def make_router(clock: FakeClock) -> Callable[..., ResilientRouter]:
+    """Build a router over the given providers, on the fake clock, with fast retries."""
+
+    def make(
+        providers: Mapping[str, Any],
+        configs: list[dict[str, Any]] | None = None,
+        **config: Any,
+    ) -> ResilientRouter:
+        configs = configs or [
+            provider_config(name, priority=i) for i, name in enumerate(providers, start=1)
+        ]
+        config.setdefault("strategy", "cost_priority_round_robin")
+        config.setdefault("retry", {"attempts": 2, "initial_backoff_seconds": 0.01})
+        return ResilientRouter(dict(providers), {"providers": configs, **config}, clock=clock)
+
+    return make
+
+
+@pytest.fixture
+def scripted(clock: FakeClock) -> Callable[..., ScriptedChatModel]:
+    def make(*script: Any, **kwargs: Any) -> ScriptedChatModel:
+        kwargs.setdefault("clock", clock)
+        return ScriptedChatModel(script=list(script), **kwargs)
+
+    return make
