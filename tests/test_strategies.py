@@ -24,7 +24,6 @@ from router_middleware._strategies import (
     strategy_names,
 )
 
-
 C = TypeVar("C", bound=Candidate)
 
 
