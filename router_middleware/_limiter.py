@@ -375,7 +375,7 @@ class ReleaseNotifier:
             try:
                 return self._cond.wait_for(
                     lambda: self._generation != start,
-                    None if timeout == math.inf else max(0.0, timeout),
+                    None if timeout == math.inf else timeout,
                 )
             finally:
                 self._sync_waiters -= 1

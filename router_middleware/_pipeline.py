@@ -27,11 +27,11 @@ from ._errors import (
     NoProviderAvailableError,
     NoProviderForModelError,
 )
-from ._limiter import ReleaseNotifier
 from ._metrics import cost_of, usage_from_message
 from ._provider import Provider
 from ._retry import plan_retry
 from ._strategies import SelectionStrategy
+from ._waiting import SlotQueue
 
 __all__ = ["CALL", "EVENT", "SLEEP", "WAIT", "Pipeline", "Served", "Step"]
 
@@ -40,13 +40,26 @@ CALL: Final = 0
 SLEEP: Final = 1
 """``(SLEEP, seconds)``: back off; no slot is held."""
 WAIT: Final = 2
-"""``(WAIT, seconds, for_release)``: no capacity anywhere; sleep, or wait for a release."""
+"""``(WAIT, seconds, blocked)``: no capacity anywhere. With ``blocked`` (pairs of a
+provider's slot queue and its snapshot) wait for a slot release, up to ``seconds``, and
+resume with whether one came; with ``None`` sleep ``seconds``, the computed time until a
+token refills or a breaker half-opens."""
 EVENT: Final = 3
 """``(EVENT, name, data)``: a custom event for the request's run."""
 
 Step = tuple[Any, ...]
 
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def _count_limited(provider: Provider, counted: set[str] | None) -> set[str]:
+    """Count a request as rate-limited at a provider once, however long it waits there."""
+    if counted is None:
+        counted = set()
+    if provider.name not in counted:
+        counted.add(provider.name)
+        provider.metrics.record_rate_limited()
+    return counted
 
 
 class Served:
@@ -88,14 +101,12 @@ class Pipeline:
         config: RouterConfig,
         strategy: SelectionStrategy,
         clock: Clock,
-        notifier: ReleaseNotifier,
         classifier: ErrorClassifier | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self.config = config
         self.strategy = strategy
         self.clock = clock
-        self.notifier = notifier
         self.classify: Callable[[BaseException], Classification] = chain_classifiers(
             *([classifier] if classifier else [])
         )
@@ -139,19 +150,22 @@ class Pipeline:
         done: set[str] = set()
         trail: list[dict[str, Any]] = []
 
+        counted: set[str] | None = None  # providers already counted rate-limited for this request
         while True:
             skipped: dict[str, str] = {}
             soonest = math.inf
-            for_release = False
+            blocked: list[tuple[SlotQueue, int]] = []
             for provider in self.strategy.order(candidates, model):
                 name = provider.name
                 if name in done:
                     continue
                 now = clock.now()
+                # Read before trying, so a release between a refusal and the wait is not lost.
+                since = provider.slots.snapshot()
                 if provider.cooldown_until > now:
-                    provider.metrics.record_rate_limited()
                     skipped[name] = "cooling down after a 429"
                     soonest = min(soonest, provider.cooldown_until - now)
+                    counted = _count_limited(provider, counted)
                     continue
                 permit = provider.breaker.try_acquire()
                 if permit is None:
@@ -159,16 +173,16 @@ class Pipeline:
                     skipped[name] = f"circuit {provider.circuit_breaker_state}"
                     if after > 0:
                         soonest = min(soonest, after)
-                    else:
-                        for_release = True
+                    else:  # half-open, its trials under way: wake when one ends
+                        blocked.append((provider.slots, since))
                     continue
                 wait = provider.limiter.try_acquire()
                 if wait:
                     provider.breaker.on_ignore(permit)
-                    provider.metrics.record_rate_limited()
+                    counted = _count_limited(provider, counted)
                     if wait == math.inf:
                         skipped[name] = "at max concurrency"
-                        for_release = True
+                        blocked.append((provider.slots, since))
                     else:
                         skipped[name] = f"rate limited for {wait:.3f}s"
                         soonest = min(soonest, wait)
@@ -270,14 +284,15 @@ class Pipeline:
                 raise self._all_failed(model, errors, attempts, skipped)
             budget = min(wait_left, deadline - clock.now())
             pause = min(soonest, budget)
-            if budget <= 0 or (not for_release and soonest > budget):
+            if budget <= 0 or (not blocked and soonest > budget):
                 if errors:
                     raise self._all_failed(model, errors, attempts, skipped)
                 finite = soonest if soonest != math.inf else None
                 raise NoProviderAvailableError(model, skipped, finite)
             before_wait = clock.now()
-            yield (WAIT, pause, for_release)
-            wait_left -= max(clock.now() - before_wait, 0.0) or pause
+            woken = yield (WAIT, pause, blocked or None)
+            waited = clock.now() - before_wait
+            wait_left -= waited if woken else max(waited, pause)
 
     def _all_failed(
         self,

@@ -22,6 +22,7 @@ from ._metrics import ProviderMetrics
 from ._retry import BackoffPolicy
 from ._storage import StateStore
 from ._types import LLMRequest, message_from_handler_output
+from ._waiting import SlotQueue
 
 __all__ = ["Provider", "ProviderTarget"]
 
@@ -60,6 +61,7 @@ class Provider:
         "models",
         "name",
         "priority",
+        "slots",
         "target",
         "timeouts",
     )
@@ -72,7 +74,6 @@ class Provider:
         *,
         clock: Clock,
         store: StateStore | None = None,
-        on_release: Callable[[], None] | None = None,
         on_transition: Callable[[BreakerTransition], None] | None = None,
     ) -> None:
         self.name = config.name
@@ -86,8 +87,9 @@ class Provider:
         self.timeouts: TimeoutConfig = config.timeouts or router_config.timeouts
         self.backoff = BackoffPolicy(config.retry or router_config.retry)
         self.metrics = ProviderMetrics()
+        self.slots = SlotQueue()
         self.limiter = ProviderLimiter(
-            config.rate_limit, clock=clock, store=store, name=self.name, on_release=on_release
+            config.rate_limit, clock=clock, store=store, name=self.name, on_release=self.slots.notify
         )
         self.breaker = CircuitBreaker(
             config.circuit_breaker or router_config.circuit_breaker,

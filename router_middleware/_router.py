@@ -36,12 +36,12 @@ from ._execute import (
     open_stream_async,
     open_stream_sync,
 )
-from ._limiter import ReleaseNotifier
 from ._pipeline import CALL, EVENT, SLEEP, Pipeline, Served
 from ._provider import Provider, ProviderTarget
 from ._storage import InMemoryStore, StateStore
 from ._strategies import SelectionStrategy, get_strategy
 from ._types import LLMRequest, LLMResponse, check_input
+from ._waiting import wait_for_slot, wait_for_slot_async
 
 __all__ = ["ResilientRouter"]
 
@@ -72,7 +72,6 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     pipeline: SkipValidation[Pipeline | None] = Field(default=None, exclude=True, repr=False)
     clock: SkipValidation[Clock] = Field(exclude=True, repr=False)
     store: SkipValidation[StateStore] = Field(exclude=True, repr=False)
-    notifier: SkipValidation[ReleaseNotifier] = Field(exclude=True, repr=False)
     listeners: SkipValidation[list[BreakerListener]] = Field(
         default_factory=list, exclude=True, repr=False
     )
@@ -108,12 +107,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         cfg = _with_inferred_providers(RouterConfig.coerce(config or {}), targets)
         clock = clock or SystemClock()
         store = store or InMemoryStore()
-        notifier = ReleaseNotifier()
         super().__init__(
             router_config=cfg,
             clock=clock,
             store=store,
-            notifier=notifier,
             listeners=list(listeners or []),
         )
         self._strategy_override = strategy
@@ -142,14 +139,13 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                 cfg,
                 clock=self.clock,
                 store=self.store,
-                on_release=self.notifier.notify,
                 on_transition=self._on_transition,
             )
             if pc.name in previous:
                 provider.adopt_state(previous[pc.name])
             built.append(provider)
         strategy = self._strategy_override or get_strategy(cfg.strategy)
-        return Pipeline(built, cfg, strategy, self.clock, self.notifier, self._classifier)
+        return Pipeline(built, cfg, strategy, self.clock, self._classifier)
 
     def _on_transition(self, transition: BreakerTransition) -> None:
         for listener in list(self.listeners):
@@ -310,13 +306,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                 served = _finish(plan)
                 pipeline.succeed(served, output)
                 return _annotate(output, served)
-            if step[0] == EVENT:
-                _emit(run, step[1], step[2])
-            elif step[0] == SLEEP or not step[2]:
-                pipeline.clock.sleep(step[1])
-            else:
-                self.notifier.wait(step[1])
-            step = next(plan)
+            step = plan.send(self._wait_or_emit(step, run))
 
     async def ainvoke(
         self,
@@ -369,13 +359,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                 served = _finish(plan)
                 pipeline.succeed(served, output)
                 return _annotate(output, served)
-            if step[0] == EVENT:
-                await _aemit(run, step[1], step[2])
-            elif step[0] == SLEEP or not step[2]:
-                await pipeline.clock.asleep(step[1])
-            else:
-                await self.notifier.wait_async(step[1])
-            step = next(plan)
+            step = plan.send(await self._await_or_emit(step, run))
 
     def stream(
         self,
@@ -412,13 +396,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                         step = plan.send(exc)
                         continue
                     break
-                if step[0] == EVENT:
-                    _emit(run, step[1], step[2])
-                elif step[0] == SLEEP or not step[2]:
-                    pipeline.clock.sleep(step[1])
-                else:
-                    self.notifier.wait(step[1])
-                step = next(plan)
+                step = plan.send(self._wait_or_emit(step, run))
             served = _finish(plan)
             if first is not EMPTY:
                 pipeline.first_token(served)
@@ -475,13 +453,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                         step = plan.send(exc)
                         continue
                     break
-                if step[0] == EVENT:
-                    await _aemit(run, step[1], step[2])
-                elif step[0] == SLEEP or not step[2]:
-                    await pipeline.clock.asleep(step[1])
-                else:
-                    await self.notifier.wait_async(step[1])
-                step = next(plan)
+                step = plan.send(await self._await_or_emit(step, run))
             served = _finish(plan)
             if first is not EMPTY:
                 pipeline.first_token(served)
@@ -502,6 +474,28 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             await run.on_chain_error(exc)
             raise
         await run.on_chain_end(final)
+
+    def _wait_or_emit(self, step: tuple[Any, ...], run: CallbackManagerForChainRun) -> Any:
+        """Carry out a non-call step on this thread; returns what the pipeline expects back."""
+        if step[0] == EVENT:
+            _emit(run, step[1], step[2])
+        elif step[0] == SLEEP or step[2] is None:
+            self.clock.sleep(step[1])
+        else:
+            return wait_for_slot(step[2], step[1])
+        return None
+
+    async def _await_or_emit(
+        self, step: tuple[Any, ...], run: AsyncCallbackManagerForChainRun
+    ) -> Any:
+        """Carry out a non-call step without blocking the loop."""
+        if step[0] == EVENT:
+            await _aemit(run, step[1], step[2])
+        elif step[0] == SLEEP or step[2] is None:
+            await self.clock.asleep(step[1])
+        else:
+            return await wait_for_slot_async(step[2], step[1])
+        return None
 
     # -- seed parity ----------------------------------------------------------------------
 

@@ -477,6 +477,9 @@ def _reason_kind(reason: str) -> str:
     return reason
 
 
+OUTCOMES = st.sampled_from(["success", "failure", "ignore"])
+
+
 class BreakerMachine(RuleBasedStateMachine):
     """Drives a breaker and a naive reference model side by side."""
 
@@ -497,10 +500,10 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @initialize(
         threshold=st.integers(1, 4),
-        sampling=st.sampled_from([2.5, 5.0, 10.0]),
-        reset=st.sampled_from([0.5, 1.0, 2.5, 5.0]),
+        sampling=st.sampled_from([1.25, 2.5, 5.0]),
+        reset=st.sampled_from([0.5, 1.25, 2.5]),
         max_calls=st.integers(1, 3),
-        rate=st.sampled_from([None, 0.5, 0.75, 1.0]),
+        rate=st.sampled_from([None, None, 0.5, 0.75, 1.0]),
         minimum_calls=st.integers(1, 6),
     )
     def setup(
@@ -576,8 +579,16 @@ class BreakerMachine(RuleBasedStateMachine):
             self.in_flight += self.state is HALF_OPEN
             self.held.append((permit, self.gen))
 
+    @rule(outcome=OUTCOMES)
+    def call(self, outcome: str) -> None:
+        """The common path: acquire, then report at once."""
+        held = len(self.held)
+        self.acquire()
+        if len(self.held) > held:
+            self.report(held, outcome)
+
     @precondition(lambda self: self.held)
-    @rule(index=st.integers(0, 50), outcome=st.sampled_from(["success", "failure", "ignore"]))
+    @rule(index=st.integers(0, 50), outcome=OUTCOMES)
     def report(self, index: int, outcome: str) -> None:
         permit, gen = self.held.pop(index % len(self.held))
         self._lazy()
@@ -602,9 +613,18 @@ class BreakerMachine(RuleBasedStateMachine):
         elif self.state is CLOSED and outcome != "ignore":
             self._model_closed_outcome(outcome == "failure")
 
-    @rule(steps=st.integers(0, 24))
-    def advance(self, steps: int) -> None:
-        self.clock.advance(steps * 0.25)
+    # Multiples of 1/8 s, like every duration above: exact float arithmetic throughout,
+    # and steps that land exactly on window and timeout boundaries.
+    @rule(seconds=st.sampled_from([0.0, 0.125, 0.25, 0.5, 1.25, 2.5, 5.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(which=st.sampled_from(["sampling", "reset"]))
+    def advance_by_a_configured_duration(self, which: str) -> None:
+        cfg = self.cfg
+        self.clock.advance(
+            cfg.sampling_duration_seconds if which == "sampling" else cfg.reset_timeout_seconds
+        )
 
     @rule()
     def reset(self) -> None:

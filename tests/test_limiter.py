@@ -125,10 +125,10 @@ def test_buckets_on_one_store_and_key_share_tokens() -> None:
 
 def test_cost_above_burst_is_rejected_naming_both() -> None:
     bucket = TokenBucket(1, 2, clock=FakeClock())
-    with pytest.raises(ValueError, match=r"cost 3\.5 exceeds burst 2"):
-        bucket.try_acquire(3.5)
-    with pytest.raises(ValueError, match=r"cost 3\.5 exceeds burst 2"):
-        bucket.wait_time(3.5)
+    with pytest.raises(ValueError, match=r"cost 2\.5 exceeds burst 2"):
+        bucket.try_acquire(2.5)
+    with pytest.raises(ValueError, match=r"cost 2\.5 exceeds burst 2"):
+        bucket.wait_time(2.5)
     with pytest.raises(ValueError, match=">= 0"):
         bucket.try_acquire(-1)
 
@@ -144,6 +144,14 @@ def test_take_tokens_is_pure_and_reports_inf_for_impossible_cost() -> None:
     assert take_tokens(state, 10.0, 1.0, 2, 1.0) == (state, 0.5)
     assert take_tokens(state, 10.0, 1.0, 2, 3.0) == (state, math.inf)
     assert take_tokens(state, 11.0, 1.0, 2, 1.0) == ((0.5, 11.0), 0.0)
+
+
+def test_a_stale_clock_reading_never_rewinds_the_refill_time() -> None:
+    # A thread that read the clock before another's update must not refill that
+    # interval a second time later.
+    state, wait = take_tokens((2.0, 10.0), 9.0, 1.0, 5, 1.0)
+    assert (state, wait) == ((1.0, 10.0), 0.0)
+    assert take_tokens((0.0, 10.0), 9.0, 1.0, 5, 1.0)[1] == 2.0
 
 
 def test_bucket_repr_shows_live_tokens() -> None:
@@ -324,6 +332,21 @@ def test_out_of_tokens_holds_no_slot() -> None:
     assert limiter.in_flight == 1
 
 
+def test_out_of_tokens_never_touches_the_slot_nor_notifies() -> None:
+    # Were a refused caller to hold a slot even briefly and notify on giving it back,
+    # waiters on an empty bucket would wake each other in a loop until the refill.
+    released: list[str] = []
+    limiter = _provider(
+        on_release=lambda: released.append("r"), requests_per_second=1, max_concurrent=1
+    )
+    limiter.try_acquire()
+    limiter.release()
+    released.clear()
+    assert [limiter.try_acquire() for _ in range(3)] == [1.0] * 3
+    assert released == []
+    assert limiter.high_water == 1
+
+
 def test_losing_the_token_race_gives_the_slot_back_and_notifies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -445,7 +468,7 @@ async def test_tasks_waiting_on_releases_never_exceed_the_cap() -> None:
 def test_notify_wakes_a_thread_waiting_in_another_thread() -> None:
     notifier = ReleaseNotifier()
     results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(notifier.wait(5.0)))
+    thread = threading.Thread(target=lambda: results.append(notifier.wait(math.inf)), daemon=True)
     thread.start()
     _wait_until(lambda: notifier.waiters == 1)
     notifier.notify()
@@ -470,7 +493,20 @@ async def test_notify_inside_the_loop_wakes_an_unbounded_async_waiter() -> None:
     waiter = asyncio.create_task(notifier.wait_async(math.inf))
     await _yield_until(lambda: notifier.waiters == 1)
     notifier.notify()
+    assert notifier.waiters == 0, "a notified waiter no longer counts as waiting"
     assert await waiter is True
+
+
+def test_notify_skips_waiters_whose_loop_was_closed() -> None:
+    notifier = ReleaseNotifier()
+    loop = asyncio.new_event_loop()
+    abandoned = loop.create_task(notifier.wait_async(10.0))
+    abandoned._log_destroy_pending = False  # type: ignore[attr-defined]  # abandoned on purpose
+    loop.run_until_complete(asyncio.sleep(0))
+    assert notifier.waiters == 1
+    loop.close()
+    notifier.notify()
+    assert notifier.waiters == 0
 
 
 def test_sync_wait_times_out_with_false() -> None:

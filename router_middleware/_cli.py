@@ -1,0 +1,341 @@
+"""The ``llm-router`` command: inspect the configuration, and watch the router work.
+
+``rich`` (the ``cli`` extra) draws the progress bar and tables when stdout is a
+terminal; otherwise, and without it, output is plain text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._errors import ConfigurationError
+from ._settings import Origin, RouterSettings, env_reference
+from ._simulate import (
+    Fault,
+    Scenario,
+    SimulationReport,
+    default_scenario,
+    parse_fault,
+    scenario_for,
+    simulate,
+)
+
+__all__ = ["main"]
+
+OK, INVALID, USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``llm-router`` with ``argv`` (``sys.argv[1:]`` when ``None``); return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return USAGE
+    try:
+        code: int = args.run(args)
+    except ConfigurationError as exc:
+        _problems(exc.problems, args)
+        return INVALID
+    except ValueError as exc:
+        print(f"llm-router: error: {exc}", file=sys.stderr)
+        return USAGE
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-router", description="Configure and exercise a resilient LLM router."
+    )
+    commands = parser.add_subparsers(title="commands")
+    config = commands.add_parser("config", help="inspect the configuration").add_subparsers(
+        title="config commands"
+    )
+
+    def sources(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--env-file", type=Path, help="read this .env file (default: ./.env)")
+        p.add_argument(
+            "--config-file", type=Path, help="read this file (as LLM_ROUTER_CONFIG_FILE)"
+        )
+
+    show = config.add_parser(
+        "show", help="the effective configuration and where each value came from"
+    )
+    sources(show)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(run=_show)
+    check = config.add_parser("check", help="validate; exit 1 listing every problem")
+    sources(check)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(run=_check)
+    reference = config.add_parser("reference", help="print the environment variable reference")
+    reference.set_defaults(run=lambda _: print(env_reference(), end="") or OK)
+
+    sim = commands.add_parser(
+        "simulate",
+        help="run the router against simulated providers",
+        description="Run the real router against simulated providers and report what it did. "
+        "With a configuration (env, .env or file) each configured provider is simulated; "
+        "without, a built-in scenario of three providers is used.",
+    )
+    sources(sim)
+    sim.add_argument("--requests", type=int, default=600, help="requests to send (600)")
+    sim.add_argument("--concurrency", type=int, default=32, help="requests in flight at most (32)")
+    sim.add_argument(
+        "--duration", type=float, default=60.0, help="simulated seconds the arrivals span (60)"
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="replace provider NAME's behaviour; keys: latency[_ms], latency_p95[_ms], "
+        "failure_rate, hang_rate, outage=START-END, rate_limit_burst=START-END, retry_after",
+    )
+    sim.add_argument("--seed", type=int, default=0, help="the same seed gives the same counts")
+    sim.add_argument(
+        "--speed",
+        type=_speed,
+        default=10.0,
+        help="simulated seconds per real second (10), or 'max'",
+    )
+    sim.add_argument("--model", help="the model to request (default: the configured default)")
+    sim.add_argument("--no-config", action="store_true", help="ignore any configuration")
+    sim.add_argument("--json", action="store_true", help="machine-readable output")
+    sim.set_defaults(run=_simulate)
+    return parser
+
+
+def _speed(text: str) -> float:
+    if text == "max":
+        return math.inf
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("speed must be > 0 or 'max'")
+    return value
+
+
+def _settings(args: argparse.Namespace) -> RouterSettings:
+    values: dict[str, Any] = {}
+    if args.env_file is not None:
+        values["_env_file"] = args.env_file
+    if args.config_file is not None:
+        values["config_file"] = args.config_file
+    return RouterSettings(**values)
+
+
+def _origin(origin: Origin) -> str:
+    return "command line" if origin.source == "init" else str(origin)
+
+
+def _problems(problems: Sequence[str], args: argparse.Namespace) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"valid": False, "problems": list(problems)}, indent=2))
+        return
+    print(f"invalid router configuration ({len(problems)} problem(s)):", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def _show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    rows = [(path, value, _origin(origin)) for path, value, origin in settings.explain()]
+    if args.json:
+        config = settings.model_dump(mode="json")
+        sources = {path: origin for path, _, origin in rows}
+        print(json.dumps({"valid": True, "config": config, "sources": sources}, indent=2))
+        return OK
+    console = _rich_console()
+    if console is not None:
+        from rich.table import Table
+
+        table = Table("setting", "value", "source", title="Effective router configuration")
+        for path, value, origin in rows:
+            style = "dim" if origin == "default" else ""
+            table.add_row(path, json.dumps(value), origin, style=style)
+        console.print(table)
+        return OK
+    _plain_table(["setting", "value", "source"], [[p, json.dumps(v), o] for p, v, o in rows])
+    return OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    cfg = settings.to_router_config()
+    names = [p.name for p in cfg.providers]
+    if args.json:
+        print(json.dumps({"valid": True, "problems": [], "providers": names}, indent=2))
+    else:
+        listed = ", ".join(names) if names else "none configured"
+        print(f"configuration is valid: strategy {cfg.strategy}; providers: {listed}")
+    return OK
+
+
+# -- simulate --------------------------------------------------------------------------------
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    faults: dict[str, Fault] = dict(parse_fault(spec) for spec in args.fault)
+    traffic = {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "duration_seconds": args.duration,
+        "seed": args.seed,
+        "speed": args.speed,
+    }
+    settings = None if args.no_config else _settings(args)
+    if settings is not None and settings.providers:
+        cfg = settings.to_router_config()
+        return scenario_for(cfg, faults, model=args.model or cfg.default_model, **traffic)
+    scenario = default_scenario(model=args.model, **traffic)
+    if faults:
+        scenario = replace(scenario, faults={**scenario.faults, **faults})
+    return scenario
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    scenario = _scenario(args)
+    console = None if args.json else _rich_console()
+    if console is not None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        columns = ("simulating", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("simulate", total=scenario.requests)
+            report = simulate(scenario, lambda done, _: bar.update(task, completed=done))
+        _rich_report(report, console)
+        return OK
+    report = simulate(scenario, None if args.json else _plain_progress(sys.stderr))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _plain_report(report, sys.stdout)
+    return OK
+
+
+def _plain_progress(out: TextIO) -> Callable[[int, int], None]:
+    step = [0]
+
+    def show(done: int, total: int) -> None:
+        tenth = done * 10 // total
+        if tenth > step[0]:
+            step[0] = tenth
+            print(f"simulating: {done}/{total} requests ({tenth * 10}%)", file=out, flush=True)
+
+    return show
+
+
+_HEAD = [
+    "provider", "reqs", "ok", "fail", "limited", "trips", "retries", "p50 s", "p95 s",
+    "tokens", "cost", "breaker",
+]  # fmt: skip
+
+
+def _provider_cells(name: str, row: dict[str, Any]) -> list[str]:
+    counts = ("requests", "successes", "failures", "rate_limited", "breaker_trips", "retries")
+    return [
+        name,
+        *(str(row[key]) for key in counts),
+        _num(row["latency_p50"]),
+        _num(row["latency_p95"]),
+        str(row["input_tokens"] + row["output_tokens"]),
+        f"{row['cost']:.4f}",
+        row["breaker_state"],
+    ]
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _summary(report: SimulationReport) -> list[str]:
+    r, s = report.requests, report.scenario
+    errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
+    return [
+        f"{r['total']} requests over {r['simulated_seconds']:.1f} simulated seconds "
+        f"(seed {s['seed']}, {report.wall_seconds:.1f} s real): {r['succeeded']} succeeded, "
+        f"{r['failed']} failed" + (f" ({errors})" if errors else ""),
+        f"latency seen by callers: p50 {_num(r['latency_p50'])} s, p95 {_num(r['latency_p95'])} s",
+    ]
+
+
+def _transition_cells(t: dict[str, Any]) -> list[str]:
+    return [f"{t['at']:8.3f}s", t["provider"], f"{t['from']} -> {t['to']}", t["reason"]]
+
+
+def _plain_report(report: SimulationReport, out: TextIO) -> None:
+    for line in _summary(report):
+        print(line, file=out)
+    print(file=out)
+    rows = [_provider_cells(n, row) for n, row in report.providers.items()]
+    _plain_table(_HEAD, rows, out)
+    print("\nbreaker transitions:", file=out)
+    if not report.transitions:
+        print("  none", file=out)
+    for t in report.transitions:
+        print("  " + "  ".join(_transition_cells(t)), file=out)
+
+
+def _plain_table(head: list[str], rows: list[list[str]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+    for row in [head, *rows]:
+        print(
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out
+        )
+
+
+def _rich_console() -> Any:
+    """A rich console when stdout is a terminal and rich is installed, else ``None``."""
+    if not sys.stdout.isatty():
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    return Console()
+
+
+def _rich_report(report: SimulationReport, console: Any) -> None:
+    from rich import box
+    from rich.table import Table
+
+    def table(title: str, head: list[str], caption: str | None = None) -> Any:
+        t = Table(
+            title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+            caption_justify="left", padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
+        )  # fmt: skip
+        for h in head:
+            left = h in ("provider", "change", "reason")
+            t.add_column(h, no_wrap=True, justify="left" if left else "right")
+        return t
+
+    for line in _summary(report):
+        console.print(line, highlight=False)
+    colours = {"closed": "green", "half_open": "yellow", "open": "red"}
+    # The breaker's final state colours the name: one column less, so 80 columns fit.
+    caption = "name colour: breaker at the end (green closed, yellow half-open, red open)"
+    providers = table("Providers", _HEAD[:-1], caption)
+    for name, row in report.providers.items():
+        *cells, state = _provider_cells(name, row)
+        cells[0] = f"[{colours.get(state, 'white')}]{name}[/]"
+        providers.add_row(*cells)
+    console.print(providers)
+    if not report.transitions:
+        console.print("no breaker transitions")
+        return
+    timeline = table("Breaker transitions", ["at", "provider", "change", "reason"])
+    for t in report.transitions:
+        at, provider, change, reason = _transition_cells(t)
+        timeline.add_row(at, provider, f"[{colours.get(t['to'], 'white')}]{change}[/]", reason)
+    console.print(timeline)

@@ -1,0 +1,235 @@
+"""The ``llm-router`` command, called in-process through ``main(argv)``."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router_middleware import _cli
+from router_middleware._cli import main
+from router_middleware._settings import env_reference
+
+FAST = ["--speed", "max", "--requests", "120", "--duration", "12"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("LLM_ROUTER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def configure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_ROUTER_STRATEGY", "cost_priority_round_robin")
+    monkeypatch.setenv("LLM_ROUTER_PROVIDERS__OPENAI__MODELS", '[{"name": "gpt-4o-mini"}]')
+    monkeypatch.setenv("LLM_ROUTER_PROVIDERS__OPENAI__PRIORITY", "1")
+    monkeypatch.setenv("LLM_ROUTER_PROVIDERS__LOCAL__MODELS", '[{"name": "gpt-4o-mini"}]')
+    monkeypatch.setenv("LLM_ROUTER_PROVIDERS__LOCAL__PRIORITY", "2")
+
+
+def break_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_ROUTER_STRATEGY", "fastest")
+    monkeypatch.setenv("LLM_ROUTER_PROVIDERS__A__PRIORITY", "-1")
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_check_a_valid_configuration(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch)
+    code, out, _ = run(capsys, "config", "check")
+    assert code == 0
+    assert out == (
+        "configuration is valid: strategy cost_priority_round_robin; providers: local, openai\n"
+    )
+    code, out, _ = run(capsys, "config", "check", "--json")
+    assert (code, json.loads(out)) == (
+        0,
+        {"valid": True, "problems": [], "providers": ["local", "openai"]},
+    )
+
+
+def test_check_lists_every_problem_and_fails(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    break_config(monkeypatch)
+    code, out, err = run(capsys, "config", "check")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        "invalid router configuration (3 problem(s)):",
+        "  - strategy: unknown strategy 'fastest'; expected one of round_robin, "
+        "cost_priority_round_robin [env LLM_ROUTER_STRATEGY]",
+        "  - providers.a.priority: Input should be greater than or equal to 0 "
+        "[env LLM_ROUTER_PROVIDERS__A__PRIORITY]",
+        "  - providers.a.models: Field required [set LLM_ROUTER_PROVIDERS__A__MODELS; "
+        "providers.a is from env LLM_ROUTER_PROVIDERS__A__PRIORITY]",
+    ]
+    code, out, _ = run(capsys, "config", "check", "--json")
+    data = json.loads(out)
+    assert (code, data["valid"], len(data["problems"])) == (1, False, 3)
+
+
+def test_show_json_gives_values_and_sources(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    configure(monkeypatch)
+    (tmp_path / ".env").write_text("LLM_ROUTER_MAX_ATTEMPTS=4\n")
+    file = tmp_path / "router.toml"
+    file.write_text("[retry]\nattempts = 5\n")
+    code, out, _ = run(capsys, "config", "show", "--json", "--config-file", str(file))
+    data = json.loads(out)
+    assert code == 0
+    assert data["config"]["providers"]["openai"]["priority"] == 1.0
+    assert (data["config"]["max_attempts"], data["config"]["retry"]["attempts"]) == (4, 5)
+    assert (
+        data["sources"]["providers.openai.priority"] == "env LLM_ROUTER_PROVIDERS__OPENAI__PRIORITY"
+    )
+    assert data["sources"]["max_attempts"] == ".env LLM_ROUTER_MAX_ATTEMPTS"
+    assert data["sources"]["retry.attempts"] == f"file {file}"
+    assert data["sources"]["config_file"] == "command line"
+    assert data["sources"]["circuit_breaker.threshold"] == "default"
+
+
+def test_show_plain_table(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch)
+    code, out, _ = run(capsys, "config", "show")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["setting", "value", "source"]
+    assert any(
+        line.split() == ["strategy", '"cost_priority_round_robin"', "env", "LLM_ROUTER_STRATEGY"]
+        for line in lines
+    )
+
+
+def test_show_with_an_invalid_configuration_fails(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    break_config(monkeypatch)
+    code, out, err = run(capsys, "config", "show")
+    assert (code, out) == (1, "")
+    assert "unknown strategy 'fastest'" in err
+
+
+def test_reference_prints_the_env_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "config", "reference")
+    assert (code, out) == (0, env_reference())
+
+
+# -- simulate -------------------------------------------------------------------------------
+
+
+def test_simulate_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "simulate", "--json", "--seed", "3", *FAST)
+    report = json.loads(out)
+    assert (code, err) == (0, "")
+    assert report["requests"]["total"] == 120
+    assert set(report["providers"]) == {"primary", "secondary", "slow-backup"}
+    assert report["scenario"]["seed"] == 3
+    assert report["transitions"][0]["provider"] == "primary"
+    _, again, _ = run(capsys, "simulate", "--json", "--seed", "3", *FAST)
+    repeat = json.loads(again)
+    assert repeat.pop("wall_seconds") >= 0
+    report.pop("wall_seconds")
+    assert repeat == report  # the same seed, the same counts
+
+
+def test_simulate_the_configured_providers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch)
+    code, out, _ = run(capsys, "simulate", "--json", *FAST, "--fault", "local:failure_rate=1")
+    report = json.loads(out)
+    assert code == 0
+    assert set(report["providers"]) == {"openai", "local"}
+    assert report["scenario"]["model"] is None  # no default model: any provider serves
+    assert report["scenario"]["faults"]["openai"]["outage"] == [3.0, 6.0]  # preferred: outage
+    assert report["providers"]["local"]["successes"] == 0
+    assert report["providers"]["local"]["injected"]["failure"] > 0
+    code, out, _ = run(capsys, "simulate", "--json", "--no-config", *FAST)
+    assert set(json.loads(out)["providers"]) == {"primary", "secondary", "slow-backup"}
+
+
+def test_simulate_plain_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "simulate", *FAST, "--fault", "primary:outage=2-6")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("120 requests over ")
+    header = next(line for line in lines if line.startswith("provider"))
+    assert header.split() == [
+        "provider", "reqs", "ok", "fail", "limited", "trips", "retries", "p50", "s", "p95", "s",
+        "tokens", "cost", "breaker",
+    ]  # fmt: skip
+    assert "breaker transitions:" in lines
+    assert any("primary  closed -> open" in line for line in lines)
+    assert err.splitlines()[-1] == "simulating: 120/120 requests (100%)"
+
+
+def test_simulate_with_rich_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    monkeypatch.setattr(_cli, "_rich_console", lambda: console)
+    code, _, _ = run(capsys, "simulate", *FAST)
+    text = screen.getvalue()
+    assert code == 0
+    assert "Providers" in text
+    assert "Breaker transitions" in text
+    assert "closed -> open" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "--fault", "primary:nonsense=1"], "unknown part 'nonsense=1'"),
+        (["simulate", "--fault", "ghost:failure_rate=1"], "faults for unknown provider(s): ghost"),
+        (["simulate", "--requests", "0"], "requests and concurrency must be >= 1"),
+    ],
+)
+def test_simulate_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_bad_speed_and_no_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "--speed", "0"])
+    assert exit_.value.code == 2
+    code, _, err = run(capsys)
+    assert code == 2
+    assert "simulate" in err
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ROUTER_")}
+    env["LLM_ROUTER_MAX_ATTEMPTS"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-m", "router_middleware", "config", "check"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "max_attempts: Input should be greater than or equal to 1" in done.stderr

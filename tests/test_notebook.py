@@ -1,0 +1,81 @@
+"""Jupyter: the quickstart notebook runs top to bottom, and the HTML views render."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from router_middleware import FakeClock, ResilientRouter
+from router_middleware._display import MetricsSnapshot, metrics_html, router_html
+from router_middleware.testing import ScriptedChatModel, http_error
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+
+
+def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat", reason="needs the dev extra (nbformat)")
+    nbclient = pytest.importorskip("nbclient", reason="needs the dev extra (nbclient)")
+    pytest.importorskip("ipykernel", reason="needs the dev extra (ipykernel)")
+    for name in list(os.environ):  # the kernel inherits the environment
+        if name.upper().startswith("LLM_ROUTER_"):
+            monkeypatch.delenv(name)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=60,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    client.execute()  # raises CellExecutionError, with the cell, if any cell fails
+
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code)
+    # The cells that end on the router and on its metrics display them.
+    last_lines = ("router", "router.metrics()")
+    shown = [cell.outputs for cell in code if cell.source.splitlines()[-1] in last_lines]
+    assert len(shown) == 2
+    assert all(any(o.output_type == "execute_result" for o in outputs) for outputs in shown)
+    streamed = next(cell for cell in code if "chain.stream" in cell.source).outputs[0]["text"]
+    assert streamed.count("|") > 3
+
+
+def test_router_html_shows_each_provider_and_its_breaker() -> None:
+    router = ResilientRouter(
+        {"<fast>": ScriptedChatModel(script=[http_error(503)]), "backup": ScriptedChatModel()},
+        {
+            "providers": [
+                {"name": "<fast>", "priority": 1, "models": [{"name": "m"}],
+                 "rate_limit": {"requests_per_second": 5}},
+                {"name": "backup", "priority": 2, "models": [{"name": "m"}]},
+            ],
+            "strategy": "cost_priority_round_robin",
+            "retry": {"attempts": 1},
+            "circuit_breaker": {"threshold": 1},
+        },
+        clock=FakeClock(),
+    )  # fmt: skip
+    router.invoke("hi")
+    html = router_html(router)
+    assert "<fast>" not in html  # names are escaped
+    assert "&lt;fast&gt;" in html
+    assert html.count("<tr>") == 3  # the head and one row per provider
+    assert ">open</span>" in html
+    assert ">closed</span>" in html
+    assert "5 rps" in html
+    assert "cost_priority_round_robin" in html
+
+
+def test_metrics_snapshot_is_a_dict_that_renders_as_a_table() -> None:
+    router = ResilientRouter({"a": ScriptedChatModel()}, clock=FakeClock())
+    router.invoke("hi")
+    snapshot = MetricsSnapshot(router.metrics())
+    assert isinstance(snapshot, dict)
+    assert json.loads(json.dumps(snapshot))["totals"]["total_requests"] == 1
+    html = snapshot._repr_html_()
+    assert html == metrics_html(snapshot)
+    assert html.count("<tr>") == 2
+    assert "total requests 1" in html
+    assert "3/2" in html  # tokens in/out of the one answer
