@@ -171,7 +171,7 @@ def _closed_outcome(
     failures = (*kept, now)[-cfg.threshold :]
     if len(failures) >= cfg.threshold:
         return _move(rec, BreakerState.OPEN, now, name, f"{cfg.threshold} failures in {window:g}s")
-    if rate is not None and calls >= cfg.minimum_calls and fails / calls > rate:
+    if rate is not None and calls >= cfg.minimum_calls and fails / calls >= rate:
         reason = f"{fails}/{calls} calls failed in {window:g}s"
         return _move(rec, BreakerState.OPEN, now, name, reason)
     return replace(rec, failures=failures, buckets=buckets), _NO_EVENTS

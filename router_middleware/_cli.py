@@ -44,10 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         _problems(exc.problems, args)
         return INVALID
-    except ValueError as exc:
+    except _UsageError as exc:
         print(f"llm-router: error: {exc}", file=sys.stderr)
         return USAGE
     return code
+
+
+class _UsageError(Exception):
+    """Options that parse but make no sense (a bad ``--fault``, zero requests)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(run=_check)
     reference = config.add_parser("reference", help="print the environment variable reference")
-    reference.set_defaults(run=lambda _: print(env_reference(), end="") or OK)
+    reference.set_defaults(run=_reference)
 
     sim = commands.add_parser(
         "simulate",
@@ -103,8 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--speed",
         type=_speed,
-        default=10.0,
-        help="simulated seconds per real second (10), or 'max'",
+        help="simulated seconds per real second, or 'max' (default: 10 on a terminal, else max)",
     )
     sim.add_argument("--model", help="the model to request (default: the configured default)")
     sim.add_argument("--no-config", action="store_true", help="ignore any configuration")
@@ -169,6 +172,11 @@ def _show(args: argparse.Namespace) -> int:
     return OK
 
 
+def _reference(args: argparse.Namespace) -> int:
+    print(env_reference(), end="")
+    return OK
+
+
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     cfg = settings.to_router_config()
@@ -191,7 +199,8 @@ def _scenario(args: argparse.Namespace) -> Scenario:
         "concurrency": args.concurrency,
         "duration_seconds": args.duration,
         "seed": args.seed,
-        "speed": args.speed,
+        # Pace the run for someone watching it; a pipe or a file gets the result at once.
+        "speed": args.speed or (10.0 if sys.stdout.isatty() and not args.json else math.inf),
     }
     settings = None if args.no_config else _settings(args)
     if settings is not None and settings.providers:
@@ -204,7 +213,12 @@ def _scenario(args: argparse.Namespace) -> Scenario:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    scenario = _scenario(args)
+    try:
+        scenario = _scenario(args)
+    except ConfigurationError:
+        raise
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
     console = None if args.json else _rich_console()
     if console is not None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

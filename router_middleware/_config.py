@@ -318,13 +318,12 @@ class RouterConfig(_Config):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate provider name(s): {', '.join(dupes)}")
-        if self.default_model is not None and self.providers:
-            if not any(p.model(self.default_model) for p in self.providers):
-                served = sorted({m.name for p in self.providers for m in p.models})
-                raise ValueError(
-                    f"default_model {self.default_model!r} is served by no provider "
-                    f"(served: {', '.join(served)})"
-                )
+        model = self.default_model
+        if model is not None and self.providers and not any(p.model(model) for p in self.providers):
+            served = sorted({m.name for p in self.providers for m in p.models})
+            raise ValueError(
+                f"default_model {model!r} is served by no provider (served: {', '.join(served)})"
+            )
         return self
 
     @classmethod

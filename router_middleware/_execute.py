@@ -56,7 +56,7 @@ def attempt_config(
         {"router_provider": provider, "router_model": model, "router_attempt": number},
         inherit=False,
     )
-    out: RunnableConfig = {**config, "callbacks": child}  # type: ignore[typeddict-item]
+    out: RunnableConfig = {**config, "callbacks": child}
     out.pop("run_name", None)
     out.pop("run_id", None)
     return out
@@ -109,7 +109,9 @@ async def call_async(
     try:
         if timeout is None:
             return await runnable.ainvoke(value, config, **kwargs)
-        return await _within(provider.name, "attempt", timeout, runnable.ainvoke(value, config, **kwargs))
+        return await _within(
+            provider.name, "attempt", timeout, runnable.ainvoke(value, config, **kwargs)
+        )
     finally:
         var_child_runnable_config.reset(token)
 

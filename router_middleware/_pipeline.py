@@ -36,7 +36,7 @@ from ._waiting import SlotQueue
 __all__ = ["CALL", "EVENT", "SLEEP", "WAIT", "Pipeline", "Served", "Step"]
 
 CALL: Final = 0
-"""``(CALL, provider, model, attempt_number, timeout | None)``: resume with ``None`` or the error."""
+"""``(CALL, provider, model, attempt_number, timeout)``: resume with ``None`` or the error."""
 SLEEP: Final = 1
 """``(SLEEP, seconds)``: back off; no slot is held."""
 WAIT: Final = 2
@@ -128,9 +128,7 @@ class Pipeline:
         except KeyError:
             pass
         found = [
-            p
-            for p in self.providers.values()
-            if p.enabled and (model is None or p.serves(model))
+            p for p in self.providers.values() if p.enabled and (model is None or p.serves(model))
         ]
         if not found:
             served = sorted({m for p in self.providers.values() if p.enabled for m in p.models})
@@ -260,12 +258,12 @@ class Pipeline:
                             },
                         )
                         yield (SLEEP, delay)
-                        permit = provider.breaker.try_acquire()
-                        if permit is not None:
+                        again = provider.breaker.try_acquire()
+                        if again is not None:
                             if provider.limiter.try_acquire() == 0.0:
-                                readmitted = True
+                                permit, readmitted = again, True
                             else:
-                                provider.breaker.on_ignore(permit)
+                                provider.breaker.on_ignore(again)
                     if readmitted:
                         continue
                     provider.metrics.record_failure(

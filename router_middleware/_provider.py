@@ -89,7 +89,11 @@ class Provider:
         self.metrics = ProviderMetrics()
         self.slots = SlotQueue()
         self.limiter = ProviderLimiter(
-            config.rate_limit, clock=clock, store=store, name=self.name, on_release=self.slots.notify
+            config.rate_limit,
+            clock=clock,
+            store=store,
+            name=self.name,
+            on_release=self.slots.notify,
         )
         self.breaker = CircuitBreaker(
             config.circuit_breaker or router_config.circuit_breaker,

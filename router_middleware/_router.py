@@ -8,8 +8,9 @@ offers the runtime controls (enable, disable, reset, reload) and the metrics vie
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.language_models import LanguageModelInput
@@ -20,7 +21,7 @@ from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
 )
-from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation
+from pydantic import ConfigDict, Field, SkipValidation
 
 from ._breaker import BreakerTransition
 from ._classify import ErrorClassifier
@@ -47,6 +48,7 @@ __all__ = ["ResilientRouter"]
 
 ConfigLike = RouterConfig | Mapping[str, Any]
 BreakerListener = Callable[[BreakerTransition], None]
+_T = TypeVar("_T")
 
 
 class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
@@ -69,14 +71,12 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     router_config: RouterConfig
     # Plain fields, not private attributes: they are read on every request, and pydantic
     # private-attribute reads go through a slow ``__getattr__``.
-    pipeline: SkipValidation[Pipeline | None] = Field(default=None, exclude=True, repr=False)
+    pipeline: SkipValidation[Pipeline] = Field(exclude=True, repr=False)
     clock: SkipValidation[Clock] = Field(exclude=True, repr=False)
     store: SkipValidation[StateStore] = Field(exclude=True, repr=False)
-    listeners: SkipValidation[list[BreakerListener]] = Field(
-        default_factory=list, exclude=True, repr=False
-    )
-    _strategy_override: SelectionStrategy | None = PrivateAttr(default=None)
-    _classifier: ErrorClassifier | None = PrivateAttr(default=None)
+    listeners: SkipValidation[_Listeners] = Field(exclude=True, repr=False)
+    strategy: SkipValidation[SelectionStrategy | None] = Field(exclude=True, repr=False)
+    classifier: SkipValidation[ErrorClassifier | None] = Field(exclude=True, repr=False)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -105,58 +105,15 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         """
         targets = dict(providers or {})
         cfg = _with_inferred_providers(RouterConfig.coerce(config or {}), targets)
-        clock = clock or SystemClock()
-        store = store or InMemoryStore()
-        super().__init__(
-            router_config=cfg,
-            clock=clock,
-            store=store,
-            listeners=list(listeners or []),
-        )
-        self._strategy_override = strategy
-        self._classifier = classifier
-        self.pipeline = self._build(cfg, targets, previous={})
-
-    # -- construction -----------------------------------------------------------------------
-
-    def _build(
-        self,
-        cfg: RouterConfig,
-        targets: Mapping[str, ProviderTarget],
-        previous: Mapping[str, Provider],
-    ) -> Pipeline:
-        missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
-        unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
-        problems = [f"providers.{n}: configured, but no runnable or handler was given" for n in missing]
-        problems += [f"{n!r}: a runnable or handler was given, but no provider config" for n in unknown]
-        if problems:
-            raise ConfigurationError(problems)
-        built = []
-        for pc in cfg.providers:
-            provider = Provider(
-                pc,
-                targets.get(pc.name, pc.handler),
-                cfg,
-                clock=self.clock,
-                store=self.store,
-                on_transition=self._on_transition,
-            )
-            if pc.name in previous:
-                provider.adopt_state(previous[pc.name])
-            built.append(provider)
-        strategy = self._strategy_override or get_strategy(cfg.strategy)
-        return Pipeline(built, cfg, strategy, self.clock, self._classifier)
-
-    def _on_transition(self, transition: BreakerTransition) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(transition)
-            except Exception:  # a listener must never break routing
-                import logging
-
-                logging.getLogger("router_middleware").exception(
-                    "breaker listener %r failed", listener
-                )
+        parts: dict[str, Any] = {
+            "clock": clock or SystemClock(),
+            "store": store or InMemoryStore(),
+            "listeners": _Listeners(listeners or []),
+            "strategy": strategy,
+            "classifier": classifier,
+        }
+        pipeline = _build_pipeline(cfg, targets, {}, **parts)
+        super().__init__(router_config=cfg, pipeline=pipeline, **parts)
 
     @classmethod
     def create(
@@ -179,7 +136,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         loaded = config_loader()
         if inspect.isawaitable(loaded):
             loaded = await loaded
-        return cls(handlers, cast(ConfigLike, loaded), **kwargs)
+        return cls(handlers, loaded, **kwargs)
 
     # -- runtime control --------------------------------------------------------------------
 
@@ -225,10 +182,23 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         targets.update(providers or {})
         cfg = RouterConfig.coerce(config)
         keep = {p.name for p in cfg.providers}
-        self.pipeline = self._build(cfg, {n: t for n, t in targets.items() if n in keep}, old)
+        self.pipeline = _build_pipeline(
+            cfg,
+            {n: t for n, t in targets.items() if n in keep},
+            old,
+            clock=self.clock,
+            store=self.store,
+            listeners=self.listeners,
+            strategy=self.strategy,
+            classifier=self.classifier,
+        )
         self.router_config = cfg
 
-    reload = apply_config
+    def reload(
+        self, config: ConfigLike, providers: Mapping[str, ProviderTarget] | None = None
+    ) -> None:
+        """Alias of :meth:`apply_config`."""
+        self.apply_config(config, providers)
 
     def metrics(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of every provider's metrics and health."""
@@ -267,7 +237,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         config = ensure_config(config)
         model = self._requested_model(model, config)
         run = get_callback_manager_for_config(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
+            None,
+            input,
+            name=config.get("run_name") or self.get_name(),
+            run_id=config.pop("run_id", None),
         )
         try:
             output = self._invoke(input, config, run, model, kwargs)
@@ -292,7 +265,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             if step[0] == CALL:
                 _, provider, served_model, number, timeout = step
                 try:
-                    output = call_sync(
+                    output: BaseMessage = call_sync(
                         provider,
                         served_model,
                         attempt_input(provider, value, served_model),
@@ -320,7 +293,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         config = ensure_config(config)
         model = self._requested_model(model, config)
         run = await get_async_callback_manager_for_config(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
+            None,
+            input,
+            name=config.get("run_name") or self.get_name(),
+            run_id=config.pop("run_id", None),
         )
         try:
             output = await self._ainvoke(input, config, run, model, kwargs)
@@ -345,7 +321,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             if step[0] == CALL:
                 _, provider, served_model, number, timeout = step
                 try:
-                    output = await call_async(
+                    output: BaseMessage = await call_async(
                         provider,
                         served_model,
                         attempt_input(provider, value, served_model),
@@ -373,7 +349,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         config = ensure_config(config)
         model = self._requested_model(model, config)
         run = get_callback_manager_for_config(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
+            None,
+            input,
+            name=config.get("run_name") or self.get_name(),
+            run_id=config.pop("run_id", None),
         )
         final: Any = None
         try:
@@ -430,7 +409,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         config = ensure_config(config)
         model = self._requested_model(model, config)
         run = await get_async_callback_manager_for_config(config).on_chain_start(
-            None, input, name=config.get("run_name") or self.get_name(), run_id=config.pop("run_id", None)
+            None,
+            input,
+            name=config.get("run_name") or self.get_name(),
+            run_id=config.pop("run_id", None),
         )
         final: Any = None
         try:
@@ -521,6 +503,52 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     __str__ = __repr__
 
 
+class _Listeners(list[BreakerListener]):
+    """The router's breaker listeners, called in order; one that raises is logged, not fatal."""
+
+    def __call__(self, transition: BreakerTransition) -> None:
+        for listener in list(self):
+            try:
+                listener(transition)
+            except Exception:
+                logging.getLogger("router_middleware").exception(
+                    "breaker listener %r failed", listener
+                )
+
+
+def _build_pipeline(
+    cfg: RouterConfig,
+    targets: Mapping[str, ProviderTarget],
+    previous: Mapping[str, Provider],
+    *,
+    clock: Clock,
+    store: StateStore,
+    listeners: _Listeners,
+    strategy: SelectionStrategy | None,
+    classifier: ErrorClassifier | None,
+) -> Pipeline:
+    missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
+    unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
+    problems = [f"providers.{n}: configured, but no runnable or handler was given" for n in missing]
+    problems += [f"{n!r}: a runnable or handler was given, but no provider config" for n in unknown]
+    if problems:
+        raise ConfigurationError(problems)
+    built = []
+    for pc in cfg.providers:
+        provider = Provider(
+            pc,
+            targets.get(pc.name, pc.handler),
+            cfg,
+            clock=clock,
+            store=store,
+            on_transition=listeners,
+        )
+        if pc.name in previous:
+            provider.adopt_state(previous[pc.name])
+        built.append(provider)
+    return Pipeline(built, cfg, strategy or get_strategy(cfg.strategy), clock, classifier)
+
+
 def _finish(plan: Any) -> Served:
     try:
         plan.send(None)
@@ -529,7 +557,7 @@ def _finish(plan: Any) -> Served:
     raise RuntimeError("routing plan did not finish after a successful attempt")
 
 
-def _annotate(output: Any, served: Served) -> Any:
+def _annotate(output: _T, served: Served) -> _T:
     metadata = getattr(output, "response_metadata", None)
     if isinstance(metadata, dict):
         metadata["router"] = served.metadata()

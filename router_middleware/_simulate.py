@@ -449,7 +449,7 @@ async def _drive(
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(total)]
     # A request outliving its arrival time plus the deadline is stuck: stop waiting.
-    grace = (config.deadline_seconds or 600.0) + config.max_wait_seconds + 1.0
+    grace = (config.deadline_seconds or 60.0) + config.max_wait_seconds + 1.0
     await asyncio.wait(tasks, timeout=scenario.duration_seconds + grace)
     stuck = sum(not t.done() for t in tasks)
     for task in tasks:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.prompt_values import PromptValue
 
 from ._errors import InvalidInputError, InvalidProviderOutputError
@@ -51,7 +52,9 @@ class LLMRequest:
         if isinstance(value, Mapping):
             unknown = set(value) - set(cls.__slots__)
             if unknown:
-                raise InvalidInputError(f"unknown LLMRequest field(s): {', '.join(sorted(unknown))}")
+                raise InvalidInputError(
+                    f"unknown LLMRequest field(s): {', '.join(sorted(unknown))}"
+                )
             return cls(**value)
         raise InvalidInputError(f"expected an LLMRequest or a mapping, got {type(value).__name__}")
 
@@ -76,15 +79,13 @@ class LLMResponse:
         """This response as the ``AIMessage`` a chain receives."""
         message = AIMessage(self.text, response_metadata=dict(self.metadata))
         if self.input_tokens or self.output_tokens:
-            message.usage_metadata = {
-                "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens,
-                "total_tokens": self.input_tokens + self.output_tokens,
-            }
+            message.usage_metadata = usage(self.input_tokens, self.output_tokens)
         return message
 
     @classmethod
-    def from_message(cls, message: BaseMessage, provider: str | None, model: str | None) -> LLMResponse:
+    def from_message(
+        cls, message: BaseMessage, provider: str | None, model: str | None
+    ) -> LLMResponse:
         usage = getattr(message, "usage_metadata", None) or {}
         return cls(
             text=message.text,
@@ -96,6 +97,18 @@ class LLMResponse:
         )
 
 
+def usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
+    """``usage_metadata`` for a message (the token details are optional)."""
+    return cast(
+        UsageMetadata,
+        {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    )
+
+
 def message_from_handler_output(value: Any, provider: str) -> BaseMessage:
     """Turn what a handler returned into a message, or say clearly what is wrong."""
     if isinstance(value, LLMResponse):
@@ -105,7 +118,14 @@ def message_from_handler_output(value: Any, provider: str) -> BaseMessage:
     if isinstance(value, str):
         return AIMessage(value)
     if isinstance(value, Mapping) and isinstance(value.get("text"), str):
-        extra = set(value) - {"text", "provider", "model", "input_tokens", "output_tokens", "metadata"}
+        extra = set(value) - {
+            "text",
+            "provider",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "metadata",
+        }
         if not extra:
             return LLMResponse(**value).to_message()
     raise InvalidProviderOutputError(

@@ -33,6 +33,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ._clock import Clock, FakeClock, SystemClock
+from ._types import usage
 
 __all__ = [
     "Behaviour",
@@ -58,7 +59,7 @@ class _Response:
 
 
 class HTTPStatusError(Exception):
-    """An SDK-style HTTP error: ``status_code``, ``response.headers`` and an OpenAI-like ``body``."""
+    """An SDK-style HTTP error: ``status_code``, ``response.headers``, an OpenAI-like ``body``."""
 
     def __init__(
         self, status_code: int, headers: dict[str, str] | None = None, code: str | None = None
@@ -197,7 +198,7 @@ class ScriptedChatModel(BaseChatModel):
         message = AIMessage(reply.text if reply.text is not None else self.text)
         if self.usage:
             i, o = self.usage
-            message.usage_metadata = {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}
+            message.usage_metadata = usage(i, o)
         return message
 
     # -- sync ---------------------------------------------------------------------------
@@ -309,7 +310,9 @@ class ScriptedChatModel(BaseChatModel):
         words = (text if text is not None else self.text).split(" ")
         return [w + " " for w in words[:-1]] + words[-1:]
 
-    def _chunk(self, word: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+    def _chunk(
+        self, word: str, run_manager: CallbackManagerForLLMRun | None
+    ) -> ChatGenerationChunk:
         if run_manager is not None:
             run_manager.on_llm_new_token(word)
         return ChatGenerationChunk(message=AIMessageChunk(content=word))
@@ -320,7 +323,7 @@ class ScriptedChatModel(BaseChatModel):
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata={"input_tokens": i, "output_tokens": o, "total_tokens": i + o},
+                usage_metadata=usage(i, o),
             )
         )
 

@@ -16,7 +16,7 @@ from router_middleware import _cli
 from router_middleware._cli import main
 from router_middleware._settings import env_reference
 
-FAST = ["--speed", "max", "--requests", "120", "--duration", "12"]
+FAST = ["--requests", "120", "--duration", "12"]  # not a terminal: unpaced
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,7 @@ def test_simulate_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert report["requests"]["total"] == 120
     assert set(report["providers"]) == {"primary", "secondary", "slow-backup"}
-    assert report["scenario"]["seed"] == 3
+    assert (report["scenario"]["seed"], report["scenario"]["speed"]) == (3, None)  # unpaced
     assert report["transitions"][0]["provider"] == "primary"
     _, again, _ = run(capsys, "simulate", "--json", "--seed", "3", *FAST)
     repeat = json.loads(again)
@@ -169,7 +169,9 @@ def test_simulate_the_configured_providers(
 
 
 def test_simulate_plain_output(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "simulate", *FAST, "--fault", "primary:outage=2-6")
+    code, out, err = run(
+        capsys, "simulate", *FAST, "--fault", "primary:outage=2-6", "--speed", "400"
+    )
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("120 requests over ")

@@ -102,9 +102,7 @@ def test_attempts_are_child_runs_of_the_router(make_router, scripted, mode: str)
     router_run = find(root, "ResilientRouter")
     attempts = router_run.child_runs
     assert [r.name for r in attempts] == ["ScriptedChatModel"] * 3
-    assert [
-        [t for t in r.tags or [] if t.startswith("router:")] for r in attempts
-    ] == [
+    assert [[t for t in r.tags or [] if t.startswith("router:")] for r in attempts] == [
         ["router:provider=a", "router:attempt=1"],
         ["router:provider=a", "router:attempt=2"],
         ["router:provider=b", "router:attempt=3"],
@@ -169,7 +167,9 @@ def test_stream_fails_over_before_first_chunk(make_router, scripted, stream) -> 
 def test_stream_error_after_first_chunk_propagates(make_router, scripted, stream) -> None:
     broken = ConnectionResetError("dropped")
     b = scripted(text="B")
-    router = make_router({"a": scripted(StreamBreak(after=2, error=broken), text="w1 w2 w3"), "b": b})
+    router = make_router(
+        {"a": scripted(StreamBreak(after=2, error=broken), text="w1 w2 w3"), "b": b}
+    )
     with pytest.raises(ConnectionResetError) as info:
         stream(router)
     assert info.value is broken

@@ -83,7 +83,8 @@ def test_rate_limit_retry_after_is_honoured_without_jitter_below(
         {"a": a}, retry={"attempts": 3, "initial_backoff_seconds": 0.1, "max_backoff_seconds": 1}
     )
     assert call(router).content == "after 429"
-    assert clock.slept and clock.slept[0] >= 0.5
+    assert clock.slept
+    assert clock.slept[0] >= 0.5
     # A 429 is saturation, not breakage.
     assert router.providers["a"].breaker.failures_in_window() == 0
 
@@ -150,7 +151,8 @@ def test_all_failed_keeps_every_error(make_router, scripted, call) -> None:
     assert err.errors == {"a": ea, "b": eb}
     assert err.__cause__ is eb
     assert err.attempts == 4
-    assert "'m'" in str(err) and "a: HTTPStatusError" in str(err)
+    assert "'m'" in str(err)
+    assert "a: HTTPStatusError" in str(err)
 
 
 def test_unknown_model_is_a_typed_error(make_router, scripted, call) -> None:
@@ -172,9 +174,7 @@ def test_model_aware_selection(make_router, scripted, call) -> None:
 
 
 def test_round_robin_spreads(make_router, scripted, call) -> None:
-    router = make_router(
-        {n: scripted() for n in "abc"}, strategy="round_robin"
-    )
+    router = make_router({n: scripted() for n in "abc"}, strategy="round_robin")
     assert [served_by(call(router)) for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
 
 
@@ -301,7 +301,7 @@ def test_handler_returning_wrong_type(clock: FakeClock, call) -> None:
     router = ResilientRouter(
         {"h": lambda request: 42}, {"providers": [provider_config("h")]}, clock=clock
     )
-    with pytest.raises(InvalidProviderOutputError, match="'h'.*int"):
+    with pytest.raises(InvalidProviderOutputError, match=r"'h'.*int"):
         call(router)
     assert router.providers["h"].limiter.in_flight == 0
 
@@ -353,7 +353,11 @@ def test_cost_from_usage(clock: FakeClock, scripted) -> None:
                 {
                     "name": "a",
                     "models": [
-                        {"name": "m", "cost_per_1k_input_tokens": 0.01, "cost_per_1k_output_tokens": 0.02}
+                        {
+                            "name": "m",
+                            "cost_per_1k_input_tokens": 0.01,
+                            "cost_per_1k_output_tokens": 0.02,
+                        }
                     ],
                 }
             ]

@@ -22,7 +22,9 @@ from router_middleware import (
 
 
 async def openai_handler(req: LLMRequest) -> LLMResponse:
-    return LLMResponse(text=f"openai says: {req.prompt}", provider="openai-provider", model=req.model)
+    return LLMResponse(
+        text=f"openai says: {req.prompt}", provider="openai-provider", model=req.model
+    )
 
 
 async def anthropic_handler(req: LLMRequest) -> LLMResponse:
@@ -93,7 +95,11 @@ MULTI_PROVIDER = {
             "name": "primary-cheap",
             "handler": cheap,
             "models": [
-                {"name": "gpt-3.5-turbo", "costPer1kInputTokens": 0.001, "costPer1kOutputTokens": 0.002}
+                {
+                    "name": "gpt-3.5-turbo",
+                    "costPer1kInputTokens": 0.001,
+                    "costPer1kOutputTokens": 0.002,
+                }
             ],
             "priority": 1,
             "rateLimit": {"tokensPerSecond": 50},
@@ -101,7 +107,9 @@ MULTI_PROVIDER = {
         {
             "name": "secondary-expensive",
             "handler": expensive,
-            "models": [{"name": "gpt-4", "costPer1kInputTokens": 0.03, "costPer1kOutputTokens": 0.06}],
+            "models": [
+                {"name": "gpt-4", "costPer1kInputTokens": 0.03, "costPer1kOutputTokens": 0.06}
+            ],
             "priority": 2,
             "rateLimit": {"tokensPerSecond": 10},
         },
@@ -167,10 +175,19 @@ def test_testing_circuit_breaker_example() -> None:
     config = {
         "providers": [{"name": "flaky", "handler": flaky_handler, "models": [{"name": "m"}]}],
         "resilience": {
-            "retry": {"enabled": False, "attempts": 1, "initialBackoffMs": 0, "maxBackoffMs": 0,
-                      "multiplier": 2},
-            "circuitBreaker": {"enabled": True, "threshold": 3, "samplingDurationMs": 60000,
-                               "resetTimeoutMs": 30000},
+            "retry": {
+                "enabled": False,
+                "attempts": 1,
+                "initialBackoffMs": 0,
+                "maxBackoffMs": 0,
+                "multiplier": 2,
+            },
+            "circuitBreaker": {
+                "enabled": True,
+                "threshold": 3,
+                "samplingDurationMs": 60000,
+                "resetTimeoutMs": 30000,
+            },
         },
     }
     router = ResilientRouter.create({}, lambda: config, clock=FakeClock())

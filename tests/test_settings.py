@@ -152,7 +152,7 @@ SNIPPETS = {
 DYNAMIC = copy.deepcopy(QUICK_START)
 DYNAMIC["providers"][0]["enabled"] = False  # type: ignore[index]
 
-SEED_EXAMPLES = {
+SEED_EXAMPLES: dict[str, dict[str, Any]] = {
     "quick_start": QUICK_START,
     "multi_provider": MULTI_PROVIDER,
     "snippets": SNIPPETS,

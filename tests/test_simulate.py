@@ -218,3 +218,13 @@ def test_a_script_is_played_first() -> None:
     assert model.invoke("a").content == "scripted"
     with pytest.raises(HTTPStatusError):
         model.invoke("b")
+
+
+def test_requests_that_never_end_are_reported_unfinished() -> None:
+    cfg = RouterConfig.model_validate(
+        {"providers": [{"name": "a", "models": [{"name": "m"}]}], "deadline_seconds": None}
+    )
+    scenario = Scenario(cfg, {"a": Fault(hang_rate=1.0)}, requests=5, duration_seconds=1.0)
+    report = simulate(replace(scenario, speed=math.inf))
+    assert report.requests["errors"] == {"Unfinished": 5}
+    assert report.requests["simulated_seconds"] == pytest.approx(1.0 + 60.0 + 5.0 + 1.0, abs=0.01)

@@ -39,13 +39,19 @@ def build(clock: SystemClock) -> tuple[ResilientRouter, dict[str, ScriptedChatMo
             for name, cap in CAPS.items()
         ],
         "retry": {"attempts": 2, "initial_backoff_seconds": 0.001, "max_backoff_seconds": 0.01},
-        "circuit_breaker": {"threshold": 50, "sampling_duration_seconds": 1, "reset_timeout_seconds": 0.5},
+        "circuit_breaker": {
+            "threshold": 50,
+            "sampling_duration_seconds": 1,
+            "reset_timeout_seconds": 0.5,
+        },
         "max_wait_seconds": 2,
     }
     return ResilientRouter(models, config, clock=clock), models
 
 
-def check(router: ResilientRouter, models: dict[str, ScriptedChatModel], outcomes: list[Any]) -> None:
+def check(
+    router: ResilientRouter, models: dict[str, ScriptedChatModel], outcomes: list[Any]
+) -> None:
     for outcome in outcomes:
         assert isinstance(outcome, RouterError) or outcome.content in CAPS, outcome
     # Breakers trip under this load; most requests must still be served.
