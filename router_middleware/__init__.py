@@ -46,6 +46,7 @@ from ._metrics import ProviderMetrics
 from ._provider import Provider, ProviderTarget
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
+from ._settings import ProviderSettings, RouterSettings
 from ._storage import InMemoryStore, StateStore
 from ._strategies import (
     CostPriorityRoundRobin,
@@ -89,6 +90,7 @@ __all__ = [
     "ProviderError",
     "ProviderLimiter",
     "ProviderMetrics",
+    "ProviderSettings",
     "ProviderTarget",
     "ProviderTimeoutError",
     "RateLimitConfig",
@@ -97,6 +99,7 @@ __all__ = [
     "RoundRobin",
     "RouterConfig",
     "RouterError",
+    "RouterSettings",
     "SelectionStrategy",
     "StateStore",
     "SystemClock",

@@ -5,13 +5,11 @@ last_refill_time)``; :class:`TokenBucket` runs it through a
 :class:`~router_middleware._storage.StateStore`, so one algorithm serves the in-memory
 store and a shared one. A refusal is never a bare "no": it carries the exact seconds
 until the request would be admitted, or ``math.inf`` when only a release can help,
-which :class:`ReleaseNotifier` announces to waiting threads and tasks alike.
+which :class:`ProviderLimiter` announces through its ``on_release`` callback.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import threading
 from collections.abc import Callable
@@ -24,7 +22,6 @@ __all__ = [
     "BucketState",
     "ConcurrencyLimiter",
     "ProviderLimiter",
-    "ReleaseNotifier",
     "TokenBucket",
     "take_tokens",
 ]
@@ -314,88 +311,3 @@ class ProviderLimiter:
         cap = self.concurrency.max_concurrent
         parts.append(f"in_flight={self.in_flight}" + (f"/{cap}" if cap is not None else ""))
         return f"ProviderLimiter({', '.join(parts)})"
-
-
-def _resolve(future: asyncio.Future[bool], notified: bool) -> None:
-    if not future.done():
-        future.set_result(notified)
-
-
-class ReleaseNotifier:
-    """Wake every thread and task waiting for a release, from any thread.
-
-    To not miss a release that happens between a refused admission and the wait,
-    read :attr:`generation` before trying and pass it as ``since``: the wait then
-    returns at once if a release came in between.
-
-    Example:
-        >>> notifier = ReleaseNotifier()
-        >>> since = notifier.generation
-        >>> notifier.notify()
-        >>> notifier.wait(0.0, since=since), notifier.wait(0.0)
-        (True, False)
-    """
-
-    __slots__ = ("_async_waiters", "_cond", "_generation", "_sync_waiters")
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._generation = 0
-        self._sync_waiters = 0
-        self._async_waiters: dict[asyncio.Future[bool], asyncio.AbstractEventLoop] = {}
-
-    @property
-    def generation(self) -> int:
-        """How many notifications have been sent."""
-        return self._generation
-
-    @property
-    def waiters(self) -> int:
-        """Threads and tasks waiting now."""
-        return self._sync_waiters + len(self._async_waiters)
-
-    def notify(self) -> None:
-        """Wake every current waiter; safe from any thread and inside an event loop."""
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
-            if not self._async_waiters:
-                return
-            waiters, self._async_waiters = self._async_waiters, {}
-        for future, loop in waiters.items():
-            # A closed loop has no task left to wake.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future, True)
-
-    def wait(self, timeout: float, since: int | None = None) -> bool:
-        """Block this thread until notified (``True``) or ``timeout`` seconds pass."""
-        with self._cond:
-            start = self._generation if since is None else since
-            self._sync_waiters += 1
-            try:
-                return self._cond.wait_for(
-                    lambda: self._generation != start,
-                    None if timeout == math.inf else timeout,
-                )
-            finally:
-                self._sync_waiters -= 1
-
-    async def wait_async(self, timeout: float, since: int | None = None) -> bool:
-        """Suspend this task until notified (``True``) or ``timeout`` seconds pass."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        with self._cond:
-            if since is not None and since != self._generation:
-                return True
-            self._async_waiters[future] = loop
-        timer = loop.call_later(timeout, _resolve, future, False) if timeout < math.inf else None
-        try:
-            return await future
-        finally:
-            if timer is not None:
-                timer.cancel()
-            with self._cond:
-                self._async_waiters.pop(future, None)
-
-    def __repr__(self) -> str:
-        return f"ReleaseNotifier(generation={self._generation}, waiters={self.waiters})"

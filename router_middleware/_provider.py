@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -75,6 +76,7 @@ class Provider:
         clock: Clock,
         store: StateStore | None = None,
         on_transition: Callable[[BreakerTransition], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -85,7 +87,7 @@ class Provider:
         self.last_selected = 0
         self.cooldown_until = 0.0
         self.timeouts: TimeoutConfig = config.timeouts or router_config.timeouts
-        self.backoff = BackoffPolicy(config.retry or router_config.retry)
+        self.backoff = BackoffPolicy(config.retry or router_config.retry, rng=rng)
         self.metrics = ProviderMetrics()
         self.slots = SlotQueue()
         self.limiter = ProviderLimiter(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.language_models import LanguageModelInput
@@ -27,6 +28,7 @@ from ._breaker import BreakerTransition
 from ._classify import ErrorClassifier
 from ._clock import Clock, SystemClock
 from ._config import ModelConfig, ProviderConfig, RouterConfig
+from ._display import MetricsSnapshot, router_html
 from ._errors import ConfigurationError, UnknownProviderError
 from ._execute import (
     EMPTY,
@@ -43,6 +45,9 @@ from ._storage import InMemoryStore, StateStore
 from ._strategies import SelectionStrategy, get_strategy
 from ._types import LLMRequest, LLMResponse, check_input
 from ._waiting import wait_for_slot, wait_for_slot_async
+
+if TYPE_CHECKING:
+    from ._settings import RouterSettings
 
 __all__ = ["ResilientRouter"]
 
@@ -77,6 +82,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     listeners: SkipValidation[_Listeners] = Field(exclude=True, repr=False)
     strategy: SkipValidation[SelectionStrategy | None] = Field(exclude=True, repr=False)
     classifier: SkipValidation[ErrorClassifier | None] = Field(exclude=True, repr=False)
+    seed: int | None = Field(default=None, exclude=True, repr=False)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -90,6 +96,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         clock: Clock | None = None,
         store: StateStore | None = None,
         listeners: list[BreakerListener] | None = None,
+        seed: int | None = None,
     ) -> None:
         """Build a router.
 
@@ -102,6 +109,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             classifier: consulted before the default error classifier.
             clock, store: time and state backends (tests, shared state).
             listeners: called on every circuit-breaker transition.
+            seed: makes backoff jitter repeatable (simulations, tests).
         """
         targets = dict(providers or {})
         cfg = _with_inferred_providers(RouterConfig.coerce(config or {}), targets)
@@ -111,6 +119,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             "listeners": _Listeners(listeners or []),
             "strategy": strategy,
             "classifier": classifier,
+            "seed": seed,
         }
         pipeline = _build_pipeline(cfg, targets, {}, **parts)
         super().__init__(router_config=cfg, pipeline=pipeline, **parts)
@@ -124,6 +133,29 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     ) -> ResilientRouter:
         """Seed parity: ``ResilientRouter.create(handlers, lambda: config)``."""
         return cls(handlers, config_loader(), **kwargs)
+
+    @classmethod
+    def from_settings(
+        cls,
+        runnables: Mapping[str, ProviderTarget],
+        settings: RouterSettings | None = None,
+        **kwargs: Any,
+    ) -> ResilientRouter:
+        """Bind configuration from the environment (or ``settings``) to code, by provider name.
+
+        Example:
+            >>> import os
+            >>> from langchain_core.language_models import FakeListChatModel
+            >>> os.environ["LLM_ROUTER_PROVIDERS__LOCAL__MODELS"] = '[{"name": "m"}]'
+            >>> model = FakeListChatModel(responses=["x"])
+            >>> router = ResilientRouter.from_settings({"local": model})
+            >>> router.invoke("hi", model="m").content
+            'x'
+            >>> del os.environ["LLM_ROUTER_PROVIDERS__LOCAL__MODELS"]
+        """
+        from ._settings import router_from_settings
+
+        return router_from_settings(runnables, settings, router_class=cls, **kwargs)
 
     @classmethod
     async def acreate(
@@ -170,13 +202,20 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         self.listeners.append(listener)
 
     def apply_config(
-        self, config: ConfigLike, providers: Mapping[str, ProviderTarget] | None = None
+        self,
+        config: ConfigLike | RouterSettings,
+        providers: Mapping[str, ProviderTarget] | None = None,
     ) -> None:
         """Apply a new config at runtime, keeping the state of providers that remain.
 
         ``providers`` adds or replaces runnables; providers absent from the new config
         are dropped; the others keep their metrics and breaker state.
         """
+        from ._settings import RouterSettings, reload_from_settings
+
+        if isinstance(config, RouterSettings):
+            reload_from_settings(self, config, providers)
+            return
         old = self.pipeline.providers
         targets: dict[str, ProviderTarget] = {name: p.target for name, p in old.items()}
         targets.update(providers or {})
@@ -191,11 +230,14 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             listeners=self.listeners,
             strategy=self.strategy,
             classifier=self.classifier,
+            seed=self.seed,
         )
         self.router_config = cfg
 
     def reload(
-        self, config: ConfigLike, providers: Mapping[str, ProviderTarget] | None = None
+        self,
+        config: ConfigLike | RouterSettings,
+        providers: Mapping[str, ProviderTarget] | None = None,
     ) -> None:
         """Alias of :meth:`apply_config`."""
         self.apply_config(config, providers)
@@ -213,7 +255,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             providers[name] = snap
         keys = ("total_requests", "successful_requests", "failed_requests", "rate_limited_requests")
         totals = {k: sum(s[k] for s in providers.values()) for k in keys}
-        return {"providers": providers, "totals": totals}
+        return MetricsSnapshot({"providers": providers, "totals": totals})
+
+    def _repr_html_(self) -> str:
+        return router_html(self)
 
     # -- the Runnable -------------------------------------------------------------------------
 
@@ -526,6 +571,7 @@ def _build_pipeline(
     listeners: _Listeners,
     strategy: SelectionStrategy | None,
     classifier: ErrorClassifier | None,
+    seed: int | None,
 ) -> Pipeline:
     missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
     unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
@@ -542,6 +588,7 @@ def _build_pipeline(
             clock=clock,
             store=store,
             on_transition=listeners,
+            rng=None if seed is None else random.Random(f"{seed}:{pc.name}"),
         )
         if pc.name in previous:
             provider.adopt_state(previous[pc.name])

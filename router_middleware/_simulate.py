@@ -401,12 +401,7 @@ async def _drive(
     config = scenario.config
     # Each provider serves every model of its config through one simulated model.
     targets = {pc.name: {m.name: providers[pc.name] for m in pc.models} for pc in config.providers}
-    router = ResilientRouter(targets, config, clock=clock)
-    for provider in router.providers.values():
-        # The backoff jitter draws from the policy's own generator: seed it per provider.
-        rng = getattr(provider.backoff, "_rng", None)
-        if isinstance(rng, random.Random):
-            rng.seed(f"{scenario.seed}:{provider.name}:backoff")
+    router = ResilientRouter(targets, config, clock=clock, seed=scenario.seed)
     start = clock.now()
     transitions: list[dict[str, Any]] = []
 

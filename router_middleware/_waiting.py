@@ -1,18 +1,28 @@
 """Waiting for a free concurrency slot without polling and without a thundering herd.
 
 Each provider has a :class:`SlotQueue`. A request that found every candidate full
-registers one waiter on the queues of the providers it is blocked on; each release wakes
-the oldest waiter of that provider's queue only, and that waiter leaves every queue it
-was on. A waiter that was chosen but gives up (timeout, cancellation) passes the wake-up
-on, so a freed slot is never left unclaimed while someone waits for it.
+registers one waiter on the queues of all the providers it is blocked on. A release wakes
+only the oldest waiter of that provider's queue: waking every waiter had thousands of
+tasks retry admission for a single slot. The woken waiter leaves every queue it was on
+in the same step, under one lock shared by all queues, so releases on two of its queues
+can never both spend their wake-up on it.
 
-Threads wait on an event, tasks on a future resolved through their own loop, so the two
-kinds of callers share one queue.
+A wake-up stands for a free slot, so it must reach a caller that will try to take it:
+
+* :meth:`SlotQueue.snapshot`, read before trying to admit, makes a release that lands
+  between the refusal and the wait end the wait at once instead of being missed;
+* a waiter whose caller is gone (cancelled, or its event loop closed) hands the wake-up
+  to the next waiter of the queue that sent it;
+* a waiter woken just as its timeout fires reports ``True``: its caller is still there
+  and retries admission, so it takes the slot itself.
+
+Threads wait on an event and tasks on a future settled through their own loop, so both
+kinds of callers share one queue, and any thread may release.
 
 Example:
     >>> queue = SlotQueue()
     >>> since = queue.snapshot()
-    >>> queue.notify()                      # a release after the caller looked
+    >>> queue.notify()                        # a release after the caller looked
     >>> wait_for_slot([(queue, since)], 1.0)  # returns at once: the release is not lost
     True
 """
@@ -21,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 import threading
 from collections.abc import Sequence
@@ -29,30 +38,35 @@ from collections.abc import Sequence
 __all__ = ["SlotQueue", "wait_for_slot", "wait_for_slot_async"]
 
 _lock = threading.Lock()
-"""One lock for all queues: a waiter joins several atomically; sections are tiny."""
+"""One lock for all queues: a waiter joins and leaves several atomically; sections are tiny."""
 
 
 class _Waiter:
-    __slots__ = ("event", "fired", "future", "loop", "queues")
+    __slots__ = ("event", "future", "queues", "woken_by")
 
-    def __init__(self) -> None:
-        self.fired = False
+    def __init__(
+        self,
+        event: threading.Event | None = None,
+        future: asyncio.Future[bool] | None = None,
+    ) -> None:
+        self.event = event
+        self.future = future
         self.queues: list[SlotQueue] = []
-        self.event: threading.Event | None = None
-        self.future: asyncio.Future[bool] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.woken_by: SlotQueue | None = None
 
-    def fire(self) -> None:
-        """Wake this waiter (called with ``_lock`` held)."""
-        self.fired = True
-        for queue in self.queues:
-            with contextlib.suppress(ValueError):
-                queue._waiters.remove(self)
-        if self.event is not None:
+    def wake(self, queue: SlotQueue) -> bool:
+        """Leave every queue and wake the caller (``_lock`` held); False if it is gone."""
+        self.woken_by = queue
+        for other in self.queues:
+            other._waiters.pop(self, None)
+        if self.future is not None:
+            try:
+                self.future.get_loop().call_soon_threadsafe(_settle, self.future, True)
+            except RuntimeError:  # the loop is closed: no task is left to take the slot
+                return False
+        elif self.event is not None:
             self.event.set()
-        elif self.future is not None and self.loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to wake
-                self.loop.call_soon_threadsafe(_settle, self.future, True)
+        return True
 
 
 def _settle(future: asyncio.Future[bool], value: bool) -> None:
@@ -61,93 +75,115 @@ def _settle(future: asyncio.Future[bool], value: bool) -> None:
 
 
 class SlotQueue:
-    """The waiters for one provider's concurrency slots, oldest first."""
+    """The requests waiting for a slot of one provider, oldest first.
 
-    __slots__ = ("_generation", "_waiters")
+    Example:
+        >>> queue = SlotQueue()
+        >>> since = queue.snapshot()
+        >>> wait_for_slot([(queue, since)], 0.001)  # no release: times out
+        False
+        >>> queue.notify()
+        >>> wait_for_slot([(queue, since)], 1.0)    # a release since the snapshot
+        True
+        >>> queue
+        SlotQueue(waiting=0, releases=1)
+    """
+
+    __slots__ = ("_releases", "_waiters")
 
     def __init__(self) -> None:
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._generation = 0
+        # Ordered for oldest-first; a mapping so a waiter leaves any position in O(1).
+        self._waiters: collections.OrderedDict[_Waiter, None] = collections.OrderedDict()
+        self._releases = 0
 
     def snapshot(self) -> int:
-        """Read before trying to admit; a release after it wakes the wait at once."""
-        return self._generation
+        """Read before trying to admit; a release after it ends the wait at once."""
+        return self._releases
 
     @property
     def waiting(self) -> int:
+        """Waiters registered now."""
         return len(self._waiters)
 
     def notify(self) -> None:
-        """A slot was released: wake the oldest waiter, if any."""
-        # Under the lock, or a waiter joining between the bump and the check is never woken.
+        """A slot was released: wake the oldest waiter, if any. Safe from any thread."""
+        # Under the lock, or a waiter joining between the count and the wake is never woken.
         with _lock:
-            self._generation += 1
-            if self._waiters:
-                self._waiters.popleft().fire()
+            self._releases += 1
+            self._wake_oldest()
+
+    def _wake_oldest(self) -> None:
+        """Wake the oldest waiter still able to take the slot (``_lock`` held)."""
+        while self._waiters:
+            waiter, _ = self._waiters.popitem(last=False)
+            if waiter.wake(self):
+                return
 
     def __repr__(self) -> str:
-        return f"SlotQueue(waiting={len(self._waiters)}, releases={self._generation})"
+        return f"SlotQueue(waiting={len(self._waiters)}, releases={self._releases})"
 
 
 def _join(blocked: Sequence[tuple[SlotQueue, int]], waiter: _Waiter) -> bool:
     """Register ``waiter``; False when a release already happened since the snapshots."""
     with _lock:
-        if any(queue._generation != since for queue, since in blocked):
+        if any(queue._releases != since for queue, since in blocked):
             return False
         for queue, _ in blocked:
-            queue._waiters.append(waiter)
+            queue._waiters[waiter] = None  # a queue listed twice is joined once
             waiter.queues.append(queue)
         return True
 
 
-def _leave(waiter: _Waiter) -> bool:
-    """Unregister; returns whether the waiter had been woken (and must pass it on)."""
+def _leave(waiter: _Waiter, *, pass_on: bool) -> bool:
+    """Unregister; returns whether the waiter was woken, then passed on if ``pass_on``."""
     with _lock:
-        if waiter.fired:
-            return True
-        for queue in waiter.queues:
-            with contextlib.suppress(ValueError):
-                queue._waiters.remove(waiter)
-        return False
-
-
-def _pass_on(waiter: _Waiter) -> None:
-    for queue in waiter.queues:
-        queue.notify()
+        queue = waiter.woken_by
+        if queue is None:
+            for other in waiter.queues:
+                other._waiters.pop(waiter, None)
+            return False
+        if pass_on:
+            queue._wake_oldest()
+        return True
 
 
 def wait_for_slot(blocked: Sequence[tuple[SlotQueue, int]], timeout: float) -> bool:
-    """Block until a slot of one of ``blocked`` is released (True) or ``timeout`` passes."""
-    waiter = _Waiter()
-    waiter.event = threading.Event()
+    """Block until a slot of one of ``blocked`` is released (True) or ``timeout`` passes.
+
+    ``blocked`` pairs each queue with the :meth:`SlotQueue.snapshot` read before the
+    refused admission; ``timeout`` may be ``math.inf``.
+    """
+    event = threading.Event()
+    waiter = _Waiter(event=event)
     if not _join(blocked, waiter):
         return True
-    woken = waiter.event.wait(None if timeout == math.inf else max(0.0, timeout))
-    if not woken and _leave(waiter):
-        # Chosen just as the timeout fired: this caller will not use the slot.
-        _pass_on(waiter)
-    return woken
+    try:
+        if event.wait(None if timeout >= threading.TIMEOUT_MAX else max(0.0, timeout)):
+            return True
+    except BaseException:  # interrupted: this caller will not take the slot
+        _leave(waiter, pass_on=True)
+        raise
+    return _leave(waiter, pass_on=False)
 
 
 async def wait_for_slot_async(blocked: Sequence[tuple[SlotQueue, int]], timeout: float) -> bool:
-    """Suspend until a slot of one of ``blocked`` is released (True) or ``timeout`` passes."""
+    """Suspend until a slot of one of ``blocked`` is released (True) or ``timeout`` passes.
+
+    As :func:`wait_for_slot`; a cancelled task hands a wake-up it got to the next waiter.
+    """
     loop = asyncio.get_running_loop()
-    waiter = _Waiter()
-    waiter.loop = loop
-    waiter.future = loop.create_future()
+    future: asyncio.Future[bool] = loop.create_future()
+    waiter = _Waiter(future=future)
     if not _join(blocked, waiter):
         return True
-    timer = loop.call_later(timeout, _settle, waiter.future, False) if timeout != math.inf else None
+    timer = None if timeout == math.inf else loop.call_later(timeout, _settle, future, False)
     try:
-        woken = await waiter.future
-    except asyncio.CancelledError:
-        if _leave(waiter):
-            _pass_on(waiter)
+        if await future:
+            return True
+    except BaseException:  # cancelled, or the coroutine closed: it will not take the slot
+        _leave(waiter, pass_on=True)
         raise
     finally:
         if timer is not None:
             timer.cancel()
-    if not woken and _leave(waiter):
-        # Chosen just as the timeout fired: this caller will not use the slot.
-        _pass_on(waiter)
-    return woken
+    return _leave(waiter, pass_on=False)

@@ -17,11 +17,11 @@ from router_middleware._limiter import (
     BucketState,
     ConcurrencyLimiter,
     ProviderLimiter,
-    ReleaseNotifier,
     TokenBucket,
     take_tokens,
 )
 from router_middleware._storage import InMemoryStore
+from router_middleware._waiting import SlotQueue, wait_for_slot, wait_for_slot_async
 
 PROPERTY = settings(
     max_examples=150,
@@ -38,13 +38,6 @@ def busy_switching() -> Iterator[None]:
     sys.setswitchinterval(1e-6)
     yield
     sys.setswitchinterval(previous)
-
-
-def _wait_until(predicate: Callable[[], bool], limit: float = 2.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.0005)
 
 
 async def _yield_until(predicate: Callable[[], bool]) -> None:
@@ -412,8 +405,8 @@ def test_provider_repr_shows_live_state() -> None:
 
 @pytest.mark.usefixtures("busy_switching")
 def test_threads_waiting_on_releases_never_exceed_the_cap() -> None:
-    notifier = ReleaseNotifier()
-    limiter = _provider(on_release=notifier.notify, max_concurrent=2)
+    slots = SlotQueue()
+    limiter = _provider(on_release=slots.notify, max_concurrent=2)
 
     completed = [0] * 8
     missed: list[int] = []
@@ -421,10 +414,10 @@ def test_threads_waiting_on_releases_never_exceed_the_cap() -> None:
     def worker(index: int) -> None:
         for _ in range(50):
             while True:
-                since = notifier.generation
+                since = slots.snapshot()
                 if limiter.try_acquire() == 0.0:
                     break
-                if not notifier.wait(1.0, since=since):
+                if not wait_for_slot([(slots, since)], 1.0):
                     missed.append(index)
             time.sleep(0.0001)  # hold the slot, so the other threads contend for it
             completed[index] += 1
@@ -442,15 +435,15 @@ def test_threads_waiting_on_releases_never_exceed_the_cap() -> None:
 
 
 async def test_tasks_waiting_on_releases_never_exceed_the_cap() -> None:
-    notifier = ReleaseNotifier()
-    limiter = _provider(on_release=notifier.notify, max_concurrent=3)
+    slots = SlotQueue()
+    limiter = _provider(on_release=slots.notify, max_concurrent=3)
 
     async def call() -> None:
         while True:
-            since = notifier.generation
+            since = slots.snapshot()
             if limiter.try_acquire() == 0.0:
                 break
-            assert await notifier.wait_async(1.0, since=since), "a release was missed"
+            assert await wait_for_slot_async([(slots, since)], 1.0), "a release was missed"
         try:
             await asyncio.sleep(0)
         finally:
@@ -459,86 +452,4 @@ async def test_tasks_waiting_on_releases_never_exceed_the_cap() -> None:
     await asyncio.gather(*(call() for _ in range(200)))
     assert limiter.high_water == 3
     assert limiter.idle
-    assert notifier.waiters == 0
-
-
-# --- release notifier ------------------------------------------------------------------
-
-
-def test_notify_wakes_a_thread_waiting_in_another_thread() -> None:
-    notifier = ReleaseNotifier()
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(notifier.wait(math.inf)), daemon=True)
-    thread.start()
-    _wait_until(lambda: notifier.waiters == 1)
-    notifier.notify()
-    thread.join(2.0)
-    assert results == [True]
-    assert notifier.waiters == 0
-
-
-async def test_notify_from_another_thread_wakes_every_async_waiter() -> None:
-    notifier = ReleaseNotifier()
-    waiters = [asyncio.create_task(notifier.wait_async(5.0)) for _ in range(3)]
-    await _yield_until(lambda: notifier.waiters == 3)
-    started = time.monotonic()
-    threading.Thread(target=notifier.notify).start()
-    assert await asyncio.gather(*waiters) == [True, True, True]
-    assert time.monotonic() - started < 1.0
-    assert notifier.waiters == 0
-
-
-async def test_notify_inside_the_loop_wakes_an_unbounded_async_waiter() -> None:
-    notifier = ReleaseNotifier()
-    waiter = asyncio.create_task(notifier.wait_async(math.inf))
-    await _yield_until(lambda: notifier.waiters == 1)
-    notifier.notify()
-    assert notifier.waiters == 0, "a notified waiter no longer counts as waiting"
-    assert await waiter is True
-
-
-def test_notify_skips_waiters_whose_loop_was_closed() -> None:
-    notifier = ReleaseNotifier()
-    loop = asyncio.new_event_loop()
-    abandoned = loop.create_task(notifier.wait_async(10.0))
-    abandoned._log_destroy_pending = False  # type: ignore[attr-defined]  # abandoned on purpose
-    loop.run_until_complete(asyncio.sleep(0))
-    assert notifier.waiters == 1
-    loop.close()
-    notifier.notify()
-    assert notifier.waiters == 0
-
-
-def test_sync_wait_times_out_with_false() -> None:
-    notifier = ReleaseNotifier()
-    assert notifier.wait(0.005) is False
-    assert notifier.wait(-1) is False
-    assert notifier.waiters == 0
-
-
-async def test_async_wait_times_out_with_false() -> None:
-    notifier = ReleaseNotifier()
-    assert await notifier.wait_async(0.005) is False
-    assert notifier.waiters == 0
-
-
-async def test_cancelled_async_waiter_leaves_no_entry() -> None:
-    notifier = ReleaseNotifier()
-    waiter = asyncio.create_task(notifier.wait_async(10.0))
-    await _yield_until(lambda: notifier.waiters == 1)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert notifier.waiters == 0
-    notifier.notify()
-    assert repr(notifier) == "ReleaseNotifier(generation=1, waiters=0)"
-
-
-async def test_waiters_after_a_notify_wait_for_the_next_unless_given_since() -> None:
-    notifier = ReleaseNotifier()
-    since = notifier.generation
-    notifier.notify()
-    assert notifier.wait(0.0) is False
-    assert await notifier.wait_async(0.001) is False
-    assert notifier.wait(0.0, since=since) is True
-    assert await notifier.wait_async(5.0, since=since) is True
+    assert slots.waiting == 0

@@ -37,7 +37,10 @@ def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     last_lines = ("router", "router.metrics()")
     shown = [cell.outputs for cell in code if cell.source.splitlines()[-1] in last_lines]
     assert len(shown) == 2
-    assert all(any(o.output_type == "execute_result" for o in outputs) for outputs in shown)
+    assert all(
+        any(o.output_type == "execute_result" and "text/html" in o.get("data", {}) for o in outputs)
+        for outputs in shown
+    )
     streamed = next(cell for cell in code if "chain.stream" in cell.source).outputs[0]["text"]
     assert streamed.count("|") > 3
 
