@@ -56,7 +56,6 @@ class _Waiter:
 
     def wake(self, queue: SlotQueue) -> bool:
         """Leave every queue and wake the caller (``_lock`` held); False if it is gone."""
-        self.woken_by = queue
         for other in self.queues:
             other._waiters.pop(self, None)
         if self.future is not None:
@@ -66,6 +65,7 @@ class _Waiter:
                 return False
         elif self.event is not None:
             self.event.set()
+        self.woken_by = queue
         return True
 
 
@@ -180,7 +180,10 @@ async def wait_for_slot_async(blocked: Sequence[tuple[SlotQueue, int]], timeout:
     try:
         if await future:
             return True
-    except BaseException:  # cancelled, or the coroutine closed: it will not take the slot
+    except asyncio.CancelledError:
+        # Not BaseException: a coroutine closed unresumed may be finalised by the garbage
+        # collector inside a section of this thread that holds the lock. It is collected
+        # only once no queue holds it (the queue keeps its future and so its task alive).
         _leave(waiter, pass_on=True)
         raise
     finally:
