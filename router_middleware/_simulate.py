@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import selectors
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from ._config import (
     TimeoutConfig,
 )
 from ._router import ResilientRouter
+from ._virtual import LoopClock, VirtualLoop
 from .testing import SimulatedProvider
 
 __all__ = [
@@ -280,61 +280,6 @@ def _percentile(values: list[float], p: float) -> float | None:
 # -- the virtual-time loop -------------------------------------------------------------------
 
 
-class _PacedSelector(selectors.DefaultSelector):
-    """Skips idle time: a wait for the next timer moves the virtual clock ``now`` to it
-    at once, then sleeps only while ``now`` runs ahead of ``speed`` times real time."""
-
-    def __init__(self, speed: float) -> None:
-        super().__init__()
-        self.now = 0.0
-        self._real = 0.0 if math.isinf(speed) else 1.0 / speed
-        self._began = time.perf_counter()
-
-    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        if timeout is None or timeout <= 0:
-            return super().select(timeout)
-        before = self.now
-        self.now += timeout
-        # Pacing against the run's start, not per wait, keeps the many sub-millisecond
-        # waits from each rounding up to the selector's millisecond resolution.
-        ahead = self.now * self._real - (time.perf_counter() - self._began)
-        events = super().select(ahead if ahead > 0.001 else 0)
-        if events and ahead > 0:  # woken early by another thread: time moves as far as real
-            paced = (time.perf_counter() - self._began) / self._real
-            self.now = min(self.now, max(before, paced))
-        return events
-
-
-class _VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self, speed: float) -> None:
-        self._paced = _PacedSelector(speed)
-        super().__init__(self._paced)
-
-    def time(self) -> float:
-        return self._paced.now
-
-
-class _LoopClock:
-    """The router's clock on the virtual loop."""
-
-    __slots__ = ("_loop",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def now(self) -> float:
-        return self._loop.time()
-
-    def sleep(self, seconds: float) -> None:
-        raise RuntimeError("a simulation runs on asyncio: blocking sleeps have no place in it")
-
-    async def asleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    def __repr__(self) -> str:
-        return f"_LoopClock(now={self._loop.time():.3f})"
-
-
 # -- running ---------------------------------------------------------------------------------
 
 
@@ -362,17 +307,17 @@ def simulate(scenario: Scenario, on_progress: Progress | None = None) -> Simulat
 
 
 def _run(scenario: Scenario, on_progress: Progress | None) -> SimulationReport:
-    loop = _VirtualLoop(scenario.speed)
+    loop = VirtualLoop(scenario.speed)
     began = time.perf_counter()
     try:
-        report = loop.run_until_complete(_drive(scenario, _LoopClock(loop), on_progress))
+        report = loop.run_until_complete(_drive(scenario, LoopClock(loop), on_progress))
     finally:
         loop.close()
     report.wall_seconds = round(time.perf_counter() - began, 3)
     return report
 
 
-def _providers(scenario: Scenario, clock: _LoopClock) -> dict[str, SimulatedProvider]:
+def _providers(scenario: Scenario, clock: LoopClock) -> dict[str, SimulatedProvider]:
     built = {}
     for pc in scenario.config.providers:
         fault = scenario.faults.get(pc.name, Fault())
@@ -395,7 +340,7 @@ def _providers(scenario: Scenario, clock: _LoopClock) -> dict[str, SimulatedProv
 
 
 async def _drive(
-    scenario: Scenario, clock: _LoopClock, on_progress: Progress | None
+    scenario: Scenario, clock: LoopClock, on_progress: Progress | None
 ) -> SimulationReport:
     providers = _providers(scenario, clock)
     config = scenario.config

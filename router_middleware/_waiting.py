@@ -181,9 +181,9 @@ async def wait_for_slot_async(blocked: Sequence[tuple[SlotQueue, int]], timeout:
         if await future:
             return True
     except asyncio.CancelledError:
-        # Not BaseException: a coroutine closed unresumed may be finalised by the garbage
-        # collector inside a section of this thread that holds the lock. It is collected
-        # only once no queue holds it (the queue keeps its future and so its task alive).
+        # Only cancellation: a coroutine closed unresumed is being finalised, perhaps by the
+        # garbage collector inside a locked section of this thread, and has left every
+        # queue already (a queue keeps its future, hence its task, alive).
         _leave(waiter, pass_on=True)
         raise
     finally:

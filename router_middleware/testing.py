@@ -34,6 +34,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from ._clock import Clock, FakeClock, SystemClock
 from ._types import usage
+from ._virtual import LoopClock, VirtualLoop, run_virtual
 
 __all__ = [
     "Behaviour",
@@ -41,12 +42,15 @@ __all__ = [
     "FakeClock",
     "HTTPStatusError",
     "Hang",
+    "LoopClock",
     "Reply",
     "ScriptedChatModel",
     "SimulatedProvider",
     "StreamBreak",
+    "VirtualLoop",
     "Window",
     "http_error",
+    "run_virtual",
 ]
 
 
