@@ -17,8 +17,9 @@ import logging
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from ._clock import Clock
 from ._config import CircuitBreakerConfig
@@ -75,9 +76,8 @@ class Permit:
     generation: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """The whole stored state of one breaker: primitives and short tuples only."""
+class _Record(NamedTuple):
+    """The whole stored state of one breaker: a tuple of primitives and short tuples."""
 
     state: BreakerState = BreakerState.CLOSED
     generation: int = 0
@@ -130,7 +130,7 @@ def _acquire(
     if rec.state == BreakerState.CLOSED:
         return rec, (rec.generation, events)
     if rec.state == BreakerState.HALF_OPEN and rec.in_flight < cfg.half_open_max_calls:
-        return replace(rec, in_flight=rec.in_flight + 1), (rec.generation, events)
+        return rec._replace(in_flight=rec.in_flight + 1), (rec.generation, events)
     return rec, (None, events)
 
 
@@ -165,16 +165,16 @@ def _closed_outcome(
         epoch = int(now // (window / _BUCKETS))
         buckets, calls, fails = _count_call(buckets, epoch, outcome == _FAILURE)
     if outcome == _SUCCESS:
-        return (rec, _NO_EVENTS) if rate is None else (replace(rec, buckets=buckets), _NO_EVENTS)
+        return (rec, _NO_EVENTS) if rate is None else (rec._replace(buckets=buckets), _NO_EVENTS)
     # Only the last ``threshold`` failures can matter, so only they are kept.
-    kept = rec.failures[bisect_right(rec.failures, now - window) :]
+    kept = rec.failures
     failures = (*kept, now)[-cfg.threshold :]
     if len(failures) >= cfg.threshold:
         return _move(rec, BreakerState.OPEN, now, name, f"{cfg.threshold} failures in {window:g}s")
     if rate is not None and calls >= cfg.minimum_calls and fails / calls >= rate:
         reason = f"{fails}/{calls} calls failed in {window:g}s"
         return _move(rec, BreakerState.OPEN, now, name, reason)
-    return replace(rec, failures=failures, buckets=buckets), _NO_EVENTS
+    return rec._replace(failures=failures, buckets=buckets), _NO_EVENTS
 
 
 def _window_failures(rec: _Record, now: float, cfg: CircuitBreakerConfig) -> int:
@@ -196,7 +196,7 @@ def _report(
         return rec, events
     if rec.state == BreakerState.HALF_OPEN:
         if outcome == _IGNORE:
-            return replace(rec, in_flight=max(0, rec.in_flight - 1)), events
+            return rec._replace(in_flight=max(0, rec.in_flight - 1)), events
         if outcome == _SUCCESS:
             rec, moved = _move(rec, BreakerState.CLOSED, now, name, "trial succeeded")
         else:
@@ -211,7 +211,7 @@ def _report(
 def _reset(rec: _Record | None, now: float, cfg: CircuitBreakerConfig, name: str) -> _Step:
     rec, events = _advance(rec, now, cfg, name)
     if rec.state == BreakerState.CLOSED:
-        return replace(rec, failures=(), buckets=()), events
+        return rec._replace(failures=(), buckets=()), events
     rec, moved = _move(rec, BreakerState.CLOSED, now, name, "reset")
     return rec, events + moved
 
@@ -220,7 +220,7 @@ def _force_open(rec: _Record | None, now: float, cfg: CircuitBreakerConfig, name
     rec, events = _advance(rec, now, cfg, name)
     if rec.state == BreakerState.OPEN:
         # Already open: forcing it again holds it open for a full reset timeout from now.
-        return replace(rec, opened_at=now), events
+        return rec._replace(opened_at=now), events
     rec, moved = _move(rec, BreakerState.OPEN, now, name, "forced open")
     return rec, events + moved
 

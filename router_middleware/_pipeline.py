@@ -49,6 +49,8 @@ EVENT: Final = 3
 
 Step = tuple[Any, ...]
 
+_MIN_PAUSE = 1e-6
+
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
@@ -281,7 +283,9 @@ class Pipeline:
             if len(done) == len(candidates) or not skipped:
                 raise self._all_failed(model, errors, attempts, skipped)
             budget = min(wait_left, deadline - clock.now())
-            pause = min(soonest, budget)
+            # Never a pause too short to move a clock: asyncio runs timers due within its
+            # clock resolution at once, and a virtual-time loop would then spin.
+            pause = max(min(soonest, budget), _MIN_PAUSE)
             if budget <= 0 or (not blocked and soonest > budget):
                 if errors:
                     raise self._all_failed(model, errors, attempts, skipped)

@@ -135,7 +135,7 @@ def _join(blocked: Sequence[tuple[SlotQueue, int]], waiter: _Waiter) -> bool:
 
 
 def _leave(waiter: _Waiter, *, pass_on: bool) -> bool:
-    """Unregister; returns whether the waiter was woken, then passed on if ``pass_on``."""
+    """Unregister; True if it had been woken, that wake-up handed on when ``pass_on``."""
     with _lock:
         queue = waiter.woken_by
         if queue is None:

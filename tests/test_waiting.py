@@ -17,19 +17,19 @@ SHORT = 0.05
 """Longest real wait in this file: a wait that must time out."""
 
 
-def _wait_until(predicate: Callable[[], bool], limit: float = 2.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
+def _wait_until(read: Callable[[], object], expected: object = True) -> None:
+    deadline = time.monotonic() + 2.0
+    while read() != expected:
+        assert time.monotonic() < deadline, f"never reached {expected!r}"
         time.sleep(0.0005)
 
 
-async def _yield_until(predicate: Callable[[], bool]) -> None:
+async def _yield_until(read: Callable[[], object], expected: object = True) -> None:
     for _ in range(10_000):
-        if predicate():
+        if read() == expected:
             return
         await asyncio.sleep(0)
-    pytest.fail("condition never became true")
+    pytest.fail(f"never reached {expected!r}")
 
 
 def _in_thread(target: Callable[[], bool]) -> tuple[threading.Thread, list[bool]]:
@@ -55,7 +55,7 @@ async def test_a_release_after_the_snapshot_ends_a_task_wait_at_once() -> None:
     since = queue.snapshot()
     queue.notify()
     started = time.monotonic()
-    assert await wait_for_slot_async([(queue, since)], math.inf) is True
+    assert await wait_for_slot_async([(queue, since)], SHORT) is True
     assert time.monotonic() - started < SHORT
     assert queue.waiting == 0
 
@@ -76,7 +76,7 @@ async def test_one_notify_wakes_only_the_oldest_task() -> None:
     waiters = []
     for count in (1, 2, 3):
         waiters.append(asyncio.create_task(wait_for_slot_async([(queue, 0)], SHORT)))
-        await _yield_until(lambda count=count: queue.waiting == count)  # type: ignore[misc]
+        await _yield_until(lambda: queue.waiting, count)
     queue.notify()
     assert queue.waiting == 2
     assert await asyncio.gather(*waiters) == [True, False, False]
@@ -86,20 +86,18 @@ async def test_one_notify_wakes_only_the_oldest_task() -> None:
 def test_each_notify_wakes_one_thread_oldest_first() -> None:
     queue = SlotQueue()
     woken: list[int] = []
-    threads = []
-    for index in range(3):
-        thread = threading.Thread(
-            target=lambda index=index: (
-                wait_for_slot([(queue, 0)], math.inf) and woken.append(index)
-            ),
-            daemon=True,
-        )
+
+    def wait(index: int) -> None:
+        if wait_for_slot([(queue, 0)], math.inf):
+            woken.append(index)
+
+    threads = [threading.Thread(target=wait, args=(i,), daemon=True) for i in range(3)]
+    for count, thread in enumerate(threads, start=1):
         thread.start()
-        threads.append(thread)
-        _wait_until(lambda index=index: queue.waiting == index + 1)  # type: ignore[misc]
+        _wait_until(lambda: queue.waiting, count)
     for released in (1, 2, 3):
         queue.notify()
-        _wait_until(lambda released=released: len(woken) == released)  # type: ignore[misc]
+        _wait_until(lambda: len(woken), released)
         time.sleep(0.005)  # time for a wrongly woken second thread to show up
         assert len(woken) == released
     for thread in threads:
@@ -118,7 +116,7 @@ async def test_a_waiter_on_two_queues_is_woken_once_and_leaves_both() -> None:
     first.notify()
     assert (first.waiting, second.waiting) == (0, 1)
     second.notify()  # must reach the next waiter, not the one already woken
-    assert await both is True
+    assert await asyncio.wait_for(both, 1.0) is True
     assert await only_second is True
     assert first.waiting == second.waiting == 0
 
@@ -195,6 +193,23 @@ async def test_a_task_cancelled_after_being_chosen_passes_the_release_on(settled
         await chosen
     assert await following is True
     assert queue.waiting == 0
+
+
+async def test_a_release_is_passed_on_only_in_the_queue_that_sent_it() -> None:
+    sent, other = SlotQueue(), SlotQueue()
+    chosen = asyncio.create_task(wait_for_slot_async([(sent, 0), (other, 0)], math.inf))
+    await _yield_until(lambda: sent.waiting == other.waiting == 1)
+    on_other = asyncio.create_task(wait_for_slot_async([(other, 0)], SHORT))
+    on_sent = asyncio.create_task(wait_for_slot_async([(sent, 0)], SHORT))
+    await _yield_until(lambda: sent.waiting == other.waiting == 2)
+
+    sent.notify()
+    chosen.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await chosen
+    assert await on_sent is True
+    assert await on_other is False, "no slot was released there"
+    assert repr(other) == "SlotQueue(waiting=0, releases=0)"
 
 
 async def test_a_cancelled_task_that_was_not_chosen_just_leaves() -> None:
@@ -282,7 +297,7 @@ def busy_switching() -> Iterator[None]:
 def test_threads_and_tasks_contending_for_two_providers_are_all_woken() -> None:
     queues = [SlotQueue(), SlotQueue()]
     limiters = [ConcurrencyLimiter(1), ConcurrencyLimiter(2)]
-    rounds = 60
+    rounds = 150
     timed_out: list[str] = []
     completed: list[str] = []
 
