@@ -135,6 +135,9 @@ def message_from_handler_output(value: Any, provider: str) -> BaseMessage:
     )
 
 
+_MESSAGE_LIKE = (BaseMessage, str, tuple, list, Mapping)
+
+
 def check_input(value: Any) -> None:
     """Reject input no provider could take, cheaply (no conversion on the hot path)."""
     if isinstance(value, (str, PromptValue, LLMRequest)):
@@ -142,6 +145,12 @@ def check_input(value: Any) -> None:
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         if not value:
             raise InvalidInputError("the router got an empty message list")
+        for i, item in enumerate(value):
+            if not isinstance(item, _MESSAGE_LIKE):
+                raise InvalidInputError(
+                    f"message {i} is a {type(item).__name__}; expected a message, a str, "
+                    "a (role, content) pair or a dict"
+                )
         return
     raise InvalidInputError(
         f"the router takes a str, a list of messages or a PromptValue, not {type(value).__name__}"
