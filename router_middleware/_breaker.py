@@ -167,7 +167,7 @@ def _closed_outcome(
     if outcome == _SUCCESS:
         return (rec, _NO_EVENTS) if rate is None else (rec._replace(buckets=buckets), _NO_EVENTS)
     # Only the last ``threshold`` failures can matter, so only they are kept.
-    kept = rec.failures
+    kept = rec.failures[bisect_right(rec.failures, now - window) :]
     failures = (*kept, now)[-cfg.threshold :]
     if len(failures) >= cfg.threshold:
         return _move(rec, BreakerState.OPEN, now, name, f"{cfg.threshold} failures in {window:g}s")
@@ -200,7 +200,7 @@ def _report(
         if outcome == _SUCCESS:
             rec, moved = _move(rec, BreakerState.CLOSED, now, name, "trial succeeded")
         else:
-            rec, moved = _move(rec, BreakerState.OPEN, now, name, "trial failed")
+            return rec._replace(in_flight=rec.in_flight - 1), events
         return rec, events + moved
     if rec.state == BreakerState.CLOSED and outcome != _IGNORE:
         rec, moved = _closed_outcome(rec, now, cfg, name, outcome)

@@ -163,7 +163,7 @@ class Pipeline:
                 # Read before trying, so a release between a refusal and the wait is not lost.
                 since = provider.slots.snapshot()
                 if provider.cooldown_until > now:
-                    skipped[name] = "cooling down after a 429"
+                    skipped[name] = "cooling down (Retry-After)"
                     soonest = min(soonest, provider.cooldown_until - now)
                     counted = _count_limited(provider, counted)
                     continue
@@ -236,7 +236,8 @@ class Pipeline:
                             "router_breaker_change",
                             {"provider": name, "from": before.value, "to": after_state.value},
                         )
-                    if verdict.kind is ErrorKind.RATE_LIMITED and verdict.retry_after:
+                    if verdict.retry_after:
+                        # The provider asked for time: skip it until then, whoever asks.
                         provider.cooldown_until = clock.now() + verdict.retry_after
 
                     left = deadline - clock.now()

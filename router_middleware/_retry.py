@@ -20,7 +20,7 @@ import random
 
 import backoff
 
-from ._classify import Classification, ErrorKind
+from ._classify import Classification
 from ._config import RetryConfig
 
 __all__ = ["BackoffPolicy", "plan_retry", "rate_limit_delay"]
@@ -141,13 +141,14 @@ def plan_retry(
         policy: the provider's backoff policy.
         remaining: seconds left before the request's deadline, or ``None`` for none.
 
-    A rate limit whose ``Retry-After`` exceeds ``policy.max_delay`` fails over at once,
-    and so does any retry whose wait would reach the deadline.
+    A ``Retry-After`` (on a 429, or on a 503 that sends one) is honoured: never sooner
+    than asked, and when it exceeds ``policy.max_delay`` the request fails over at once;
+    so does any retry whose wait would reach the deadline.
     """
     if not classification.policy.retry or retry_number >= policy.tries:
         return None
     retry_after = classification.retry_after
-    if classification.kind is ErrorKind.RATE_LIMITED and retry_after is not None:
+    if retry_after is not None:
         if retry_after > policy.max_delay:
             return None
         delay = rate_limit_delay(retry_after, policy._rng)

@@ -89,6 +89,14 @@ def test_rate_limit_retry_after_is_honoured_without_jitter_below(
     assert router.providers["a"].breaker.failures_in_window() == 0
 
 
+def test_retry_after_on_a_503_is_honoured_too(make_router, scripted, clock, call) -> None:
+    a = scripted(http_error(503, retry_after=0.7), "after 503")
+    router = make_router({"a": a}, retry={"attempts": 2, "max_backoff_seconds": 1})
+    assert call(router).content == "after 503"
+    assert clock.slept[0] >= 0.7  # not the (shorter) jittered backoff
+    assert router.providers["a"].breaker.failures_in_window() == 1  # a 503 still counts
+
+
 def test_long_retry_after_fails_over_at_once_and_cools_down(
     make_router, scripted, clock: FakeClock, call
 ) -> None:
