@@ -464,3 +464,31 @@ def test_execute_returns_seed_response(make_router, scripted) -> None:
     assert (response.text, response.provider, response.model) == ("answer", "a", "m")
     assert (response.input_tokens, response.output_tokens) == (3, 2)
     assert asyncio.run(router.aexecute(LLMRequest(prompt="x"))).provider == "a"
+
+
+def test_warns_once_when_a_provider_retries_on_its_own(clock: FakeClock) -> None:
+    class SelfRetrying(ScriptedChatModel):
+        max_retries: int = 2
+
+    configs = {"providers": [provider_config("selfish-a"), provider_config("selfish-b")]}
+    with pytest.warns(RuntimeWarning, match=r"'selfish-a' retries on its own.*max_retries=0"):
+        ResilientRouter(
+            {"selfish-a": SelfRetrying(clock=clock), "selfish-b": ScriptedChatModel(clock=clock)},
+            configs,
+            clock=clock,
+        )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same provider again: no second warning
+        ResilientRouter(
+            {"selfish-a": SelfRetrying(clock=clock), "selfish-b": ScriptedChatModel(clock=clock)},
+            configs,
+            clock=clock,
+        )
+    with pytest.warns(RuntimeWarning, match="'wrapped'"):
+        ResilientRouter(
+            {"wrapped": ScriptedChatModel(clock=clock).with_retry()},
+            {"providers": [provider_config("wrapped")]},
+            clock=clock,
+        )

@@ -90,3 +90,26 @@ def test_two_hundred_threaded_requests() -> None:
     with ThreadPoolExecutor(max_workers=32) as pool:
         outcomes = list(pool.map(one, range(200)))
     check(router, models, outcomes)
+
+
+def test_threads_and_asyncio_share_one_router() -> None:
+    router, models = build(SystemClock())
+
+    def one(i: int) -> Any:
+        try:
+            return router.invoke(f"t{i}")
+        except RouterError as exc:
+            return exc
+
+    async def many() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(router.ainvoke(f"a{i}") for i in range(400)), return_exceptions=True
+            )
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        threaded = [pool.submit(one, i) for i in range(100)]
+        outcomes = asyncio.run(many())
+        outcomes += [f.result() for f in threaded]
+    check(router, models, outcomes)
