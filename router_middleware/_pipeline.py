@@ -31,7 +31,6 @@ from ._metrics import cost_of, usage_from_message
 from ._provider import Provider
 from ._retry import plan_retry
 from ._strategies import SelectionStrategy
-from ._waiting import SlotQueue
 
 __all__ = ["CALL", "EVENT", "SLEEP", "WAIT", "Pipeline", "Served", "Step"]
 
@@ -54,14 +53,64 @@ _MIN_PAUSE = 1e-6
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
-def _count_limited(provider: Provider, counted: set[str] | None) -> set[str]:
-    """Count a request as rate-limited at a provider once, however long it waits there."""
-    if counted is None:
-        counted = set()
-    if provider.name not in counted:
-        counted.add(provider.name)
-        provider.metrics.record_rate_limited()
-    return counted
+class _Request:
+    """What one request has done so far."""
+
+    __slots__ = (
+        "attempts",
+        "candidates",
+        "deadline",
+        "done",
+        "errors",
+        "limited",
+        "model",
+        "trail",
+    )
+
+    def __init__(
+        self, model: str | None, candidates: list[Provider], start: float, deadline: float | None
+    ) -> None:
+        self.model = model
+        self.candidates = candidates
+        self.deadline = start + deadline if deadline is not None else math.inf
+        self.attempts = 0
+        self.errors: dict[str, BaseException] = {}
+        self.done: set[str] = set()
+        self.trail: list[dict[str, Any]] = []
+        self.limited: set[str] | None = None
+
+    def count_limited(self, provider: Provider) -> None:
+        """Count this request rate-limited at a provider once, however long it waits there."""
+        if self.limited is None:
+            self.limited = set()
+        if provider.name not in self.limited:
+            self.limited.add(provider.name)
+            provider.metrics.record_rate_limited()
+
+
+class _Skipped:
+    """The providers one pass over the candidates could not admit, and when to look again."""
+
+    __slots__ = ("blocked", "reasons", "soonest")
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+        self.soonest = math.inf
+        self.blocked: list[tuple[Provider, int]] = []
+        """Providers full (or half-open with their trials out), with their slot snapshot."""
+
+    def note(self, name: str, reason: str, wait: float) -> None:
+        self.reasons[name] = reason
+        if wait < self.soonest:
+            self.soonest = wait
+
+
+def _pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider) -> None:
+    """A request woken by a release was admitted at ``taken``: a slot freed elsewhere for it
+    would otherwise wait unclaimed, so wake the next waiter of every such provider."""
+    for provider, _ in woke_from:
+        if provider is not taken and provider.limiter.wait_time() != math.inf:
+            provider.slots.notify()
 
 
 class Served:
@@ -138,187 +187,199 @@ class Pipeline:
         self._candidates[model] = found
         return found
 
-    def run(self, model: str | None) -> Generator[Step, BaseException | None, Served]:
+    def run(self, model: str | None) -> Generator[Step, Any, Served]:
         """Route one request; returns the attempt that answered (see module docstring)."""
-        clock = self.clock
-        candidates = self.candidates(model)
-        start = clock.now()
-        deadline = start + self._deadline if self._deadline is not None else math.inf
+        req = _Request(model, self.candidates(model), self.clock.now(), self._deadline)
         wait_left = self._max_wait
-        attempts = 0
-        errors: dict[str, BaseException] = {}
-        done: set[str] = set()
-        trail: list[dict[str, Any]] = []
-
-        counted: set[str] | None = None  # providers already counted rate-limited for this request
+        woke_from: list[tuple[Provider, int]] = []
         while True:
-            skipped: dict[str, str] = {}
-            soonest = math.inf
-            blocked: list[tuple[SlotQueue, int]] = []
-            for provider in self.strategy.order(candidates, model):
-                name = provider.name
-                if name in done:
+            skipped = _Skipped()
+            for provider in self.strategy.order(req.candidates, model):
+                if provider.name in req.done:
                     continue
-                now = clock.now()
-                # Read before trying, so a release between a refusal and the wait is not lost.
-                since = provider.slots.snapshot()
-                if provider.cooldown_until > now:
-                    skipped[name] = "cooling down (Retry-After)"
-                    soonest = min(soonest, provider.cooldown_until - now)
-                    counted = _count_limited(provider, counted)
-                    continue
-                permit = provider.breaker.try_acquire()
+                permit = self._admit(provider, req, skipped)
                 if permit is None:
-                    after = provider.breaker.retry_after()
-                    skipped[name] = f"circuit {provider.circuit_breaker_state}"
-                    if after > 0:
-                        soonest = min(soonest, after)
-                    else:  # half-open, its trials under way: wake when one ends
-                        blocked.append((provider.slots, since))
                     continue
-                wait = provider.limiter.try_acquire()
-                if wait:
-                    provider.breaker.on_ignore(permit)
-                    counted = _count_limited(provider, counted)
-                    if wait == math.inf:
-                        skipped[name] = "at max concurrency"
-                        blocked.append((provider.slots, since))
-                    else:
-                        skipped[name] = f"rate limited for {wait:.3f}s"
-                        soonest = min(soonest, wait)
-                    continue
-
-                served_model = model if model is not None else provider.models[0]
-                provider.last_selected = next(self._sequence)
-                tries = 0
-                while True:
-                    if attempts >= self._max_attempts or clock.now() >= deadline:
-                        provider.limiter.release()
-                        provider.breaker.on_ignore(permit)
-                        provider.metrics.record_failure(None)
-                        raise self._out_of_time(model, errors, attempts, start)
-                    attempts += 1
-                    tries += 1
-                    begun = clock.now()
-                    timeout = provider.timeouts.attempt_seconds
-                    if deadline != math.inf:
-                        left = deadline - begun
-                        timeout = left if timeout is None else min(timeout, left)
-                    error = yield (CALL, provider, served_model, attempts, timeout)
-                    if error is None:
-                        trail.append({"provider": name, "model": served_model, "error": None})
-                        return Served(provider, served_model, permit, begun, attempts, trail)
-
-                    latency = clock.now() - begun
-                    provider.limiter.release()
-                    trail.append(
-                        {"provider": name, "model": served_model, "error": type(error).__name__}
-                    )
-                    verdict = self.classify(error)
-                    policy = verdict.policy
-                    if isinstance(error, _CANCELLED):
-                        provider.breaker.on_ignore(permit)
-                        provider.metrics.record_cancelled()
-                        raise error
-                    if not policy.failover:
-                        provider.breaker.on_ignore(permit)
-                        provider.metrics.record_failure(latency)
-                        raise error
-                    before = provider.breaker.state
-                    if policy.counts_for_breaker:
-                        provider.breaker.on_failure(permit)
-                    else:
-                        provider.breaker.on_ignore(permit)
-                    after_state = provider.breaker.state
-                    if after_state is not before:
-                        yield (
-                            EVENT,
-                            "router_breaker_change",
-                            {"provider": name, "from": before.value, "to": after_state.value},
-                        )
-                    if verdict.retry_after:
-                        # The provider asked for time: skip it until then, whoever asks.
-                        provider.cooldown_until = clock.now() + verdict.retry_after
-
-                    left = deadline - clock.now()
-                    delay = plan_retry(
-                        verdict,
-                        tries,
-                        provider.backoff,
-                        remaining=None if left == math.inf else left,
-                    )
-                    readmitted = False
-                    if delay is not None and attempts < self._max_attempts:
-                        provider.metrics.record_retry()
-                        yield (
-                            EVENT,
-                            "router_retry",
-                            {
-                                "provider": name,
-                                "attempt": attempts,
-                                "delay": delay,
-                                "error": type(error).__name__,
-                            },
-                        )
-                        yield (SLEEP, delay)
-                        again = provider.breaker.try_acquire()
-                        if again is not None:
-                            if provider.limiter.try_acquire() == 0.0:
-                                permit, readmitted = again, True
-                            else:
-                                provider.breaker.on_ignore(again)
-                    if readmitted:
-                        continue
-                    provider.metrics.record_failure(
-                        latency, timeout=verdict.kind is ErrorKind.TIMEOUT, fallback=True
-                    )
-                    errors[name] = error
-                    done.add(name)
-                    yield (
-                        EVENT,
-                        "router_failover",
-                        {"provider": name, "model": served_model, "error": type(error).__name__},
-                    )
-                    break
-
-            if len(done) == len(candidates) or not skipped:
-                raise self._all_failed(model, errors, attempts, skipped)
-            budget = min(wait_left, deadline - clock.now())
+                _pass_on_spare_slots(woke_from, provider)
+                served = yield from self._serve(provider, permit, req)
+                if served is not None:
+                    return served
+            if len(req.done) == len(req.candidates) or not skipped.reasons:
+                raise self._all_failed(req, skipped.reasons)
+            budget = min(wait_left, req.deadline - self.clock.now())
+            if budget <= 0 or (not skipped.blocked and skipped.soonest > budget):
+                if req.errors:
+                    raise self._all_failed(req, skipped.reasons)
+                soonest = skipped.soonest if skipped.soonest != math.inf else None
+                raise NoProviderAvailableError(model, skipped.reasons, soonest)
             # Never a pause too short to move a clock: asyncio runs timers due within its
             # clock resolution at once, and a virtual-time loop would then spin.
-            pause = max(min(soonest, budget), _MIN_PAUSE)
-            if budget <= 0 or (not blocked and soonest > budget):
-                if errors:
-                    raise self._all_failed(model, errors, attempts, skipped)
-                finite = soonest if soonest != math.inf else None
-                raise NoProviderAvailableError(model, skipped, finite)
-            before_wait = clock.now()
+            pause = max(min(skipped.soonest, budget), _MIN_PAUSE)
+            blocked = [(p.slots, since) for p, since in skipped.blocked]
+            before = self.clock.now()
             woken = yield (WAIT, pause, blocked or None)
-            waited = clock.now() - before_wait
+            waited = self.clock.now() - before
             wait_left -= waited if woken else max(waited, pause)
+            woke_from = skipped.blocked if woken else []
 
-    def _all_failed(
-        self,
-        model: str | None,
-        errors: dict[str, BaseException],
-        attempts: int,
-        skipped: dict[str, str],
-    ) -> AllProvidersFailedError:
-        exc = AllProvidersFailedError(model, errors, attempts, skipped=skipped)
-        if errors:
-            exc.__cause__ = list(errors.values())[-1]
+    def _admit(self, provider: Provider, req: _Request, skipped: _Skipped) -> Any:
+        """Cool-down, breaker, limiter: the provider's permit, or ``None`` with the reason noted."""
+        name = provider.name
+        now = self.clock.now()
+        # Read before trying, so a release between a refusal and the wait is not lost.
+        since = provider.slots.snapshot()
+        if provider.cooldown_until > now:
+            skipped.note(name, "cooling down (Retry-After)", provider.cooldown_until - now)
+            req.count_limited(provider)
+            return None
+        permit = provider.breaker.try_acquire()
+        if permit is None:
+            after = provider.breaker.retry_after()
+            if after > 0:
+                skipped.note(name, f"circuit {provider.circuit_breaker_state}", after)
+            else:  # half-open, its trials under way: wake when one ends
+                skipped.note(name, f"circuit {provider.circuit_breaker_state}", math.inf)
+                skipped.blocked.append((provider, since))
+            return None
+        wait = provider.limiter.try_acquire()
+        if not wait:
+            return permit
+        provider.breaker.on_ignore(permit)
+        req.count_limited(provider)
+        if wait == math.inf:
+            skipped.note(name, "at max concurrency", math.inf)
+            skipped.blocked.append((provider, since))
+        else:
+            skipped.note(name, f"rate limited for {wait:.3f}s", wait)
+        return None
+
+    def _serve(
+        self, provider: Provider, permit: Any, req: _Request
+    ) -> Generator[Step, Any, Served | None]:
+        """Try one admitted provider, retrying it as the policy allows.
+
+        Returns the served attempt, or ``None`` once it has failed over.
+        """
+        name = provider.name
+        model = req.model if req.model is not None else provider.models[0]
+        provider.last_selected = next(self._sequence)
+        tries = 0
+        while True:
+            now = self.clock.now()
+            if req.attempts >= self._max_attempts or now >= req.deadline:
+                provider.breaker.on_ignore(permit)
+                provider.limiter.release()
+                provider.metrics.record_failure(None)
+                raise self._out_of_time(req)
+            req.attempts += 1
+            tries += 1
+            timeout = provider.timeouts.attempt_seconds
+            if req.deadline != math.inf:
+                left = req.deadline - now
+                timeout = left if timeout is None else min(timeout, left)
+            error = yield (CALL, provider, model, req.attempts, timeout)
+            req.trail.append(
+                {"provider": name, "model": model, "error": error and type(error).__name__}
+            )
+            if error is None:
+                return Served(provider, model, permit, now, req.attempts, req.trail)
+
+            latency = self.clock.now() - now
+            verdict = yield from self._judge(provider, permit, error, latency)
+            if verdict.retry_after:
+                # The provider asked for time: skip it until then, whoever asks.
+                provider.cooldown_until = self.clock.now() + verdict.retry_after
+            left = req.deadline - self.clock.now()
+            delay = plan_retry(
+                verdict, tries, provider.backoff, remaining=None if left == math.inf else left
+            )
+            if delay is not None and req.attempts < self._max_attempts:
+                provider.metrics.record_retry()
+                yield (
+                    EVENT,
+                    "router_retry",
+                    {
+                        "provider": name,
+                        "attempt": req.attempts,
+                        "delay": delay,
+                        "error": type(error).__name__,
+                    },
+                )
+                yield (SLEEP, delay)
+                permit = self._readmit(provider)
+                if permit is not None:
+                    continue
+            provider.metrics.record_failure(
+                latency, timeout=verdict.kind is ErrorKind.TIMEOUT, fallback=True
+            )
+            req.errors[name] = error
+            req.done.add(name)
+            yield (
+                EVENT,
+                "router_failover",
+                {"provider": name, "model": model, "error": type(error).__name__},
+            )
+            return None
+
+    def _judge(
+        self, provider: Provider, permit: Any, error: BaseException, latency: float
+    ) -> Generator[Step, Any, Classification]:
+        """Classify a failed attempt, tell the breaker, then free the slot.
+
+        The breaker hears first: a request waiting on a half-open provider is woken by the
+        release and must then see the breaker's new state. Errors that must not fail over
+        are raised from here, untouched.
+        """
+        if isinstance(error, _CANCELLED):
+            provider.breaker.on_ignore(permit)
+            provider.limiter.release()
+            provider.metrics.record_cancelled()
+            raise error
+        verdict = self.classify(error)
+        if not verdict.policy.failover:
+            provider.breaker.on_ignore(permit)
+            provider.limiter.release()
+            provider.metrics.record_failure(latency)
+            raise error
+        before = provider.breaker.state
+        if verdict.policy.counts_for_breaker:
+            provider.breaker.on_failure(permit)
+        else:
+            provider.breaker.on_ignore(permit)
+        provider.limiter.release()
+        after = provider.breaker.state
+        if after is not before:
+            yield (
+                EVENT,
+                "router_breaker_change",
+                {"provider": provider.name, "from": before.value, "to": after.value},
+            )
+        return verdict
+
+    def _readmit(self, provider: Provider) -> Any:
+        """A permit for a retry on the same provider, or ``None`` (then fail over)."""
+        permit = provider.breaker.try_acquire()
+        if permit is None:
+            return None
+        if provider.limiter.try_acquire() == 0.0:
+            return permit
+        provider.breaker.on_ignore(permit)
+        return None
+
+    def _all_failed(self, req: _Request, skipped: dict[str, str]) -> AllProvidersFailedError:
+        exc = AllProvidersFailedError(req.model, req.errors, req.attempts, skipped=skipped)
+        if req.errors:
+            exc.__cause__ = list(req.errors.values())[-1]
         return exc
 
-    def _out_of_time(
-        self, model: str | None, errors: dict[str, BaseException], attempts: int, start: float
-    ) -> DeadlineExceededError:
-        if attempts >= self._max_attempts:
+    def _out_of_time(self, req: _Request) -> DeadlineExceededError:
+        if req.attempts >= self._max_attempts:
             limit = f"max_attempts {self._max_attempts}"
         else:
             limit = f"deadline {self._deadline:g}s"
-        exc = DeadlineExceededError(model, errors, attempts, limit)
-        if errors:
-            exc.__cause__ = list(errors.values())[-1]
+        exc = DeadlineExceededError(req.model, req.errors, req.attempts, limit)
+        if req.errors:
+            exc.__cause__ = list(req.errors.values())[-1]
         return exc
 
     # -- recording what the driver reports after a served attempt ---------------------------
@@ -326,8 +387,8 @@ class Pipeline:
     def succeed(self, served: Served, message: Any) -> None:
         """Record a served attempt's success and free its slot."""
         provider = served.provider
+        provider.breaker.on_success(served.permit)  # before the release: see _judge
         provider.limiter.release()
-        provider.breaker.on_success(served.permit)
         tokens_in, tokens_out = usage_from_message(message)
         cost = 0.0
         if tokens_in or tokens_out:
@@ -348,9 +409,9 @@ class Pipeline:
     def fail_after_start(self, served: Served, error: BaseException) -> None:
         """Record a stream that broke after its first chunk (no failover is possible)."""
         provider = served.provider
-        provider.limiter.release()
         if isinstance(error, _CANCELLED):
             provider.breaker.on_ignore(served.permit)
+            provider.limiter.release()
             provider.metrics.record_cancelled()
             return
         verdict = self.classify(error)
@@ -358,6 +419,7 @@ class Pipeline:
             provider.breaker.on_failure(served.permit)
         else:
             provider.breaker.on_ignore(served.permit)
+        provider.limiter.release()
         provider.metrics.record_failure(
             self.clock.now() - served.started, timeout=verdict.kind is ErrorKind.TIMEOUT
         )
