@@ -9,14 +9,8 @@ Example:
 """
 
 from ._breaker import BreakerState, BreakerTransition, CircuitBreaker
-from ._classify import (
-    Classification,
-    ErrorClassifier,
-    ErrorKind,
-    ErrorPolicy,
-    chain_classifiers,
-    default_classifier,
-)
+from ._classification import Classification, ErrorClassifier, ErrorKind, ErrorPolicy
+from ._classify import chain_classifiers, default_classifier
 from ._clock import Clock, FakeClock, SystemClock
 from ._config import (
     CircuitBreakerConfig,

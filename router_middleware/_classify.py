@@ -1,10 +1,12 @@
-"""What kind of failure is this? One :class:`ErrorKind` per failed provider call.
+"""What kind of failure is this? The rules that give one :class:`ErrorKind` per failed call.
 
 The router never inspects exceptions itself: it asks a classifier, then reads the
 kind's :class:`ErrorPolicy` (retry the same provider? fail over? count it against the
-circuit breaker?). Provider SDKs are detected by duck typing (``status_code``,
-``response.headers``, ``body``) and by class names in the MRO, so neither ``httpx``
-nor ``openai`` is imported.
+circuit breaker?). Provider SDKs are detected by duck typing (the status and
+``Retry-After`` as ``_http_error`` reads them, error codes in ``body``) and by class
+names in the MRO, so neither ``httpx`` nor ``openai`` is imported. The kinds and
+:class:`Classification` live in ``_classification``; they are re-exported here, where
+the router takes them from along with the classifiers.
 
 Example:
     >>> class RateLimitError(Exception):
@@ -19,19 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
-import math
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import timezone
-from enum import Enum
 from types import MappingProxyType
-from typing import Final, TypeAlias
+from typing import Final
 
 import langchain_core.exceptions as _lc_exceptions
 
+from ._classification import POLICIES, Classification, ErrorClassifier, ErrorKind
 from ._errors import (
     IncompleteStreamError,
     InvalidProviderOutputError,
@@ -39,92 +36,16 @@ from ._errors import (
     ProviderTimeoutError,
     RouterError,
 )
+from ._http_error import attr_or_none, retry_after_from_error, status_code_of
 
 __all__ = [
-    "POLICIES",
     "Classification",
     "ErrorClassifier",
     "ErrorKind",
-    "ErrorPolicy",
     "chain_classifiers",
     "default_classifier",
-    "parse_retry_after",
-    "retry_after_from_error",
-    "status_code_of",
 ]
 
-
-class ErrorKind(str, Enum):
-    """The router-relevant kind of a failure; see :data:`POLICIES` for what each implies."""
-
-    TRANSIENT = "transient"
-    RATE_LIMITED = "rate_limited"
-    TIMEOUT = "timeout"
-    MISCONFIGURED = "misconfigured"
-    CONTEXT_LENGTH = "context_length"
-    INVALID_REQUEST = "invalid_request"
-    CONTENT_POLICY = "content_policy"
-    NOT_PROVIDER = "not_provider"
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorPolicy:
-    """What the router does about one kind of failure.
-
-    Example:
-        >>> POLICIES[ErrorKind.TIMEOUT]
-        ErrorPolicy(retry=False, failover=True, counts_for_breaker=True)
-    """
-
-    retry: bool
-    failover: bool
-    counts_for_breaker: bool
-
-
-_POLICY_TABLE = {
-    ErrorKind.TRANSIENT: ErrorPolicy(retry=True, failover=True, counts_for_breaker=True),
-    # Being throttled says nothing about the provider's health.
-    ErrorKind.RATE_LIMITED: ErrorPolicy(retry=True, failover=True, counts_for_breaker=False),
-    # A timed-out call already spent its budget; waiting that long again on the same
-    # provider is the worst use of what is left of the deadline.
-    ErrorKind.TIMEOUT: ErrorPolicy(retry=False, failover=True, counts_for_breaker=True),
-    ErrorKind.MISCONFIGURED: ErrorPolicy(retry=False, failover=True, counts_for_breaker=True),
-    # The request, not the provider, is at fault; a bigger or laxer model may take it.
-    ErrorKind.CONTEXT_LENGTH: ErrorPolicy(retry=False, failover=True, counts_for_breaker=False),
-    ErrorKind.INVALID_REQUEST: ErrorPolicy(retry=False, failover=True, counts_for_breaker=False),
-    # Asking another model the same thing to get around a refusal is not our call.
-    ErrorKind.CONTENT_POLICY: ErrorPolicy(retry=False, failover=False, counts_for_breaker=False),
-    ErrorKind.NOT_PROVIDER: ErrorPolicy(retry=False, failover=False, counts_for_breaker=False),
-}
-POLICIES: Final[Mapping[ErrorKind, ErrorPolicy]] = MappingProxyType(_POLICY_TABLE)
-"""Kind -> what the router does about it. Read-only."""
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """A classified failure.
-
-    Attributes:
-        kind: what went wrong.
-        retry_after: seconds the provider asked us to wait, if it said so.
-        status: the HTTP status the error carried, if any.
-
-    Example:
-        >>> Classification(ErrorKind.TRANSIENT, status=503).policy.retry
-        True
-    """
-
-    kind: ErrorKind
-    retry_after: float | None = None
-    status: int | None = None
-
-    @property
-    def policy(self) -> ErrorPolicy:
-        return POLICIES[self.kind]
-
-
-ErrorClassifier: TypeAlias = Callable[[BaseException], Classification | None]
-"""A classifier returns ``None`` to defer to the next one (and finally the default)."""
 
 # Shared instances: most failures carry neither a status nor a Retry-After.
 _PLAIN: Final[Mapping[ErrorKind, Classification]] = MappingProxyType(
@@ -230,136 +151,6 @@ _MODEL_ERROR: Final = _lc_class("ModelError")
 _MODEL_ERRORS: Final = _model_error_table()
 
 
-def _attr(obj: object, name: str) -> object:
-    # Properties on third-party exceptions may raise anything; classifying must not.
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
-
-
-def _as_status(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-        return value
-    return None
-
-
-def status_code_of(exc: BaseException) -> int | None:
-    """The HTTP status an error carries, or ``None``.
-
-    Looks at ``status_code``, ``status``, ``http_status``, ``response.status_code`` and an
-    integer ``code``, in that order; only integers in 100..599 count.
-
-    Example:
-        >>> class HTTPStatusError(Exception):
-        ...     status = "UNAVAILABLE"
-        ...     code = 503
-        >>> status_code_of(HTTPStatusError())
-        503
-    """
-    for name in ("status_code", "status", "http_status"):
-        status = _as_status(_attr(exc, name))
-        if status is not None:
-            return status
-    status = _as_status(_attr(_attr(exc, "response"), "status_code"))
-    if status is not None:
-        return status
-    return _as_status(_attr(exc, "code"))
-
-
-def parse_retry_after(value: object, *, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value, or ``None`` if it makes no sense.
-
-    Accepts delta-seconds (floats tolerated) or an HTTP-date, which is measured against
-    the wall clock ``now`` and clamped at 0 once past. Negative or non-finite numbers and
-    anything unparsable give ``None``; this never raises.
-
-    Example:
-        >>> parse_retry_after("1.5"), parse_retry_after("soon")
-        (1.5, None)
-        >>> parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", now=lambda: 4.0)
-        6.0
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = float(value.strip())
-        except ValueError:
-            return _seconds_until_http_date(value, now)
-    else:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _seconds_until_http_date(value: str, now: Callable[[], float]) -> float | None:
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except Exception:
-        return None
-    if when.tzinfo is None:
-        # RFC 9110 dates are GMT; email.utils leaves "-0000" naive.
-        when = when.replace(tzinfo=timezone.utc)
-    try:
-        return max(0.0, when.timestamp() - float(now()))
-    except Exception:
-        return None
-
-
-def _header(headers: object, name: str) -> object:
-    # ``name`` is lowercase. httpx/requests/aiohttp headers are case-insensitive, a
-    # plain dict is not: try a direct get, then scan (headers are few, failures rare).
-    try:
-        if isinstance(headers, Mapping):
-            found = headers.get(name)
-            if found is None:
-                for key, value in headers.items():
-                    text = key.decode("latin-1") if isinstance(key, bytes) else key
-                    if isinstance(text, str) and text.lower() == name:
-                        return value
-            return found
-        get = _attr(headers, "get")
-        return get(name) if callable(get) else None
-    except Exception:
-        return None
-
-
-def _retry_after_from_headers(headers: object) -> float | None:
-    millis = parse_retry_after(_header(headers, "retry-after-ms"))
-    if millis is not None:
-        return millis / 1000
-    return parse_retry_after(_header(headers, "retry-after"))
-
-
-def retry_after_from_error(exc: BaseException) -> float | None:
-    """Seconds an error asks us to wait: ``exc.retry_after``, else its response headers.
-
-    Headers come from ``exc.response.headers`` or ``exc.headers``; ``retry-after-ms``
-    (OpenAI's, more precise) wins over ``retry-after``. Never raises.
-
-    Example:
-        >>> class RateLimitError(Exception):
-        ...     headers = {"retry-after-ms": "250", "retry-after": "1"}
-        >>> retry_after_from_error(RateLimitError())
-        0.25
-    """
-    direct = _attr(exc, "retry_after")
-    if isinstance(direct, (int, float)):
-        seconds = parse_retry_after(direct)
-        if seconds is not None:
-            return seconds
-    for headers in (_attr(_attr(exc, "response"), "headers"), _attr(exc, "headers")):
-        if headers is not None:
-            seconds = _retry_after_from_headers(headers)
-            if seconds is not None:
-                return seconds
-    return None
-
-
 def _named_kind(exc: BaseException) -> ErrorKind | None:
     for cls in type(exc).__mro__:
         name = cls.__name__
@@ -372,8 +163,8 @@ def _named_kind(exc: BaseException) -> ErrorKind | None:
 
 
 def _labels(exc: BaseException, field: str) -> Iterator[object]:
-    yield _attr(exc, field)
-    body = _attr(exc, "body")
+    yield attr_or_none(exc, field)
+    body = attr_or_none(exc, "body")
     if isinstance(body, Mapping):
         yield body.get(field)
         inner = body.get("error")
@@ -399,7 +190,11 @@ def _model_error_kind(exc: BaseException) -> ErrorKind:
             return kind
     # An unknown ModelError: without retry, failing over without blaming the provider
     # is the cautious reading.
-    return ErrorKind.TRANSIENT if _attr(exc, "is_retryable") is True else ErrorKind.INVALID_REQUEST
+    return (
+        ErrorKind.TRANSIENT
+        if attr_or_none(exc, "is_retryable") is True
+        else ErrorKind.INVALID_REQUEST
+    )
 
 
 def _status_kind(status: int) -> ErrorKind | None:

@@ -16,16 +16,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._errors import ConfigurationError
-from ._settings import Origin, RouterSettings, env_reference
-from ._simulate import (
-    Fault,
-    Scenario,
-    SimulationReport,
-    default_scenario,
-    parse_fault,
-    scenario_for,
-    simulate,
-)
+from ._scenario import Fault, Scenario, default_scenario, parse_fault, scenario_for
+from ._settings import RouterSettings
+from ._settings_origin import Origin
+from ._settings_reference import env_reference
+from ._simulate import SimulationReport, simulate
 
 __all__ = ["main"]
 

@@ -4,9 +4,10 @@ The router, its providers and their faults run on a real asyncio event loop whos
 is virtual: when every task waits, the loop jumps to the next timer instead of sleeping
 (pacing the jump by ``speed`` so a watcher sees progress). A minute of traffic takes
 seconds, timeouts and backoffs mean what the configuration says, and a run with the
-same seed gives the same counts.
+same seed gives the same counts. What to run, a :class:`Scenario`, comes from ``_scenario``.
 
 Example:
+    >>> from router_middleware._scenario import default_scenario
     >>> report = simulate(default_scenario(requests=60, duration_seconds=6.0, speed=math.inf))
     >>> report.requests["total"], sorted(report.providers)
     (60, ['primary', 'secondary', 'slow-backup'])
@@ -20,226 +21,18 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._breaker import BreakerTransition
-from ._config import (
-    CircuitBreakerConfig,
-    ModelConfig,
-    ProviderConfig,
-    RateLimitConfig,
-    RetryConfig,
-    RouterConfig,
-    TimeoutConfig,
-)
 from ._router import ResilientRouter
+from ._scenario import Fault, Scenario
 from ._virtual import LoopClock, VirtualLoop
 from .testing import SimulatedProvider
 
-__all__ = [
-    "Fault",
-    "Scenario",
-    "SimulationReport",
-    "default_scenario",
-    "parse_fault",
-    "scenario_for",
-    "simulate",
-]
+__all__ = ["SimulationReport", "simulate"]
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Fault:
-    """How one simulated provider behaves; times are seconds from the start of the run.
-
-    Example:
-        >>> Fault(outage=(10.0, 20.0)).outage
-        (10.0, 20.0)
-    """
-
-    latency_seconds: float = 0.3
-    latency_p95_seconds: float = 0.8
-    failure_rate: float = 0.0
-    outage: tuple[float, float] | None = None
-    rate_limit_burst: tuple[float, float] | None = None
-    retry_after_seconds: float = 2.0
-    hang_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("failure_rate", "hang_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1]")
-        if not 0.0 <= self.latency_seconds <= self.latency_p95_seconds:
-            raise ValueError("latency must satisfy 0 <= latency <= latency_p95")
-        for name in ("outage", "rate_limit_burst"):
-            window = getattr(self, name)
-            if window is not None and not 0.0 <= window[0] < window[1]:
-                raise ValueError(f"{name} must be START-END with 0 <= START < END")
-
-
-_FAULT_KEYS: dict[str, tuple[str, float]] = {
-    "latency": ("latency_seconds", 1.0),
-    "latency_ms": ("latency_seconds", 0.001),
-    "latency_p95": ("latency_p95_seconds", 1.0),
-    "latency_p95_ms": ("latency_p95_seconds", 0.001),
-    "failure_rate": ("failure_rate", 1.0),
-    "outage": ("outage", 1.0),
-    "rate_limit_burst": ("rate_limit_burst", 1.0),
-    "retry_after": ("retry_after_seconds", 1.0),
-    "hang_rate": ("hang_rate", 1.0),
-}
-
-
-def parse_fault(spec: str, base: Fault | None = None) -> tuple[str, Fault]:
-    """Parse ``NAME:key=value,...`` into a provider name and its :class:`Fault`.
-
-    Keys: ``latency``/``latency_ms`` (median), ``latency_p95``/``latency_p95_ms``,
-    ``failure_rate``, ``hang_rate``, ``outage=START-END``, ``rate_limit_burst=START-END``
-    (seconds) and ``retry_after`` (seconds). Unset keys keep ``base``'s values. A
-    median above the given p95 raises the p95 to it.
-
-    Example:
-        >>> parse_fault("primary:failure_rate=0.3,latency_ms=50,outage=2-5")
-        ('primary', Fault(latency_seconds=0.05, latency_p95_seconds=0.8, failure_rate=0.3, \
-outage=(2.0, 5.0), rate_limit_burst=None, retry_after_seconds=2.0, hang_rate=0.0))
-
-    Raises:
-        ValueError: naming the part of ``spec`` at fault.
-    """
-    name, sep, body = spec.partition(":")
-    if not sep or not name:
-        raise ValueError(f"fault {spec!r}: expected NAME:key=value,...")
-    values: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in body.split(","))):
-        key, eq, raw = part.partition("=")
-        if not eq or key not in _FAULT_KEYS:
-            raise ValueError(
-                f"fault {spec!r}: unknown part {part!r}; keys: {', '.join(_FAULT_KEYS)}"
-            )
-        target, scale = _FAULT_KEYS[key]
-        try:
-            if target in ("outage", "rate_limit_burst"):
-                start, dash, end = raw.partition("-")
-                if not dash:
-                    raise ValueError
-                values[target] = (float(start), float(end))
-            else:
-                values[target] = float(raw) * scale
-        except ValueError:
-            raise ValueError(f"fault {spec!r}: bad value in {part!r}") from None
-    base = base or Fault()
-    median = values.get("latency_seconds", base.latency_seconds)
-    if "latency_p95_seconds" not in values and median > base.latency_p95_seconds:
-        values["latency_p95_seconds"] = median
-    return name, replace(base, **values)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A run: the router's configuration, each provider's faults and the traffic.
-
-    ``requests`` arrive evenly over ``duration_seconds`` (all at once when 0), at most
-    ``concurrency`` in flight; ``speed`` is simulated seconds per real second
-    (``math.inf``: as fast as possible). Providers without a fault are healthy.
-    """
-
-    config: RouterConfig
-    faults: Mapping[str, Fault] = field(default_factory=dict)
-    requests: int = 600
-    concurrency: int = 32
-    duration_seconds: float = 60.0
-    seed: int = 0
-    speed: float = 10.0
-    model: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.requests < 1 or self.concurrency < 1:
-            raise ValueError("requests and concurrency must be >= 1")
-        if not (self.duration_seconds >= 0 and math.isfinite(self.duration_seconds)):
-            raise ValueError("duration_seconds must be finite and >= 0")
-        if not self.speed > 0:
-            raise ValueError("speed must be > 0")
-        unknown = set(self.faults) - {p.name for p in self.config.providers}
-        if unknown:
-            raise ValueError(f"faults for unknown provider(s): {', '.join(sorted(unknown))}")
-
-
-def _model(name: str, cost_in: float, cost_out: float) -> list[ModelConfig]:
-    return [
-        ModelConfig(name=name, cost_per_1k_input_tokens=cost_in, cost_per_1k_output_tokens=cost_out)
-    ]
-
-
-def default_scenario(**overrides: Any) -> Scenario:
-    """Three providers over a minute: an outage and recovery, a 429 burst, a slow backup.
-
-    ``primary`` is cheap, preferred and rate limited, so overflow goes to ``secondary``;
-    it goes down from 25% to 50% of the run (its breaker opens, probes, closes again).
-    ``secondary`` answers 429 with ``Retry-After`` from 63% to 75%. ``slow-backup`` is
-    slow and sometimes hangs, which its attempt timeout cuts short. Times scale with
-    ``duration_seconds``.
-    """
-    config = RouterConfig(
-        strategy="cost_priority_round_robin",
-        providers=[
-            ProviderConfig(
-                name="primary",
-                priority=1,
-                models=_model("chat", 0.15, 0.6),
-                rate_limit=RateLimitConfig(requests_per_second=8, max_concurrent=8),
-            ),
-            ProviderConfig(
-                name="secondary",
-                priority=2,
-                models=_model("chat", 0.2, 0.8),
-                rate_limit=RateLimitConfig(requests_per_second=6),
-            ),
-            ProviderConfig(
-                name="slow-backup",
-                priority=3,
-                models=_model("chat", 0.3, 0.9),
-                rate_limit=RateLimitConfig(max_concurrent=16),
-            ),
-        ],
-        retry=RetryConfig(attempts=2, initial_backoff_seconds=0.2, max_backoff_seconds=2.0),
-        circuit_breaker=CircuitBreakerConfig(
-            threshold=5, sampling_duration_seconds=10.0, reset_timeout_seconds=4.0
-        ),
-        timeouts=TimeoutConfig(attempt_seconds=5.0),
-        max_wait_seconds=2.0,
-        deadline_seconds=15.0,
-    )
-    scenario = Scenario(config, {}, **overrides)
-    return replace(scenario, faults=_default_faults(config, scenario.duration_seconds))
-
-
-def scenario_for(
-    config: RouterConfig, faults: Mapping[str, Fault] | None = None, **kw: Any
-) -> Scenario:
-    """Simulate ``config``: by default its preferred provider has an outage, the next a
-    429 burst, the third is slow; ``faults`` replaces a provider's behaviour."""
-    scenario = Scenario(config, {}, **kw)
-    chosen = {**_default_faults(config, scenario.duration_seconds), **(faults or {})}
-    return replace(scenario, faults=chosen)
-
-
-def _default_faults(config: RouterConfig, duration: float) -> dict[str, Fault]:
-    span = duration or 60.0
-    ranked = sorted(config.providers, key=lambda p: p.priority)
-    roles = [
-        Fault(failure_rate=0.01, outage=(0.25 * span, 0.5 * span)),
-        Fault(
-            latency_seconds=0.5,
-            latency_p95_seconds=1.2,
-            failure_rate=0.02,
-            rate_limit_burst=(0.63 * span, 0.75 * span),
-            retry_after_seconds=3.0,
-        ),
-        Fault(latency_seconds=1.5, latency_p95_seconds=4.0, hang_rate=0.03),
-    ]
-    return {p.name: role for p, role in zip(ranked, roles, strict=False)}
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -275,9 +68,6 @@ def _percentile(values: list[float], p: float) -> float | None:
     lo = int(rank)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
-
-
-# -- the virtual-time loop -------------------------------------------------------------------
 
 
 # -- running ---------------------------------------------------------------------------------

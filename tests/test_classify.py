@@ -1,23 +1,19 @@
+"""The default classifier's rules, the policy table, and chaining classifiers."""
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import email.message
 import urllib.error
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
-from email.utils import format_datetime
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from langchain_core.exceptions import (
     ContextOverflowError,
     ModelAPIError,
     ModelAuthenticationError,
     ModelConnectionError,
-    ModelError,
     ModelInvalidRequestError,
     ModelNotFoundError,
     ModelPermissionDeniedError,
@@ -28,17 +24,8 @@ from langchain_core.exceptions import (
 )
 from pydantic import ValidationError
 
-from router_middleware._classify import (
-    POLICIES,
-    Classification,
-    ErrorKind,
-    ErrorPolicy,
-    chain_classifiers,
-    default_classifier,
-    parse_retry_after,
-    retry_after_from_error,
-    status_code_of,
-)
+from router_middleware._classification import POLICIES, Classification, ErrorKind, ErrorPolicy
+from router_middleware._classify import chain_classifiers, default_classifier
 from router_middleware._config import RetryConfig
 from router_middleware._errors import (
     AllProvidersFailedError,
@@ -52,199 +39,35 @@ from router_middleware._errors import (
     ProviderTimeoutError,
 )
 
+from .sdk_fakes import (
+    AnthropicStatusError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ClientError,
+    ConnectError,
+    ConnectTimeout,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    GraphBubbleUp,
+    GraphInterrupt,
+    HTTPStatusError,
+    NodeInterrupt,
+    OpenAIContextOverflowError,
+    OpenAIRateLimitModelError,
+    OtherCustomModelError,
+    ParentCommand,
+    RateLimitError,
+    ReadTimeout,
+    RemoteProtocolError,
+    RetryableCustomModelError,
+    Timeout,
+    TimeoutException,
+    openai_error,
+)
+
 K = ErrorKind
-
-
-# --- Fakes shaped like the SDKs (openai/anthropic via httpx, httpx itself, LiteLLM,
-# --- google-genai, LangGraph); only names and attributes matter to the classifier.
-
-
-class Headers(Mapping[str, str]):
-    """Case-insensitive like httpx.Headers / requests' CaseInsensitiveDict."""
-
-    def __init__(self, items: Mapping[str, str] | None = None) -> None:
-        self._items = {k.lower(): v for k, v in (items or {}).items()}
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class Response:
-    def __init__(self, status_code: int, headers: Mapping[str, str] | None = None) -> None:
-        self.status_code = status_code
-        self.headers = Headers(headers)
-
-
-class APIError(Exception):
-    """openai.APIError: ``code``/``type`` are lifted from the body when it is a dict."""
-
-    def __init__(self, message: str, *, body: object = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.body = body
-        fields = body if isinstance(body, dict) else {}
-        self.code = fields.get("code")
-        self.type = fields.get("type")
-
-
-class APIStatusError(APIError):
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        headers: Mapping[str, str] | None = None,
-        body: object = None,
-    ) -> None:
-        super().__init__(message, body=body)
-        self.response = Response(status_code, headers)
-        self.status_code = status_code
-
-
-class BadRequestError(APIStatusError):
-    pass
-
-
-class RateLimitError(APIStatusError):
-    pass
-
-
-class APIConnectionError(APIError):
-    def __init__(self, message: str = "Connection error.") -> None:
-        super().__init__(message)
-
-
-class APITimeoutError(APIConnectionError):
-    def __init__(self) -> None:
-        super().__init__("Request timed out.")
-
-
-def openai_error(
-    status: int, code: str | None = None, type_: str = "invalid_request_error", **kw: Any
-) -> APIStatusError:
-    body = {"message": kw.pop("message", f"Error code: {status}"), "type": type_, "code": code}
-    return APIStatusError(body["message"], status_code=status, body=body, **kw)
-
-
-class AnthropicStatusError(Exception):
-    """anthropic.APIStatusError: the whole JSON body, kind in ``body['error']['type']``."""
-
-    def __init__(self, status_code: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.response = Response(status_code)
-        self.body = {"type": "error", "error": {"type": error_type, "message": message}}
-
-
-# httpx's exception tree
-class HTTPError(Exception):
-    pass
-
-
-class TransportError(HTTPError):
-    pass
-
-
-class TimeoutException(TransportError):
-    pass
-
-
-class ReadTimeout(TimeoutException):
-    pass
-
-
-class ConnectTimeout(TimeoutException):
-    pass
-
-
-class NetworkError(TransportError):
-    pass
-
-
-class ConnectError(NetworkError):
-    pass
-
-
-class ProtocolError(TransportError):
-    pass
-
-
-class RemoteProtocolError(ProtocolError):
-    pass
-
-
-class HTTPStatusError(HTTPError):
-    def __init__(self, status_code: int, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(f"Server error '{status_code}'")
-        self.response = Response(status_code, headers)
-
-
-# LiteLLM: openai-shaped, with a status on every class
-class LiteLLMBadRequestError(BadRequestError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status_code=400)
-
-
-class ContextWindowExceededError(LiteLLMBadRequestError):
-    pass
-
-
-class ContentPolicyViolationError(LiteLLMBadRequestError):
-    pass
-
-
-class Timeout(APITimeoutError):
-    def __init__(self) -> None:
-        super().__init__()
-        self.status_code = 408
-
-
-# google-genai: ``code`` is the HTTP status, ``status`` the gRPC name
-class ClientError(Exception):
-    def __init__(self, code: int, status: str) -> None:
-        super().__init__(f"{code} {status}")
-        self.code = code
-        self.status = status
-
-
-# LangGraph control flow
-class GraphBubbleUp(Exception):
-    pass
-
-
-class GraphInterrupt(GraphBubbleUp):
-    pass
-
-
-class NodeInterrupt(GraphInterrupt):
-    pass
-
-
-class ParentCommand(GraphBubbleUp):
-    pass
-
-
-# langchain integrations: an SDK error that is also a ModelError
-class OpenAIContextOverflowError(BadRequestError, ContextOverflowError):
-    pass
-
-
-class OpenAIRateLimitModelError(RateLimitError, ModelRateLimitError):
-    pass
-
-
-class RetryableCustomModelError(ModelError):
-    is_retryable = True
-
-
-class OtherCustomModelError(ModelError):
-    pass
 
 
 def validation_error() -> ValidationError:
@@ -504,27 +327,7 @@ def test_classifier_survives_hostile_exceptions() -> None:
     assert default_classifier(Hostile()) == Classification(K.TRANSIENT)
 
 
-# --- status_code_of
-
-
-@pytest.mark.parametrize(
-    ("exc", "status"),
-    [
-        (APIStatusError("x", status_code=429), 429),
-        (HTTPStatusError(503), 503),
-        (ClientError(404, "NOT_FOUND"), 404),
-        (type("E", (Exception,), {"http_status": 502})(), 502),
-        (type("E", (Exception,), {"status": 500})(), 500),
-        (openai_error(400, "context_length_exceeded"), 400),
-        (APIError("x", body={"code": "rate_limit_exceeded"}), None),
-        (type("E", (Exception,), {"status_code": True})(), None),
-        (type("E", (Exception,), {"status_code": 700, "code": 99})(), None),
-        (type("E", (Exception,), {"status_code": "503"})(), None),
-        (Exception("x"), None),
-    ],
-)
-def test_status_code_of(exc: BaseException, status: int | None) -> None:
-    assert status_code_of(exc) == status
+# --- a standard-library HTTP error, end to end
 
 
 def test_urllib_http_error_status_and_retry_after() -> None:
@@ -532,111 +335,6 @@ def test_urllib_http_error_status_and_retry_after() -> None:
     headers["Retry-After"] = "4"
     exc = urllib.error.HTTPError("https://api.example", 429, "Too Many Requests", headers, None)
     assert default_classifier(exc) == Classification(K.RATE_LIMITED, retry_after=4.0, status=429)
-
-
-# --- Retry-After
-
-
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("3", 3.0),
-        (" 120 ", 120.0),
-        ("1.5", 1.5),
-        (b"2", 2.0),
-        (7, 7.0),
-        (0, 0.0),
-        (2.5, 2.5),
-        ("Wed, 01 May 2024 12:00:30 GMT", 30.0),
-        ("Wed, 01 May 2024 12:00:30 -0000", 30.0),
-        ("Wed, 01 May 2024 14:00:30 +0200", 30.0),
-        ("Wed, 01 May 2024 11:59:00 GMT", 0.0),
-        ("-1", None),
-        (-3, None),
-        ("nan", None),
-        ("inf", None),
-        (float("nan"), None),
-        ("", None),
-        ("soon", None),
-        ("Wed, 99 Foo 2024 99:00:00 GMT", None),
-        (True, None),
-        (None, None),
-        (["3"], None),
-    ],
-)
-def test_parse_retry_after(value: object, seconds: float | None) -> None:
-    assert parse_retry_after(value, now=lambda: NOW) == seconds
-
-
-def test_parse_retry_after_http_date_defaults_to_wall_clock() -> None:
-    future = datetime.fromtimestamp(4_000_000_000, tz=timezone.utc)
-    seconds = parse_retry_after(format_datetime(future, usegmt=True))
-    assert seconds is not None
-    assert seconds > 365 * 24 * 3600
-
-
-def test_retry_after_prefers_milliseconds_header() -> None:
-    exc = RateLimitError(
-        "slow", status_code=429, headers={"Retry-After-Ms": "1500", "Retry-After": "30"}
-    )
-    assert retry_after_from_error(exc) == 1.5
-
-
-def test_retry_after_garbage_ms_falls_back_to_seconds() -> None:
-    exc = RateLimitError(
-        "slow", status_code=429, headers={"retry-after-ms": "x", "retry-after": "2"}
-    )
-    assert retry_after_from_error(exc) == 2.0
-
-
-def test_retry_after_from_plain_dict_is_case_insensitive() -> None:
-    class ClientResponseError(Exception):
-        headers = {"Retry-After": "6"}  # noqa: RUF012
-
-    assert retry_after_from_error(ClientResponseError()) == 6.0
-
-
-def test_retry_after_attribute_wins_over_headers() -> None:
-    exc = RateLimitError("slow", status_code=429, headers={"retry-after": "30"})
-    exc.retry_after = 0.25  # type: ignore[attr-defined]
-    assert retry_after_from_error(exc) == 0.25
-
-
-def test_non_numeric_retry_after_attribute_falls_back_to_headers() -> None:
-    exc = RateLimitError("slow", status_code=429, headers={"retry-after": "9"})
-    exc.retry_after = "soon"  # type: ignore[attr-defined]
-    assert retry_after_from_error(exc) == 9.0
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        Exception("no headers"),
-        RateLimitError("slow", status_code=429),
-        RateLimitError("slow", status_code=429, headers={"retry-after": "-5"}),
-        RateLimitError("slow", status_code=429, headers={"retry-after": "later"}),
-        type("E", (Exception,), {"headers": ["retry-after", "3"]})(),
-        type("E", (Exception,), {"headers": {7: "x", "retry-after": None}})(),
-    ],
-)
-def test_retry_after_absent_or_garbage_is_none(exc: BaseException) -> None:
-    assert retry_after_from_error(exc) is None
-
-
-def test_retry_after_from_raw_bytes_headers() -> None:
-    class ClientResponseError(Exception):
-        headers = {7: "x", b"Retry-After": b"3"}  # noqa: RUF012
-
-    assert retry_after_from_error(ClientResponseError()) == 3.0
-
-
-@given(st.text(max_size=40) | st.binary(max_size=40) | st.floats() | st.integers())
-def test_parse_retry_after_never_raises(value: object) -> None:
-    seconds = parse_retry_after(value, now=lambda: NOW)
-    assert seconds is None or seconds >= 0
 
 
 # --- chaining

@@ -22,10 +22,10 @@ from router_middleware import (
 from router_middleware._settings import (
     ProviderSettings,
     RouterSettings,
-    env_reference,
     reload_from_settings,
     router_from_settings,
 )
+from router_middleware._settings_reference import env_reference
 from router_middleware.testing import ScriptedChatModel, http_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -654,7 +654,7 @@ def test_reload_refuses_a_new_provider_without_runnable(monkeypatch: pytest.Monk
     assert list(router.providers) == ["a"]
 
 
-# -- the models mirror RouterConfig, and the reference mirrors the models --------------------
+# -- the models mirror RouterConfig ----------------------------------------------------------
 
 
 def test_settings_fields_mirror_the_config() -> None:
@@ -663,17 +663,3 @@ def test_settings_fields_mirror_the_config() -> None:
         "handler",
     }
     assert set(RouterConfig.model_fields) <= set(RouterSettings.model_fields)
-
-
-def test_docs_env_md_is_the_generated_reference() -> None:
-    # Regenerate with: llm-router config reference > docs/ENV.md
-    assert (ROOT / "docs" / "ENV.md").read_text() == env_reference()
-
-
-def test_reference_names_every_field() -> None:
-    text = env_reference()
-    for name in RouterConfig.model_fields:
-        if name != "providers":
-            assert f"`LLM_ROUTER_{name.upper()}" in text
-    assert "`LLM_ROUTER_PROVIDERS__<NAME>__RATE_LIMIT__MAX_CONCURRENT`" in text
-    assert "`LLM_ROUTER_PROVIDERS__<NAME>__RETRY__*` | section | router-wide" in text

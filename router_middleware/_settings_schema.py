@@ -1,0 +1,134 @@
+"""How settings are addressed: variable names, and the settings schema walked generically.
+
+A variable is ``LLM_ROUTER_`` plus the field path joined by ``__``; a provider name is
+spelled as a variable can spell it (:func:`normalize_name`). The schema helpers read
+pydantic annotations (``Annotated``, ``| None``, nested models, dicts and lists of
+them) so that sources, error messages and the variable reference need no per-field code.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+__all__ = [
+    "DELIMITER",
+    "ENV_PREFIX",
+    "Key",
+    "annotation_at",
+    "canonical",
+    "env_var",
+    "is_complex",
+    "normalize_name",
+    "seed_translate",
+    "submodel",
+    "unwrap",
+]
+
+ENV_PREFIX = "LLM_ROUTER_"
+DELIMITER = "__"
+
+Key = tuple[str, ...]
+"""A field path, as in ``("providers", "openai", "priority")``."""
+
+
+def normalize_name(name: str) -> str:
+    """A provider name as a variable name can spell it."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower())
+
+
+def env_var(path: Iterable[str | int]) -> str:
+    """The variable that sets the field at ``path``.
+
+    Example:
+        >>> env_var(["providers", "openai-eu", "priority"])
+        'LLM_ROUTER_PROVIDERS__OPENAI_EU__PRIORITY'
+    """
+    return ENV_PREFIX + DELIMITER.join(normalize_name(str(p)).upper() for p in path)
+
+
+# -- the schema, walked generically ----------------------------------------------------------
+
+
+def unwrap(annotation: Any) -> tuple[Any, list[Any], bool]:
+    """``(type, constraints, optional)`` with ``Annotated`` and ``| None`` taken off."""
+    constraints: list[Any] = []
+    optional = False
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation, *meta = get_args(annotation)
+            for m in meta:
+                constraints.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            optional = optional or len(args) < len(get_args(annotation))
+            if len(args) != 1:
+                return annotation, constraints, optional
+            annotation = args[0]
+        else:
+            return annotation, constraints, optional
+
+
+def submodel(annotation: Any) -> type[BaseModel] | None:
+    """The model ``annotation`` names, once unwrapped, if it names one."""
+    inner = unwrap(annotation)[0]
+    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+
+
+def annotation_at(model: type[BaseModel], path: Iterable[str]) -> Any:
+    """The annotation at ``path`` (``"*"`` or anything for a dict key or list index)."""
+    annotation: Any = model
+    for key in path:
+        sub = submodel(annotation)
+        if sub is not None:
+            field = sub.model_fields.get(key)
+            if field is None:
+                return None
+            annotation = field.annotation
+            continue
+        inner = unwrap(annotation)[0]
+        if get_origin(inner) in (dict, list):
+            annotation = get_args(inner)[-1]
+        else:
+            return None
+    return annotation
+
+
+def is_complex(annotation: Any) -> bool:
+    """Whether a variable for this field holds JSON: a model, dict, list, tuple or set."""
+    inner = unwrap(annotation)[0]
+    return submodel(inner) is not None or get_origin(inner) in (dict, list, tuple, set)
+
+
+def seed_translate(model: type[BaseModel], data: Any) -> Any:
+    """Run ``model``'s before-validators: the seed's keys and units become ours."""
+    for decorator in model.__pydantic_decorators__.model_validators.values():
+        if decorator.info.mode == "before":
+            data = decorator.func(data)
+    return data
+
+
+def canonical(model: type[BaseModel], data: Any) -> Any:
+    """``data`` in our key names at every level, so layers merge field by field."""
+    if not isinstance(data, Mapping):
+        return data
+    out: dict[str, Any] = {}
+    for key, value in seed_translate(model, data).items():
+        field = model.model_fields.get(key)
+        sub = submodel(field.annotation) if field is not None else None
+        inner = submodel(annotation_at(model, (key, "*"))) if field is not None else None
+        if sub is not None:
+            out[key] = canonical(sub, value)
+        elif inner is not None and isinstance(value, Mapping):
+            out[key] = {k: canonical(inner, v) for k, v in value.items()}
+        elif inner is not None and isinstance(value, list):
+            out[key] = [canonical(inner, v) for v in value]
+        else:
+            out[key] = value
+    return out
