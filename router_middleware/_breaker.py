@@ -29,7 +29,7 @@ __all__ = ["BreakerState", "BreakerTransition", "CircuitBreaker", "Permit"]
 
 logger = logging.getLogger("router_middleware")
 
-Listener = Callable[["BreakerTransition"], None]
+_Listener = Callable[["BreakerTransition"], None]
 
 # The rate rule's window slides in tenths of ``sampling_duration_seconds``: it always
 # covers between 90% and 100% of the configured duration, in constant memory.
@@ -67,6 +67,10 @@ class BreakerTransition:
 @dataclass(frozen=True, slots=True)
 class Permit:
     """Leave to make one call; hand it back to exactly one ``on_*`` method.
+
+    Always hand it back (``on_ignore`` when the call is cancelled): a half-open trial
+    permit that is never reported keeps its trial slot until the breaker is reset or
+    forced open.
 
     Example:
         >>> Permit(3).generation
@@ -200,7 +204,7 @@ def _report(
         if outcome == _SUCCESS:
             rec, moved = _move(rec, BreakerState.CLOSED, now, name, "trial succeeded")
         else:
-            return rec._replace(in_flight=rec.in_flight - 1), events
+            rec, moved = _move(rec, BreakerState.OPEN, now, name, "trial failed")
         return rec, events + moved
     if rec.state == BreakerState.CLOSED and outcome != _IGNORE:
         rec, moved = _closed_outcome(rec, now, cfg, name, outcome)
@@ -267,7 +271,7 @@ class CircuitBreaker:
         clock: Clock,
         name: str = "",
         store: StateStore | None = None,
-        listeners: Iterable[Listener] = (),
+        listeners: Iterable[_Listener] = (),
     ) -> None:
         self._config = config
         self._enabled = config.enabled
@@ -276,7 +280,7 @@ class CircuitBreaker:
         self._store: StateStore = store if store is not None else InMemoryStore()
         self._key = f"breaker:{name}"
         # Copy-on-write, so emitting iterates a snapshot without holding any lock.
-        self._listeners: tuple[Listener, ...] = tuple(listeners)
+        self._listeners: tuple[_Listener, ...] = tuple(listeners)
         self._listeners_lock = threading.Lock()
         self._permit = Permit(-1)
 
@@ -385,12 +389,12 @@ class CircuitBreaker:
         """Failures counted towards ``threshold`` in the current window."""
         return _window_failures(self._snapshot(), self._clock.now(), self._config)
 
-    def add_listener(self, listener: Listener) -> None:
+    def add_listener(self, listener: _Listener) -> None:
         """Call ``listener(transition)`` after every state change, after earlier listeners."""
         with self._listeners_lock:
             self._listeners = (*self._listeners, listener)
 
-    def remove_listener(self, listener: Listener) -> None:
+    def remove_listener(self, listener: _Listener) -> None:
         """Stop calling ``listener``. Raises ValueError if it was not added."""
         with self._listeners_lock:
             listeners = list(self._listeners)
