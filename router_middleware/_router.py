@@ -1,19 +1,17 @@
 """``ResilientRouter``: the LangChain Runnable that routes each request across providers.
 
-The algorithm lives in ``_pipeline.py`` and the attempt mechanism in ``_execute.py``;
-this module opens the router's run, drives the pipeline with threads or asyncio, and
-offers the runtime controls (enable, disable, reset, reload) and the metrics view.
+The algorithm lives in ``_pipeline.py``, its sync and async adapters in ``_drive.py`` and
+the attempt mechanism in ``_execute.py``; this module opens the router's run, hands it to
+the pipeline, and offers the runtime controls (enable, disable, reset, reload) and the
+metrics view.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
@@ -24,27 +22,25 @@ from langchain_core.runnables.config import (
 )
 from pydantic import ConfigDict, Field, SkipValidation
 
-from ._breaker import BreakerTransition
+from ._assembly import BreakerListener, Listeners, build_pipeline, with_inferred_providers
 from ._classify import ErrorClassifier
 from ._clock import Clock, SystemClock
-from ._config import ModelConfig, ProviderConfig, RouterConfig
+from ._config import RouterConfig
 from ._display import MetricsSnapshot, router_html
-from ._errors import ConfigurationError, UnknownProviderError
+from ._drive import adrive, annotate, drive
+from ._errors import UnknownProviderError
 from ._execute import (
     EMPTY,
-    attempt_config,
-    attempt_input,
     call_async,
     call_sync,
     open_stream_async,
     open_stream_sync,
 )
-from ._pipeline import CALL, EVENT, SLEEP, Pipeline, Served
+from ._pipeline import Pipeline
 from ._provider import Provider, ProviderTarget
 from ._storage import InMemoryStore, StateStore
-from ._strategies import SelectionStrategy, get_strategy
+from ._strategies import SelectionStrategy
 from ._types import LLMRequest, LLMResponse, check_input
-from ._waiting import wait_for_slot, wait_for_slot_async
 
 if TYPE_CHECKING:
     from ._settings import RouterSettings
@@ -52,8 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["ResilientRouter"]
 
 ConfigLike = RouterConfig | Mapping[str, Any]
-BreakerListener = Callable[[BreakerTransition], None]
-_T = TypeVar("_T")
 
 
 class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
@@ -79,7 +73,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     pipeline: SkipValidation[Pipeline] = Field(exclude=True, repr=False)
     clock: SkipValidation[Clock] = Field(exclude=True, repr=False)
     store: SkipValidation[StateStore] = Field(exclude=True, repr=False)
-    listeners: SkipValidation[_Listeners] = Field(exclude=True, repr=False)
+    listeners: SkipValidation[Listeners] = Field(exclude=True, repr=False)
     strategy: SkipValidation[SelectionStrategy | None] = Field(exclude=True, repr=False)
     classifier: SkipValidation[ErrorClassifier | None] = Field(exclude=True, repr=False)
     seed: int | None = Field(default=None, exclude=True, repr=False)
@@ -112,16 +106,16 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             seed: makes backoff jitter repeatable (simulations, tests).
         """
         targets = dict(providers or {})
-        cfg = _with_inferred_providers(RouterConfig.coerce(config or {}), targets)
+        cfg = with_inferred_providers(RouterConfig.coerce(config or {}), targets)
         parts: dict[str, Any] = {
             "clock": clock or SystemClock(),
             "store": store or InMemoryStore(),
-            "listeners": _Listeners(listeners or []),
+            "listeners": Listeners(listeners or []),
             "strategy": strategy,
             "classifier": classifier,
             "seed": seed,
         }
-        pipeline = _build_pipeline(cfg, targets, {}, **parts)
+        pipeline = build_pipeline(cfg, targets, {}, **parts)
         super().__init__(router_config=cfg, pipeline=pipeline, **parts)
 
     @classmethod
@@ -221,7 +215,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         targets.update(providers or {})
         cfg = RouterConfig.coerce(config)
         keep = {p.name for p in cfg.providers}
-        self.pipeline = _build_pipeline(
+        self.pipeline = build_pipeline(
             cfg,
             {n: t for n, t in targets.items() if n in keep},
             old,
@@ -278,53 +272,19 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> BaseMessage:
-        check_input(input)
-        config = ensure_config(config)
-        model = self._requested_model(model, config)
+        config, model = self._prepare(input, config, model)
         run = get_callback_manager_for_config(config).on_chain_start(
-            None,
-            input,
-            name=config.get("run_name") or self.get_name(),
-            run_id=config.pop("run_id", None),
+            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
         )
         try:
-            output = self._invoke(input, config, run, model, kwargs)
+            output, served = drive(self.pipeline, call_sync, input, config, run, model, kwargs)
+            self.pipeline.succeed(served, output)
+            output = annotate(output, served)
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
         run.on_chain_end(output)
-        return output
-
-    def _invoke(
-        self,
-        value: Any,
-        config: RunnableConfig,
-        run: CallbackManagerForChainRun,
-        model: str | None,
-        kwargs: dict[str, Any],
-    ) -> BaseMessage:
-        pipeline = self.pipeline
-        plan = pipeline.run(model)
-        step = next(plan)
-        while True:
-            if step[0] == CALL:
-                _, provider, served_model, number, timeout = step
-                try:
-                    output: BaseMessage = call_sync(
-                        provider,
-                        served_model,
-                        attempt_input(provider, value, served_model),
-                        attempt_config(config, run, provider.name, served_model, number),
-                        kwargs,
-                        timeout,
-                    )
-                except BaseException as exc:
-                    step = plan.send(exc)
-                    continue
-                served = _finish(plan)
-                pipeline.succeed(served, output)
-                return _annotate(output, served)
-            step = plan.send(self._wait_or_emit(step, run))
+        return cast(BaseMessage, output)
 
     async def ainvoke(
         self,
@@ -334,53 +294,21 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> BaseMessage:
-        check_input(input)
-        config = ensure_config(config)
-        model = self._requested_model(model, config)
+        config, model = self._prepare(input, config, model)
         run = await get_async_callback_manager_for_config(config).on_chain_start(
-            None,
-            input,
-            name=config.get("run_name") or self.get_name(),
-            run_id=config.pop("run_id", None),
+            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
         )
         try:
-            output = await self._ainvoke(input, config, run, model, kwargs)
+            output, served = await adrive(
+                self.pipeline, call_async, input, config, run, model, kwargs
+            )
+            self.pipeline.succeed(served, output)
+            output = annotate(output, served)
         except BaseException as exc:
             await run.on_chain_error(exc)
             raise
         await run.on_chain_end(output)
-        return output
-
-    async def _ainvoke(
-        self,
-        value: Any,
-        config: RunnableConfig,
-        run: AsyncCallbackManagerForChainRun,
-        model: str | None,
-        kwargs: dict[str, Any],
-    ) -> BaseMessage:
-        pipeline = self.pipeline
-        plan = pipeline.run(model)
-        step = next(plan)
-        while True:
-            if step[0] == CALL:
-                _, provider, served_model, number, timeout = step
-                try:
-                    output: BaseMessage = await call_async(
-                        provider,
-                        served_model,
-                        attempt_input(provider, value, served_model),
-                        attempt_config(config, run, provider.name, served_model, number),
-                        kwargs,
-                        timeout,
-                    )
-                except BaseException as exc:
-                    step = plan.send(exc)
-                    continue
-                served = _finish(plan)
-                pipeline.succeed(served, output)
-                return _annotate(output, served)
-            step = plan.send(await self._await_or_emit(step, run))
+        return cast(BaseMessage, output)
 
     def stream(
         self,
@@ -390,53 +318,30 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> Iterator[BaseMessageChunk]:
-        check_input(input)
-        config = ensure_config(config)
-        model = self._requested_model(model, config)
+        config, model = self._prepare(input, config, model)
         run = get_callback_manager_for_config(config).on_chain_start(
-            None,
-            input,
-            name=config.get("run_name") or self.get_name(),
-            run_id=config.pop("run_id", None),
+            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
         )
         final: Any = None
         try:
-            pipeline = self.pipeline
-            plan = pipeline.run(model)
-            step = next(plan)
-            while True:
-                if step[0] == CALL:
-                    _, provider, served_model, number, timeout = step
-                    try:
-                        first, chunks = open_stream_sync(
-                            provider,
-                            served_model,
-                            attempt_input(provider, input, served_model),
-                            attempt_config(config, run, provider.name, served_model, number),
-                            kwargs,
-                            timeout,
-                        )
-                    except BaseException as exc:
-                        step = plan.send(exc)
-                        continue
-                    break
-                step = plan.send(self._wait_or_emit(step, run))
-            served = _finish(plan)
+            (first, chunks), served = drive(
+                self.pipeline, open_stream_sync, input, config, run, model, kwargs
+            )
             if first is not EMPTY:
-                pipeline.first_token(served)
+                self.pipeline.first_token(served)
                 try:
-                    final = _annotate(first, served)
+                    final = annotate(first, served)
                     yield final
                     for chunk in chunks:
                         final = final + chunk
                         yield chunk
                 except BaseException as exc:
-                    pipeline.fail_after_start(served, exc)
+                    self.pipeline.fail_after_start(served, exc)
                     close = getattr(chunks, "close", None)
                     if close is not None:
                         close()
                     raise
-            pipeline.succeed(served, final)
+            self.pipeline.succeed(served, final)
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
@@ -450,79 +355,46 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[BaseMessageChunk]:
-        check_input(input)
-        config = ensure_config(config)
-        model = self._requested_model(model, config)
+        config, model = self._prepare(input, config, model)
         run = await get_async_callback_manager_for_config(config).on_chain_start(
-            None,
-            input,
-            name=config.get("run_name") or self.get_name(),
-            run_id=config.pop("run_id", None),
+            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
         )
         final: Any = None
         try:
-            pipeline = self.pipeline
-            plan = pipeline.run(model)
-            step = next(plan)
-            while True:
-                if step[0] == CALL:
-                    _, provider, served_model, number, timeout = step
-                    try:
-                        first, chunks = await open_stream_async(
-                            provider,
-                            served_model,
-                            attempt_input(provider, input, served_model),
-                            attempt_config(config, run, provider.name, served_model, number),
-                            kwargs,
-                            timeout,
-                        )
-                    except BaseException as exc:
-                        step = plan.send(exc)
-                        continue
-                    break
-                step = plan.send(await self._await_or_emit(step, run))
-            served = _finish(plan)
+            (first, chunks), served = await adrive(
+                self.pipeline, open_stream_async, input, config, run, model, kwargs
+            )
             if first is not EMPTY:
-                pipeline.first_token(served)
+                self.pipeline.first_token(served)
                 try:
-                    final = _annotate(first, served)
+                    final = annotate(first, served)
                     yield final
                     async for chunk in chunks:
                         final = final + chunk
                         yield chunk
                 except BaseException as exc:
-                    pipeline.fail_after_start(served, exc)
+                    self.pipeline.fail_after_start(served, exc)
                     aclose = getattr(chunks, "aclose", None)
                     if aclose is not None:
                         await aclose()
                     raise
-            pipeline.succeed(served, final)
+            self.pipeline.succeed(served, final)
         except BaseException as exc:
             await run.on_chain_error(exc)
             raise
         await run.on_chain_end(final)
 
-    def _wait_or_emit(self, step: tuple[Any, ...], run: CallbackManagerForChainRun) -> Any:
-        """Carry out a non-call step on this thread; returns what the pipeline expects back."""
-        if step[0] == EVENT:
-            _emit(run, step[1], step[2])
-        elif step[0] == SLEEP or step[2] is None:
-            self.clock.sleep(step[1])
-        else:
-            return wait_for_slot(step[2], step[1])
-        return None
+    # -- driving the pipeline --------------------------------------------------------------
 
-    async def _await_or_emit(
-        self, step: tuple[Any, ...], run: AsyncCallbackManagerForChainRun
-    ) -> Any:
-        """Carry out a non-call step without blocking the loop."""
-        if step[0] == EVENT:
-            await _aemit(run, step[1], step[2])
-        elif step[0] == SLEEP or step[2] is None:
-            await self.clock.asleep(step[1])
-        else:
-            return await wait_for_slot_async(step[2], step[1])
-        return None
+    def _prepare(
+        self, value: Any, config: RunnableConfig | None, model: str | None
+    ) -> tuple[RunnableConfig, str | None]:
+        check_input(value)
+        config = ensure_config(config)
+        return config, self._requested_model(model, config)
+
+    def _run_name(self, config: RunnableConfig) -> str:
+        return config.get("run_name") or self.get_name()
 
     # -- seed parity ----------------------------------------------------------------------
 
@@ -548,96 +420,6 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     __str__ = __repr__
 
 
-class _Listeners(list[BreakerListener]):
-    """The router's breaker listeners, called in order; one that raises is logged, not fatal."""
-
-    def __call__(self, transition: BreakerTransition) -> None:
-        for listener in list(self):
-            try:
-                listener(transition)
-            except Exception:
-                logging.getLogger("router_middleware").exception(
-                    "breaker listener %r failed", listener
-                )
-
-
-def _build_pipeline(
-    cfg: RouterConfig,
-    targets: Mapping[str, ProviderTarget],
-    previous: Mapping[str, Provider],
-    *,
-    clock: Clock,
-    store: StateStore,
-    listeners: _Listeners,
-    strategy: SelectionStrategy | None,
-    classifier: ErrorClassifier | None,
-    seed: int | None,
-) -> Pipeline:
-    missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
-    unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
-    problems = [f"providers.{n}: configured, but no runnable or handler was given" for n in missing]
-    problems += [f"{n!r}: a runnable or handler was given, but no provider config" for n in unknown]
-    if problems:
-        raise ConfigurationError(problems)
-    built = []
-    for pc in cfg.providers:
-        provider = Provider(
-            pc,
-            targets.get(pc.name, pc.handler),
-            cfg,
-            clock=clock,
-            store=store,
-            on_transition=listeners,
-            rng=None if seed is None else random.Random(f"{seed}:{pc.name}"),
-        )
-        if pc.name in previous:
-            provider.adopt_state(previous[pc.name])
-        built.append(provider)
-    return Pipeline(built, cfg, strategy or get_strategy(cfg.strategy), clock, classifier)
-
-
-def _finish(plan: Any) -> Served:
-    try:
-        plan.send(None)
-    except StopIteration as stop:
-        return cast(Served, stop.value)
-    raise RuntimeError("routing plan did not finish after a successful attempt")
-
-
-def _annotate(output: _T, served: Served) -> _T:
-    metadata = getattr(output, "response_metadata", None)
-    if isinstance(metadata, dict):
-        metadata["router"] = served.metadata()
-    return output
-
-
 def _response(message: BaseMessage) -> LLMResponse:
     info = message.response_metadata.get("router", {})
     return LLMResponse.from_message(message, info.get("provider"), info.get("model"))
-
-
-def _emit(run: CallbackManagerForChainRun, name: str, data: Any) -> None:
-    if run.handlers:
-        run.get_child().on_custom_event(name, data, run_id=run.run_id)
-
-
-async def _aemit(run: AsyncCallbackManagerForChainRun, name: str, data: Any) -> None:
-    if run.handlers:
-        await run.get_child().on_custom_event(name, data, run_id=run.run_id)
-
-
-def _with_inferred_providers(
-    cfg: RouterConfig, targets: Mapping[str, ProviderTarget]
-) -> RouterConfig:
-    """Without provider entries, each given runnable serves the model it names."""
-    if cfg.providers or not targets:
-        return cfg
-    inferred = []
-    for name, target in targets.items():
-        if isinstance(target, Mapping):
-            models = list(target)
-        else:
-            named = getattr(target, "model_name", None) or getattr(target, "model", None)
-            models = [named if isinstance(named, str) and named else name]
-        inferred.append(ProviderConfig(name=name, models=[ModelConfig(name=m) for m in models]))
-    return RouterConfig.model_validate({**cfg.model_dump(), "providers": inferred})

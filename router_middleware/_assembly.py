@@ -1,0 +1,86 @@
+"""Assembling a router's parts: providers from config and code, and the pipeline over them."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+
+from ._breaker import BreakerTransition
+from ._classify import ErrorClassifier
+from ._clock import Clock
+from ._config import ModelConfig, ProviderConfig, RouterConfig
+from ._errors import ConfigurationError
+from ._pipeline import Pipeline
+from ._provider import Provider, ProviderTarget
+from ._storage import StateStore
+from ._strategies import SelectionStrategy, get_strategy
+
+__all__ = ["BreakerListener", "Listeners", "build_pipeline", "with_inferred_providers"]
+
+BreakerListener = Callable[[BreakerTransition], None]
+
+
+class Listeners(list[BreakerListener]):
+    """The router's breaker listeners, called in order; one that raises is logged, not fatal."""
+
+    def __call__(self, transition: BreakerTransition) -> None:
+        for listener in list(self):
+            try:
+                listener(transition)
+            except Exception:
+                logging.getLogger("router_middleware").exception(
+                    "breaker listener %r failed", listener
+                )
+
+
+def build_pipeline(
+    cfg: RouterConfig,
+    targets: Mapping[str, ProviderTarget],
+    previous: Mapping[str, Provider],
+    *,
+    clock: Clock,
+    store: StateStore,
+    listeners: Listeners,
+    strategy: SelectionStrategy | None,
+    classifier: ErrorClassifier | None,
+    seed: int | None,
+) -> Pipeline:
+    missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
+    unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
+    problems = [f"providers.{n}: configured, but no runnable or handler was given" for n in missing]
+    problems += [f"{n!r}: a runnable or handler was given, but no provider config" for n in unknown]
+    if problems:
+        raise ConfigurationError(problems)
+    built = []
+    for pc in cfg.providers:
+        provider = Provider(
+            pc,
+            targets.get(pc.name, pc.handler),
+            cfg,
+            clock=clock,
+            store=store,
+            on_transition=listeners,
+            rng=None if seed is None else random.Random(f"{seed}:{pc.name}"),
+        )
+        if pc.name in previous:
+            provider.adopt_state(previous[pc.name])
+        built.append(provider)
+    return Pipeline(built, cfg, strategy or get_strategy(cfg.strategy), clock, classifier)
+
+
+def with_inferred_providers(
+    cfg: RouterConfig, targets: Mapping[str, ProviderTarget]
+) -> RouterConfig:
+    """Without provider entries, each given runnable serves the model it names."""
+    if cfg.providers or not targets:
+        return cfg
+    inferred = []
+    for name, target in targets.items():
+        if isinstance(target, Mapping):
+            models = list(target)
+        else:
+            named = getattr(target, "model_name", None) or getattr(target, "model", None)
+            models = [named if isinstance(named, str) and named else name]
+        inferred.append(ProviderConfig(name=name, models=[ModelConfig(name=m) for m in models]))
+    return RouterConfig.model_validate({**cfg.model_dump(), "providers": inferred})
