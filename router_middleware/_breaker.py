@@ -296,11 +296,17 @@ class CircuitBreaker:
         """Leave to call the provider now, or ``None`` when the breaker rejects the call."""
         if not self._enabled:
             return self._permit
-        generation, events = self._store.transact(
-            self._key, _acquire, self._clock.now(), self._config, self._name
-        )
-        if events:
-            self._emit(events)
+        rec = self._store.get(self._key)
+        if rec is None or rec.state == BreakerState.CLOSED:
+            # Closed admits without changing anything: no transaction on the hot path. A
+            # trip right after this read makes the permit stale, as if taken just before.
+            generation: int | None = 0 if rec is None else rec.generation
+        else:
+            generation, events = self._store.transact(
+                self._key, _acquire, self._clock.now(), self._config, self._name
+            )
+            if events:
+                self._emit(events)
         if generation is None:
             return None
         # Permits of one generation are interchangeable: reuse one instead of allocating.
@@ -324,6 +330,12 @@ class CircuitBreaker:
     def _report(self, permit: Permit, outcome: int) -> None:
         if not self._enabled:
             return
+        if outcome == _IGNORE or (
+            outcome == _SUCCESS and self._config.failure_rate_threshold is None
+        ):
+            rec = self._store.get(self._key)
+            if rec is None or rec.state == BreakerState.CLOSED:
+                return  # changes nothing while closed (see _report): skip the transaction
         events = self._store.transact(
             self._key,
             _report,

@@ -68,6 +68,18 @@ def take_tokens(
     return (tokens, last), wait
 
 
+def _refund(
+    state: BucketState | None, now: float, rate: float, burst: float, cost: float
+) -> tuple[BucketState, None]:
+    if state is None:
+        return (float(burst), now), None
+    tokens, last = state
+    return (
+        min(float(burst), _refilled(tokens, last, now, rate, burst) + cost),
+        max(now, last),
+    ), None
+
+
 def _peek(
     state: BucketState | None, now: float, rate: float, burst: float, cost: float
 ) -> tuple[BucketState | None, float]:
@@ -119,6 +131,11 @@ class TokenBucket:
         return self._store.transact(
             self._key, take_tokens, self._clock.now(), self.rate, self.burst, cost
         )
+
+    def refund(self, cost: float = 1.0) -> None:
+        """Give back ``cost`` tokens taken by a :meth:`try_acquire` whose call never ran."""
+        self._check(cost)
+        self._store.transact(self._key, _refund, self._clock.now(), self.rate, self.burst, cost)
 
     def wait_time(self, cost: float = 1.0) -> float:
         """What :meth:`try_acquire` would return now, without taking anything."""
@@ -259,20 +276,21 @@ class ProviderLimiter:
         The wait is ``math.inf`` when the concurrency cap is full: only a release
         can end it, so wait for ``on_release``'s notification.
         """
-        # Peeking first means a refused caller never holds a slot, even for an
-        # instant, so it cannot make others see "full" while the bucket is empty.
-        wait = self.wait_time()
-        if wait:
-            return wait
-        if not self.concurrency.try_acquire():
+        concurrency, bucket = self.concurrency, self.bucket
+        if concurrency.full:
             return math.inf
-        if self.bucket is not None:
-            wait = self.bucket.try_acquire()
+        # The token first, then the slot: a caller refused for want of tokens never
+        # holds a slot, even for an instant, so it cannot make others see "full".
+        if bucket is not None:
+            wait = bucket.try_acquire()
             if wait:
-                # Another caller took the token after our peek. Release with a
-                # notification: a waiter may have seen "full" because of our slot.
-                self.release()
-        return wait
+                return wait
+        if concurrency.try_acquire():
+            return 0.0
+        # The last slot went to another caller between our look and our take.
+        if bucket is not None:
+            bucket.refund()
+        return math.inf
 
     def release(self) -> None:
         """Free the slot taken by an admitted :meth:`try_acquire`, then notify."""

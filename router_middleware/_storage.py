@@ -27,7 +27,11 @@ class StateStore(Protocol):
         ...
 
     def get(self, key: str) -> Any:
-        """The current state of ``key`` (``None`` when absent), for display only."""
+        """The current state of ``key`` (``None`` when absent), read without a transaction.
+
+        Possibly stale by the time it is used: for display, and for fast paths that only
+        skip a transaction which would have changed nothing.
+        """
         ...
 
 

@@ -107,10 +107,13 @@ class SlotQueue:
 
     def notify(self) -> None:
         """A slot was released: wake the oldest waiter, if any. Safe from any thread."""
-        # Under the lock, or a waiter joining between the count and the wake is never woken.
-        with _lock:
-            self._releases += 1
-            self._wake_oldest()
+        # Lock-free when nobody waits (every release takes this path). A joiner adds itself
+        # before it reads the count, and this reads the waiters after bumping the count,
+        # so either the joiner sees the bump and does not sleep, or this sees the joiner.
+        self._releases += 1
+        if self._waiters:
+            with _lock:
+                self._wake_oldest()
 
     def _wake_oldest(self) -> None:
         """Wake the oldest waiter still able to take the slot (``_lock`` held)."""
@@ -126,11 +129,17 @@ class SlotQueue:
 def _join(blocked: Sequence[tuple[SlotQueue, int]], waiter: _Waiter) -> bool:
     """Register ``waiter``; False when a release already happened since the snapshots."""
     with _lock:
-        if any(queue._releases != since for queue, since in blocked):
-            return False
         for queue, _ in blocked:
-            queue._waiters[waiter] = None  # a queue listed twice is joined once
-            waiter.queues.append(queue)
+            if waiter not in queue._waiters:  # a queue listed twice is joined once
+                queue._waiters[waiter] = None
+                waiter.queues.append(queue)
+        # Only after joining (see SlotQueue.notify): a release since the snapshot means
+        # the caller must look again rather than sleep.
+        if any(queue._releases != since for queue, since in blocked):
+            for queue in waiter.queues:
+                queue._waiters.pop(waiter, None)
+            waiter.queues.clear()
+            return False
         return True
 
 

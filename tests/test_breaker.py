@@ -437,7 +437,8 @@ def test_concurrent_threads_keep_the_trial_limit() -> None:
     def work(seed: int) -> None:
         for i in range(2000):
             permit = breaker.try_acquire()
-            in_flight = store.get("breaker:p").in_flight
+            rec = store.get("breaker:p")
+            in_flight = rec.in_flight if rec is not None else 0  # nothing stored yet: closed
             if in_flight > 2:
                 over_limit.append(in_flight)
             if permit is not None:
