@@ -49,14 +49,27 @@ def attempt_config(
     model: str,
     number: int,
 ) -> RunnableConfig:
-    """The config of one attempt: a child of the router's run, tagged for tracing."""
-    child = run_manager.get_child()
-    child.add_tags([f"router:provider={provider}", f"router:attempt={number}"], inherit=False)
-    child.add_metadata(
-        {"router_provider": provider, "router_model": model, "router_attempt": number},
-        inherit=False,
-    )
-    out: RunnableConfig = {**config, "callbacks": child}
+    """The config of one attempt: a child of the router's run, tagged for tracing.
+
+    The tags and metadata ride in the config rather than on the child callback manager
+    (where LangChain merges metadata dicts on every call): the provider's run gets them
+    when it configures its callbacks, and so do runs nested inside it.
+    """
+    out: RunnableConfig = {
+        **config,
+        "callbacks": run_manager.get_child(),
+        "tags": [
+            *config.get("tags", ()),
+            f"router:provider={provider}",
+            f"router:attempt={number}",
+        ],
+        "metadata": {
+            **config.get("metadata", {}),
+            "router_provider": provider,
+            "router_model": model,
+            "router_attempt": number,
+        },
+    }
     out.pop("run_name", None)
     out.pop("run_id", None)
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final
 
@@ -162,29 +163,33 @@ class Pipeline:
             *([classifier] if classifier else [])
         )
         self._sequence = itertools.count(1)
-        # Bounded: callers may ask for any model name, known or not.
+        # Bounded: callers may ask for any model name, known or not. Locked: cachetools
+        # caches are not thread-safe, and threads and the event loop share this one.
         self._candidates: LRUCache[str | None, list[Provider]] = LRUCache(maxsize=256)
+        self._candidates_lock = threading.Lock()
         self._deadline = config.deadline_seconds
         self._max_wait = config.max_wait_seconds
         self._max_attempts = config.max_attempts
 
     def invalidate(self) -> None:
         """Forget cached candidate lists (a provider was enabled or disabled)."""
-        self._candidates.clear()
+        with self._candidates_lock:
+            self._candidates.clear()
 
     def candidates(self, model: str | None) -> list[Provider]:
         """Enabled providers serving ``model`` (any enabled provider when ``None``)."""
-        try:
-            return self._candidates[model]
-        except KeyError:
-            pass
+        with self._candidates_lock:
+            found = self._candidates.get(model)
+        if found is not None:
+            return found
         found = [
             p for p in self.providers.values() if p.enabled and (model is None or p.serves(model))
         ]
         if not found:
             served = sorted({m for p in self.providers.values() if p.enabled for m in p.models})
             raise NoProviderForModelError(model, served)
-        self._candidates[model] = found
+        with self._candidates_lock:
+            self._candidates[model] = found
         return found
 
     def run(self, model: str | None) -> Generator[Step, Any, Served]:

@@ -3,9 +3,11 @@
 The router hands a strategy the candidates for one request (the enabled providers that
 serve the requested model) and takes the fallback chain from
 :meth:`SelectionStrategy.order`. The chain is lazy because the router usually needs only
-its head: producing the first candidate is O(n), each later one O(log n).
+its head: round robin produces its first candidate in O(n) and each later one in
+O(log n); the cost strategy ranks a candidate list once, then reads only the near-best.
 
-Strategies keep no state. Rotation comes from :attr:`Candidate.last_selected`, which the
+Strategies keep no per-request state (the cost strategy caches each candidate list's
+static ranking). Rotation comes from :attr:`Candidate.last_selected`, which the
 router stamps when it *picks* a candidate (not when the call completes), so requests that
 start together spread over equal candidates instead of piling onto one.
 
@@ -16,9 +18,11 @@ against :func:`strategy_names`.
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from operator import itemgetter
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from cachetools import LRUCache
 
 from ._errors import ConfigurationError
 
@@ -101,33 +105,7 @@ class RoundRobin:
 
 
 _TIE = 1e-9
-_recency = itemgetter(1, 2)
-
-
-def _lowest_first(keys: list[tuple[float, int, int]]) -> Iterator[int]:
-    """Yield the indices of ``(score, last_selected, index)`` keys, lowest score first.
-
-    A score within a relative ``_TIE`` of the best remaining one ties with it, and ties
-    go least recently selected first. Relative closeness is not transitive, so it cannot
-    be a heap key: the near-best entries wait in ``pool``, where a linear ``min`` picks
-    the next one. One scan finds the first pool, so the first index costs O(n) even when
-    every score ties.
-    """
-    base = min(k[0] for k in keys)
-    limit = base + abs(base) * _TIE
-    pool = [k for k in keys if k[0] <= limit]
-    heap = [k for k in keys if k[0] > limit]
-    heapq.heapify(heap)
-    while pool:
-        pick = min(pool, key=_recency)
-        pool.remove(pick)
-        yield pick[2]
-        if heap:
-            # Pool entries all score below the heap, so the best remaining is in the pool.
-            base = min(k[0] for k in pool) if pool else heap[0][0]
-            limit = base + abs(base) * _TIE
-            while heap and heap[0][0] <= limit:
-                pool.append(heapq.heappop(heap))
+_Rank = tuple[float, int]
 
 
 class CostPriorityRoundRobin:
@@ -160,9 +138,17 @@ class CostPriorityRoundRobin:
         ['B', 'C', 'A']
     """
 
-    __slots__ = ()
+    __slots__ = ("_lock", "_ranked")
 
     name: str = "cost_priority_round_robin"
+
+    def __init__(self) -> None:
+        # Scores depend only on the candidates' static priority and price, so a candidate
+        # list (the router caches one per model) is ranked once, not on every request.
+        self._ranked: LRUCache[tuple[int, str | None], tuple[Sequence[Any], list[_Rank]]] = (
+            LRUCache(maxsize=256)
+        )
+        self._lock = threading.Lock()
 
     def scores(self, candidates: Sequence[Candidate], model: str | None) -> list[float]:
         """Each candidate's score for ``model``, in input order: lower is better."""
@@ -176,14 +162,37 @@ class CostPriorityRoundRobin:
         ]
 
     def order(self, candidates: Sequence[C], model: str | None) -> Iterator[C]:
-        scores = self.scores(candidates, model)
-        if not scores:
-            return
-        keys = [
-            (s, c.last_selected, i) for i, (s, c) in enumerate(zip(scores, candidates, strict=True))
-        ]
-        for i in _lowest_first(keys):
-            yield candidates[i]
+        ranked = self._ranking(candidates, model)
+        # The ranking is static; only recency is read per request, and only for the
+        # near-best entries in ``pool``. A score within a relative _TIE of the best
+        # remaining one ties with it, and ties go least recently selected first. Relative
+        # closeness is not transitive, so the pool is re-derived from the best remaining
+        # score after each pick rather than fixed in tiers.
+        pool: list[_Rank] = []
+        j, n = 0, len(ranked)
+        while pool or j < n:
+            base = min(r[0] for r in pool) if pool else ranked[j][0]
+            limit = base + abs(base) * _TIE
+            while j < n and ranked[j][0] <= limit:
+                pool.append(ranked[j])
+                j += 1
+            pick = pool[0]
+            if len(pool) > 1:
+                pick = min(pool, key=lambda r: (candidates[r[1]].last_selected, r[1]))
+            pool.remove(pick)
+            yield candidates[pick[1]]
+
+    def _ranking(self, candidates: Sequence[Candidate], model: str | None) -> list[_Rank]:
+        key = (id(candidates), model)
+        with self._lock:
+            hit = self._ranked.get(key)
+        if hit is not None and hit[0] is candidates:
+            return hit[1]
+        ranked = sorted((s, i) for i, s in enumerate(self.scores(candidates, model)))
+        with self._lock:
+            # Holding ``candidates`` keeps its id from being reused while cached.
+            self._ranked[key] = (candidates, ranked)
+        return ranked
 
     def __repr__(self) -> str:
         return "CostPriorityRoundRobin()"
