@@ -197,7 +197,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
     def line(row: Sequence[str]) -> str:
         first = row[0].ljust(widths[0])
-        return "  ".join([first, *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))])
 
     out = [line(cells[0]), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in cells[1:]]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import gc
 import os
 import sys
@@ -82,17 +83,29 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-_OPAQUE = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
+# Enum members are shared singletons: a breaker's state is one of three.
+_OPAQUE = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.ModuleType,
+    enum.Enum,
+)
 
 
 def deep_size(obj: Any, seen: set[int] | None = None) -> int:
     """Bytes of ``obj`` and everything it owns: containers, ``__dict__`` and slots.
 
     Stops at shared or opaque things that are not per-provider state: types, functions,
-    modules, locks, enums, pydantic config models, clocks and stores.
+    modules, locks, enum members, pydantic config models, clocks and stores.
     """
     if seen is None:
         seen = set()
+    if isinstance(obj, (int, float, str, bytes)) or obj is None:
+        # By value, not identity: CPython shares small ints, so a counter that leaves the
+        # cache (passes 256) would otherwise look like new state.
+        return sys.getsizeof(obj)
     if id(obj) in seen:
         return 0
     seen.add(id(obj))
@@ -125,11 +138,20 @@ def _is_config(obj: Any) -> bool:
     return isinstance(obj, BaseModel)
 
 
-def provider_state(router: ResilientRouter) -> dict[str, int]:
-    """Deep size of each provider's live state, store entries included."""
+def provider_state(router: ResilientRouter) -> dict[str, tuple[int, int]]:
+    """Per provider: deep size of its live state, and the breaker's failure-window length.
+
+    The breaker keeps up to ``threshold`` recent failure times, so its record's size moves
+    within a fixed range: it is sized with that window empty and the window's length is
+    reported on its own (it must stay below the threshold).
+    """
     store = router.store
     out = {}
     for name, p in router.providers.items():
+        record = store.get(f"breaker:{name}")
+        window = len(getattr(record, "failures", ()))
+        if hasattr(record, "_replace"):
+            record = record._replace(failures=(), buckets=())
         parts: list[Any] = [
             p.metrics,
             p.slots,
@@ -137,10 +159,10 @@ def provider_state(router: ResilientRouter) -> dict[str, int]:
             p.backoff,
             p.cooldown_until,
             p.last_selected,
-            store.get(f"breaker:{name}"),
+            record,
             store.get(f"ratelimit:{name}"),
         ]
-        out[name] = deep_size(parts)
+        out[name] = (deep_size(parts), window)
     return out
 
 
@@ -178,8 +200,9 @@ def drive(
         chunk = min(step, n - done)
         (drive_sync if mode == "sync" else drive_async)(router, chunk)
         done += chunk
-        for name, size in provider_state(router).items():
+        for name, (size, window) in provider_state(router).items():
             sizes.setdefault(name, []).append(size)
+            sizes.setdefault(f"{name} breaker window", []).append(window)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -227,14 +250,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     metrics = router.metrics()
     warm = {n: [min(v), max(v)] for n, v in warm_sizes.items()}
-    # The breaker record holds up to ``threshold`` failure times, so the state's size moves
-    # within a fixed range; constant means it never leaves the range seen in warm-up.
+    # Sized with the breaker's failure window empty, the state must not outgrow what it
+    # was after warm-up; the window itself must stay below the breaker's threshold.
+    threshold = router.router_config.circuit_breaker.threshold
     state_constant = all(
-        phases[p]["provider_state_bytes"][n][1] <= warm[n][1] for p in phases for n in warm
+        phases[p]["provider_state_bytes"][n][1] <= warm[n][1]
+        for p in phases
+        for n in warm
+        if not n.endswith("window")
+    )
+    window_bounded = all(
+        phases[p]["provider_state_bytes"][n][1] < threshold
+        for p in phases
+        for n in warm
+        if n.endswith("window")
     )
     checks = {
         f"RSS growth < {LIMIT_MB:g} MB": phases["async"]["rss_growth_mb"] < LIMIT_MB,
-        "per-provider state within its warm-up range": state_constant,
+        "per-provider state no larger than after warm-up": state_constant,
+        "breaker failure window below its threshold": window_bounded,
     }
     if "growth_mb" in traced:
         checks[f"tracemalloc growth < {LIMIT_MB:g} MB"] = traced["growth_mb"] < LIMIT_MB
@@ -250,7 +284,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> str:
     def sizes(per: dict[str, list[int]]) -> str:
-        return ", ".join(f"{k} {lo}-{hi} B" for k, (lo, hi) in per.items())
+        return ", ".join(
+            f"{k} {lo}-{hi}" if k.endswith("window") else f"{k} {lo}-{hi} B"
+            for k, (lo, hi) in per.items()
+        )
 
     rows = [["warm-up", "-", "0", "0", sizes(results["provider_state_bytes_warmup"])]]
     for phase, p in results["phases"].items():
@@ -275,9 +312,7 @@ def report(results: dict[str, Any]) -> str:
         for s in t["top_growth"]:
             lines.append(f"  {s['bytes']:+8d} B {s['count']:+6d} blocks  {s['site']}")
     totals = results["router_totals"]
-    lines.append(
-        f"\nrouter totals: {totals}; breaker trips: {results['breaker_trips']}"
-    )
+    lines.append(f"\nrouter totals: {totals}; breaker trips: {results['breaker_trips']}")
     lines.append("")
     lines.append(table(["check", ""], [[k, verdict(v)] for k, v in results["checks"].items()]))
     return "\n".join(lines)

@@ -20,7 +20,9 @@ Variants:
 * ``router``: ``ResilientRouter`` over two providers, rate limits, breakers, retries and
   metrics all enabled.
 * ``lc_fail`` / ``router_fail``: the primary always fails (HTTP 503), three attempts,
-  then the fallback answers; no backoff sleeps in either.
+  then the fallback answers; no backoff sleeps in either. ``direct_fail`` makes the same
+  four provider calls by hand (three caught failures, one answer): the providers' own
+  share of that path.
 
 Run: ``.venv/bin/python benchmarks/overhead.py`` (``--quick`` for a smoke run).
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -38,8 +41,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from _common import (
-    UNLIMITED_RATE,
     ConstantChatModel,
+    ServiceUnavailable,
     block_network,
     median,
     p50_p99,
@@ -62,12 +65,15 @@ from router_middleware import ResilientRouter
 
 INPUT = "hi"
 
-# (numerator, denominator, max ratio of p50): the issue's targets.
+# (numerator, denominator, max ratio of p50): the issue's targets; None: for information.
 TARGETS = [
     ("router", "lc_retry_fallback", 0.55),
     ("router", "floor_inline", 1.2),
     ("router", "litellm_router", 0.05),
     ("router_fail", "lc_fail", 0.55),
+    ("floor_inline", "litellm_router", None),
+    ("router_fail", "direct_fail", None),
+    ("lc_fail", "direct_fail", None),
 ]
 
 # Measured on this machine before the router existed (sync p50, ratio to direct).
@@ -107,9 +113,7 @@ class InlineFloor(Runnable[Any, Any]):
         run.on_chain_end(output)
         return output
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
         run = await get_async_callback_manager_for_config(config).on_chain_start(
             None,
@@ -148,9 +152,7 @@ class CallWithConfigFloor(Runnable[Any, Any]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._call, input, config, **kwargs)
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return await self._acall_with_config(self._acall, input, config, **kwargs)
 
 
@@ -172,9 +174,7 @@ def _rate_limiter() -> InMemoryRateLimiter:
 
 
 def _lc_composition(primary: Runnable[Any, Any], secondary: Runnable[Any, Any]) -> Any:
-    return primary.with_retry(
-        stop_after_attempt=3, wait_exponential_jitter=False
-    ).with_fallbacks(
+    return primary.with_retry(stop_after_attempt=3, wait_exponential_jitter=False).with_fallbacks(
         [secondary.with_retry(stop_after_attempt=3, wait_exponential_jitter=False)]
     )
 
@@ -214,7 +214,9 @@ def _litellm_variant() -> tuple[Variant | None, str | None]:
         num_retries=2,
     )
     messages = [{"role": "user", "content": INPUT}]
-    version = getattr(litellm, "version", None) or "installed"
+    from importlib.metadata import version as dist_version
+
+    version = dist_version("litellm")
 
     def call() -> Any:
         return router.completion(model="m", messages=messages)
@@ -223,7 +225,7 @@ def _litellm_variant() -> tuple[Variant | None, str | None]:
         return router.acompletion(model="m", messages=messages)
 
     note = f"litellm {version}"
-    return Variant("litellm_router", call, acall, calls_share=0.2), note
+    return Variant("litellm_router", call, acall, calls_share=0.1), note
 
 
 def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
@@ -237,14 +239,20 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
         Variant("direct", lambda: direct.invoke(INPUT), lambda: direct.ainvoke(INPUT)),
     ]
     floor = InlineFloor(model())
-    variants.append(Variant("floor_inline", lambda: floor.invoke(INPUT), lambda: floor.ainvoke(INPUT)))
+    variants.append(
+        Variant("floor_inline", lambda: floor.invoke(INPUT), lambda: floor.ainvoke(INPUT))
+    )
     cwc = CallWithConfigFloor(model())
     variants.append(
         Variant("floor_call_with_config", lambda: cwc.invoke(INPUT), lambda: cwc.ainvoke(INPUT))
     )
     lc = _lc_composition(model(), model())
-    variants.append(Variant("lc_retry_fallback", lambda: lc.invoke(INPUT), lambda: lc.ainvoke(INPUT)))
-    lc_rl = _lc_composition(model(rate_limiter=_rate_limiter()), model(rate_limiter=_rate_limiter()))
+    variants.append(
+        Variant("lc_retry_fallback", lambda: lc.invoke(INPUT), lambda: lc.ainvoke(INPUT))
+    )
+    lc_rl = _lc_composition(
+        model(rate_limiter=_rate_limiter()), model(rate_limiter=_rate_limiter())
+    )
     variants.append(
         Variant("lc_retry_fallback_rl", lambda: lc_rl.invoke(INPUT), lambda: lc_rl.ainvoke(INPUT))
     )
@@ -259,8 +267,30 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
     router = _router(model(), model())
     variants.append(Variant("router", lambda: router.invoke(INPUT), lambda: router.ainvoke(INPUT)))
 
+    failing, answering = model(fail=True), model()
+
+    def direct_fail() -> Any:
+        for _ in range(3):
+            with contextlib.suppress(ServiceUnavailable):
+                failing.invoke(INPUT)
+        return answering.invoke(INPUT)
+
+    async def adirect_fail() -> Any:
+        for _ in range(3):
+            with contextlib.suppress(ServiceUnavailable):
+                await failing.ainvoke(INPUT)
+        return await answering.ainvoke(INPUT)
+
+    variants.append(Variant("direct_fail", direct_fail, adirect_fail, calls_share=0.5))
     lc_fail = _lc_composition(model(fail=True), model())
-    variants.append(Variant("lc_fail", lambda: lc_fail.invoke(INPUT), lambda: lc_fail.ainvoke(INPUT)))
+    variants.append(
+        Variant(
+            "lc_fail",
+            lambda: lc_fail.invoke(INPUT),
+            lambda: lc_fail.ainvoke(INPUT),
+            calls_share=0.5,
+        )
+    )
     router_fail = _router(model(fail=True), model())
 
     def close_breaker() -> None:
@@ -275,6 +305,7 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
             lambda: router_fail.invoke(INPUT),
             lambda: router_fail.ainvoke(INPUT),
             after=close_breaker,
+            calls_share=0.5,
         )
     )
     return variants, notes
@@ -327,6 +358,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             v.after()
         time_sync(v, max(1, int(args.warmup * v.calls_share)))
         loop.run_until_complete(time_async(v, max(1, int(args.warmup * v.calls_share))))
+    # What is alive now lives as long as a server would: keep it out of the collections
+    # (the per-block collections stay cheap, and timings see only the calls' own garbage).
+    gc.collect()
+    gc.freeze()
 
     # per mode -> variant -> list of per-round (p50, p99) in microseconds
     per_round: dict[str, dict[str, list[tuple[float, float]]]] = {
@@ -361,8 +396,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mode_out[name] = {
                 "p50_us": median(p for p, _ in vals),
                 "p99_us": median(q for _, q in vals),
-                "p50_ratio_vs_direct": median(p / b[0] for (p, _), b in zip(vals, base)),
-                "p99_ratio_vs_direct": median(q / b[1] for (_, q), b in zip(vals, base)),
+                "p50_ratio_vs_direct": median(
+                    p / b[0] for (p, _), b in zip(vals, base, strict=True)
+                ),
+                "p99_ratio_vs_direct": median(
+                    q / b[1] for (_, q), b in zip(vals, base, strict=True)
+                ),
             }
         results["variants"][mode] = mode_out
         for num, den, limit in TARGETS:
@@ -371,7 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     {"mode": mode, "ratio": f"{num} / {den}", "target": limit, "skipped": True}
                 )
                 continue
-            pairs = list(zip(rounds[num], rounds[den]))
+            pairs = list(zip(rounds[num], rounds[den], strict=True))
             p50_ratio = median(a[0] / b[0] for a, b in pairs)
             p99_ratio = median(a[1] / b[1] for a, b in pairs)
             results["targets"].append(
@@ -381,7 +420,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "p50_ratio": p50_ratio,
                     "p99_ratio": p99_ratio,
                     "target": limit,
-                    "pass": p50_ratio <= limit,
+                    "pass": None if limit is None else p50_ratio <= limit,
                 }
             )
     results["elapsed_seconds"] = elapsed
@@ -408,19 +447,12 @@ def report(results: dict[str, Any]) -> str:
         lines += [table(headers, rows), ""]
     rows = []
     for t in results["targets"]:
+        target = "(info)" if t["target"] is None else f"<= {t['target']}"
         if t.get("skipped"):
-            rows.append([t["mode"], t["ratio"], "-", "-", f"<= {t['target']}", "SKIPPED"])
+            rows.append([t["mode"], t["ratio"], "-", "-", target, "SKIPPED"])
             continue
-        rows.append(
-            [
-                t["mode"],
-                t["ratio"],
-                t["p50_ratio"],
-                t["p99_ratio"],
-                f"<= {t['target']}",
-                verdict(t["pass"]),
-            ]
-        )
+        mark = "" if t["pass"] is None else verdict(t["pass"])
+        rows.append([t["mode"], t["ratio"], t["p50_ratio"], t["p99_ratio"], target, mark])
     lines.append(table(["mode", "ratio (median of per-round)", "p50", "p99", "target", ""], rows))
     lines += [f"note: {n}" for n in results["notes"]]
     return "\n".join(lines)
@@ -428,7 +460,7 @@ def report(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds")
     parser.add_argument("--calls", type=int, default=300, help="timed calls per variant per round")
     parser.add_argument("--warmup", type=int, default=100, help="untimed calls per variant")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM variant")
@@ -440,7 +472,7 @@ def main() -> None:
     results = run(args)
     print(report(results))
     path = write_results("overhead", args, results)
-    print(f"\nwrote {path.relative_to(path.parent.parent.parent)} ({results['elapsed_seconds']:.0f}s)")
+    print(f"\nwrote {path.name} ({results['elapsed_seconds']:.0f}s)")
 
 
 if __name__ == "__main__":

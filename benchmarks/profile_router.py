@@ -2,12 +2,14 @@
 
 Three views of one request through the router with zero-latency providers:
 
-1. **Components**: the router's own per-request steps timed in isolation (median ns per
-   call over several repeats), each next to what the floor wrapper pays for the same
-   step; their sum is the router's cost above the floor.
-2. **cProfile**: the functions of ``router_middleware`` by own time per request, sync
+1. **Above the floor, end to end** (interleaved rounds, p50 minus the inline floor's):
+   the router with one feature switched off in its config, and the router with one
+   component replaced by a no-op stub, so each line's saving is that part's full cost.
+2. **Components**: the router's own per-request steps timed in isolation (median ns per
+   call over several repeats), next to what the floor wrapper pays for the same step.
+3. **cProfile**: the functions of ``router_middleware`` by own time per request, sync
    and async (cProfile inflates small functions: read it for shares, not absolutes).
-3. **pyinstrument** (``--pyinstrument``, if installed): a call tree of the router's sync
+4. **pyinstrument** (``--pyinstrument``, if installed): a call tree of the router's sync
    path, written to ``benchmarks/results/profile_router_tree.txt``.
 
 It reaches into private modules to time the steps; a step whose internals changed is
@@ -18,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
-import io
 import pstats
 import statistics
 import time
 import timeit
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from _common import RESULTS, ConstantChatModel, table, write_results
@@ -34,10 +36,33 @@ from langchain_core.runnables.config import (
     ensure_config,
     get_callback_manager_for_config,
 )
-from overhead import INPUT, InlineFloor, _router, time_async, time_sync, Variant
+from overhead import INPUT, InlineFloor, Variant, _router, time_async, time_sync
 
-from router_middleware import _execute, _pipeline, _router as router_module
+from router_middleware import _execute, _pipeline
+from router_middleware import _router as router_module
 from router_middleware._types import check_input
+
+try:  # the drivers moved out of _router.py at some point; look in both places
+    from router_middleware import _drive
+except ImportError:  # pragma: no cover - older layout
+    _drive = router_module  # type: ignore[assignment]
+
+_DRIVERS = (_drive, router_module)
+
+
+def _private(*names: str) -> Any:
+    """The first of ``names`` found in the driver modules (private helpers move around)."""
+    for module in _DRIVERS:
+        for name in names:
+            if hasattr(module, name):
+                return getattr(module, name)
+    raise AttributeError(f"none of {names} in {[m.__name__ for m in _DRIVERS]}")
+
+
+def _patch_attempt_config(fn: Any) -> None:
+    for module in _DRIVERS:
+        if hasattr(module, "attempt_config"):
+            module.attempt_config = fn
 
 
 def _ns(fn: Callable[[], Any], number: int, repeat: int) -> float:
@@ -80,7 +105,7 @@ def components(number: int, repeat: int) -> list[dict[str, Any]]:
     def route() -> None:
         plan = pipeline.run("m")
         next(plan)
-        served = router_module._finish(plan)
+        served = _private("_finish")(plan)
         pipeline.succeed(served, message)
 
     step("routing total: run() to succeed()", route, "sum of the next group, roughly")
@@ -115,21 +140,22 @@ def components(number: int, repeat: int) -> list[dict[str, Any]]:
 
         g = gen()
         next(g)
-        try:
+        with contextlib.suppress(StopIteration):
             g.send(None)
-        except StopIteration:
-            pass
 
     step("  a bare generator round trip", generator_only, "floor for the step protocol")
     served = _pipeline.Served(provider, "m", None, 0.0, 1, [])
-    step("_annotate (response_metadata['router'])", lambda: router_module._annotate(message, served))
+    step(
+        "_annotate (response_metadata['router'])",
+        lambda: _private("annotate", "_annotate")(message, served),
+    )
 
     async def timeouts(n: int, on: bool) -> int:
         clock = time.perf_counter_ns
         start = clock()
         for _ in range(n):
             if on:
-                async with asyncio.timeout(100.0):
+                async with asyncio.timeout(100.0):  # noqa: ASYNC100 - its own cost is measured
                     pass
         return clock() - start
 
@@ -149,24 +175,27 @@ def components(number: int, repeat: int) -> list[dict[str, Any]]:
 
     loop = asyncio.new_event_loop()
     try:
-        timing = {
-            how: statistics.median(
-                loop.run_until_complete(attempts(number // 4, how)) for _ in range(repeat)
-            )
-            / (number // 4)
-            for how in ("direct", "call_async", "call_async_deadline")
-        }
+        # Interleaved chunks, paired differences: the provider call dwarfs what is measured.
+        hows = ("direct", "call_async", "call_async_deadline")
+        diffs: dict[str, list[float]] = {"call_async": [], "call_async_deadline": []}
+        chunk = 100
+        for i in range(max(10, number // chunk // 4)):
+            per = {}
+            for how in hows[i % 3 :] + hows[: i % 3]:
+                per[how] = loop.run_until_complete(attempts(chunk, how)) / chunk
+            for how in diffs:
+                diffs[how].append(per[how] - per["direct"])
         rows.append(
             {
                 "step": "async: call_async(timeout=None) - provider.ainvoke",
-                "ns": timing["call_async"] - timing["direct"],
+                "ns": statistics.median(diffs["call_async"]),
                 "note": "contextvar + one coroutine layer",
             }
         )
         rows.append(
             {
                 "step": "async: call_async(timeout=100) - provider.ainvoke",
-                "ns": timing["call_async_deadline"] - timing["direct"],
+                "ns": statistics.median(diffs["call_async_deadline"]),
                 "note": "+ _within + asyncio.timeout (the deadline)",
             }
         )
@@ -306,8 +335,125 @@ def end_to_end(rounds: int, calls: int) -> dict[str, dict[str, float]]:
                 gaps[mode][v.name].append(p50[v.name] - p50["floor"])
     loop.close()
     return {
-        mode: {name: statistics.median(g) for name, g in per.items()}
-        for mode, per in gaps.items()
+        mode: {name: statistics.median(g) for name, g in per.items()} for mode, per in gaps.items()
+    }
+
+
+class _StubBreaker:
+    """Admits everything and records nothing: what the breaker costs, by its absence."""
+
+    def __init__(self, real: Any) -> None:
+        self._permit = real.try_acquire()
+        self.state = real.state
+
+    def try_acquire(self) -> Any:
+        return self._permit
+
+    def on_success(self, permit: Any) -> None:
+        pass
+
+    on_failure = on_ignore = on_success
+
+    def retry_after(self) -> float:
+        return 0.0
+
+
+class _StubLimiter:
+    in_flight = 0
+
+    def try_acquire(self) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        pass
+
+
+class _StubMetrics:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+class _FirstStrategy:
+    name = "first"
+
+    def order(self, candidates: Any, model: Any) -> Any:
+        return iter(candidates)
+
+
+def _floor_child(config: Any, run: Any, *args: Any) -> Any:
+    child = {**config, "callbacks": run.get_child()}
+    child.pop("run_name", None)
+    return child
+
+
+STUBS = ("strategy", "attempt_config", "breaker", "limiter", "metrics")
+
+
+def _stubbed_router(stubs: tuple[str, ...]) -> Any:
+    router = _router(ConstantChatModel(), ConstantChatModel())
+    pipeline = router.pipeline
+    if "strategy" in stubs:
+        pipeline.strategy = _FirstStrategy()
+    for provider in pipeline.providers.values():
+        if "breaker" in stubs:
+            provider.breaker = _StubBreaker(provider.breaker)
+        if "limiter" in stubs:
+            provider.limiter = _StubLimiter()
+        if "metrics" in stubs:
+            provider.metrics = _StubMetrics()
+    return router
+
+
+def stubbed(rounds: int, calls: int) -> dict[str, dict[str, float]]:
+    """End-to-end saving of replacing one component with a no-op (interleaved rounds).
+
+    Unlike the isolated timings this counts everything a component causes: garbage,
+    cache misses, the extra work it makes the provider's own run do.
+    """
+    real_attempt_config = _execute.attempt_config
+    floor = InlineFloor(ConstantChatModel())
+    cases: dict[str, tuple[str, ...]] = {"full router": ()}
+    cases.update({f"without {stub}": (stub,) for stub in STUBS})
+    cases["without all five"] = STUBS
+    variants = [Variant("floor", lambda: floor.invoke(INPUT), lambda: floor.ainvoke(INPUT))]
+    for name, stubs in cases.items():
+        router = _stubbed_router(stubs)
+        child = _floor_child if "attempt_config" in stubs else real_attempt_config
+
+        def call(r: Any = router, c: Any = child) -> Any:
+            _patch_attempt_config(c)
+            return r.invoke(INPUT)
+
+        async def acall(r: Any = router, c: Any = child) -> Any:
+            _patch_attempt_config(c)
+            return await r.ainvoke(INPUT)
+
+        variants.append(Variant(name, call, acall))
+    loop = asyncio.new_event_loop()
+    try:
+        for v in variants:
+            time_sync(v, 200)
+            loop.run_until_complete(time_async(v, 200))
+        gaps: dict[str, dict[str, list[float]]] = {
+            mode: {v.name: [] for v in variants[1:]} for mode in ("sync", "async")
+        }
+        for r in range(rounds):
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
+            for mode in ("sync", "async"):
+                p50 = {}
+                for v in order:
+                    if mode == "sync":
+                        samples = time_sync(v, calls)
+                    else:
+                        samples = loop.run_until_complete(time_async(v, calls))
+                    p50[v.name] = statistics.median(samples) / 1000
+                for v in variants[1:]:
+                    gaps[mode][v.name].append(p50[v.name] - p50["floor"])
+    finally:
+        _patch_attempt_config(real_attempt_config)
+        loop.close()
+    return {
+        mode: {name: statistics.median(g) for name, g in per.items()} for mode, per in gaps.items()
     }
 
 
@@ -324,6 +470,7 @@ def main() -> None:
         args.number, args.repeat, args.profile_calls = 2000, 3, 2000
 
     gap = end_to_end(rounds=5 if args.quick else 15, calls=200)
+    stubs = stubbed(rounds=5 if args.quick else 15, calls=200)
     rows = components(args.number, args.repeat)
     profiles = cprofile(args.profile_calls, args.top)
     tree = pyinstrument_tree(args.profile_calls) if args.pyinstrument else None
@@ -337,8 +484,18 @@ def main() -> None:
     print()
     print(
         table(
+            ["component replaced by a no-op", "sync us above floor", "async us above floor"],
+            [[name, stubs["sync"][name], stubs["async"][name]] for name in stubs["sync"]],
+        )
+    )
+    print()
+    print(
+        table(
             ["component (isolated)", "us/request", "note"],
-            [[r["step"], r["ns"] / 1000 if r["ns"] is not None else "n/a", r["note"]] for r in rows],
+            [
+                [r["step"], r["ns"] / 1000 if r["ns"] is not None else "n/a", r["note"]]
+                for r in rows
+            ],
         )
     )
     for mode, prof in profiles.items():
@@ -347,8 +504,12 @@ def main() -> None:
             table(
                 ["function", "calls/req", "own us/req", "cum us/req"],
                 [
-                    [p["function"], p["calls_per_request"], p["own_us_per_request"],
-                     p["cum_us_per_request"]]
+                    [
+                        p["function"],
+                        p["calls_per_request"],
+                        p["own_us_per_request"],
+                        p["cum_us_per_request"],
+                    ]
                     for p in prof
                 ],
             )
@@ -358,7 +519,12 @@ def main() -> None:
     path = write_results(
         "profile_router",
         args,
-        {"router_minus_floor_us": gap, "components": rows, "cprofile": profiles},
+        {
+            "router_minus_floor_us": gap,
+            "stubbed_minus_floor_us": stubs,
+            "components": rows,
+            "cprofile": profiles,
+        },
     )
     print(f"\nwrote {path.name}")
 

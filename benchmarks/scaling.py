@@ -20,7 +20,15 @@ import gc
 import time
 from typing import Any
 
-from _common import ConstantChatModel, median, p50_p99, router_provider, table, verdict, write_results
+from _common import (
+    ConstantChatModel,
+    median,
+    p50_p99,
+    router_provider,
+    table,
+    verdict,
+    write_results,
+)
 from overhead import Variant, time_async, time_sync
 
 from router_middleware import ResilientRouter
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for v in variants:
         time_sync(v, args.warmup)
         loop.run_until_complete(time_async(v, args.warmup))
+    gc.collect()
+    gc.freeze()  # as in overhead.py: long-lived objects stay out of the timed collections
     p50s: dict[str, dict[str, list[float]]] = {
         mode: {v.name: [] for v in variants} for mode in ("sync", "async")
     }
@@ -85,11 +95,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 vals = per[f"{strategy}:{n}"]
                 entries[str(n)] = {
                     "p50_us": median(vals),
-                    "overhead_us": median(v - b for v, b in zip(vals, base)),
+                    "overhead_us": median(v - b for v, b in zip(vals, base, strict=True)),
                     "overhead_vs_smallest": median(
-                        (v - b) / (s - b) for v, s, b in zip(vals, ref, base)
+                        (v - b) / (s - b) for v, s, b in zip(vals, ref, base, strict=True)
                     ),
-                    "latency_vs_smallest": median(v / s for v, s in zip(vals, ref)),
+                    "latency_vs_smallest": median(v / s for v, s in zip(vals, ref, strict=True)),
                 }
             if str(target_n) in entries and smallest == 2:
                 ratio = entries[str(target_n)]["overhead_vs_smallest"]

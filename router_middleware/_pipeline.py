@@ -310,7 +310,8 @@ class Pipeline:
                         "error": type(error).__name__,
                     },
                 )
-                yield (SLEEP, delay)
+                if delay > 0:
+                    yield (SLEEP, delay)
                 permit = self._readmit(provider)
                 if permit is not None:
                     continue
