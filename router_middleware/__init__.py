@@ -8,6 +8,8 @@ Example:
     'hello'
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ._classification import Classification, ErrorClassifier, ErrorKind, ErrorPolicy
 from ._classify import chain_classifiers, default_classifier
@@ -40,7 +42,6 @@ from ._metrics import ProviderMetrics
 from ._provider import Provider, ProviderTarget
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
-from ._settings import ProviderSettings, RouterSettings
 from ._storage import InMemoryStore, StateStore
 from ._strategies import (
     CostPriorityRoundRobin,
@@ -52,7 +53,21 @@ from ._strategies import (
 )
 from ._types import LLMRequest, LLMResponse
 
+if TYPE_CHECKING:
+    from ._settings import ProviderSettings, RouterSettings
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # pydantic-settings costs ~20 ms to import; code that never reads the environment
+    # through it should not pay that on ``import router_middleware``.
+    if name in ("RouterSettings", "ProviderSettings"):
+        from . import _settings
+
+        return getattr(_settings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AllProvidersFailedError",
