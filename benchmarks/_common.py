@@ -164,6 +164,10 @@ def environment() -> dict[str, Any]:
     }
 
 
+# Taken when a benchmark starts: the code it measures is the code of that moment.
+_STARTED = environment()
+
+
 def write_results(name: str, args: Any, figures: Mapping[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json``: the figures, the flags and the environment."""
     RESULTS.mkdir(exist_ok=True)
@@ -172,7 +176,7 @@ def write_results(name: str, args: Any, figures: Mapping[str, Any]) -> Path:
         "benchmark": name,
         "command": "python " + " ".join([f"benchmarks/{name}.py", *sys.argv[1:]]),
         "settings": vars(args),
-        "environment": environment(),
+        "environment": _STARTED,
         **figures,
     }
     path.write_text(json.dumps(rounded(data), indent=1) + "\n")
