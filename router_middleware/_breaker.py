@@ -242,12 +242,14 @@ class CircuitBreaker:
         >>> clock = FakeClock()
         >>> cfg = CircuitBreakerConfig(threshold=2, reset_timeout_seconds=10)
         >>> breaker = CircuitBreaker(cfg, clock=clock, name="openai")
-        >>> for _ in range(2):
-        ...     breaker.on_failure(breaker.try_acquire())
+        >>> breaker.on_failure(breaker.try_acquire())
+        ()
+        >>> [t.to_state.value for t in breaker.on_failure(breaker.try_acquire())]
+        ['open']
         >>> breaker.state.value, breaker.try_acquire(), breaker.retry_after()
         ('open', None, 10.0)
         >>> clock.advance(10)
-        >>> breaker.on_success(breaker.try_acquire())  # the half-open trial
+        >>> _ = breaker.on_success(breaker.try_acquire())  # the half-open trial
         >>> breaker
         CircuitBreaker(name='openai', state=closed, failures=0/2 in 60s, trips=1)
     """
@@ -315,28 +317,32 @@ class CircuitBreaker:
             permit = self._permit = Permit(generation)
         return permit
 
-    def on_success(self, permit: Permit) -> None:
-        """The call succeeded: a half-open trial closes the breaker."""
-        self._report(permit, _SUCCESS)
+    def on_success(self, permit: Permit) -> tuple[BreakerTransition, ...]:
+        """The call succeeded: a half-open trial closes the breaker.
 
-    def on_failure(self, permit: Permit) -> None:
+        Each ``on_*`` method returns the transitions it caused (usually none), so a caller
+        can report them without reading the state again.
+        """
+        return self._report(permit, _SUCCESS)
+
+    def on_failure(self, permit: Permit) -> tuple[BreakerTransition, ...]:
         """The call failed in a way that counts against the provider."""
-        self._report(permit, _FAILURE)
+        return self._report(permit, _FAILURE)
 
-    def on_ignore(self, permit: Permit) -> None:
+    def on_ignore(self, permit: Permit) -> tuple[BreakerTransition, ...]:
         """The call ended without a verdict (cancelled, or an error that must not count)."""
-        self._report(permit, _IGNORE)
+        return self._report(permit, _IGNORE)
 
-    def _report(self, permit: Permit, outcome: int) -> None:
+    def _report(self, permit: Permit, outcome: int) -> tuple[BreakerTransition, ...]:
         if not self._enabled:
-            return
+            return _NO_EVENTS
         if outcome == _IGNORE or (
             outcome == _SUCCESS and self._config.failure_rate_threshold is None
         ):
             rec = self._store.get(self._key)
             if rec is None or rec.state == BreakerState.CLOSED:
-                return  # changes nothing while closed (see _report): skip the transaction
-        events = self._store.transact(
+                return _NO_EVENTS  # changes nothing while closed (see _report): no transaction
+        events: tuple[BreakerTransition, ...] = self._store.transact(
             self._key,
             _report,
             self._clock.now(),
@@ -347,6 +353,7 @@ class CircuitBreaker:
         )
         if events:
             self._emit(events)
+        return events
 
     def reset(self) -> None:
         """Close the breaker and forget its failures."""

@@ -347,18 +347,16 @@ class Pipeline:
             provider.limiter.release()
             provider.metrics.record_failure(latency)
             raise error
-        before = provider.breaker.state
         if verdict.policy.counts_for_breaker:
-            provider.breaker.on_failure(permit)
+            moved = provider.breaker.on_failure(permit)
         else:
-            provider.breaker.on_ignore(permit)
+            moved = provider.breaker.on_ignore(permit)
         provider.limiter.release()
-        after = provider.breaker.state
-        if after is not before:
+        for t in moved:
             yield (
                 EVENT,
                 "router_breaker_change",
-                {"provider": provider.name, "from": before.value, "to": after.value},
+                {"provider": provider.name, "from": t.from_state.value, "to": t.to_state.value},
             )
         return verdict
 

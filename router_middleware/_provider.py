@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -12,7 +13,6 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableLambda
-from langchain_core.runnables.retry import RunnableRetry
 
 from ._breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ._clock import Clock
@@ -228,11 +228,14 @@ def _run_coroutine_sync(coro: Any) -> Any:
 
 
 def _warn_if_self_retrying(name: str, runnable: Runnable[Any, Any]) -> None:
+    # No RunnableRetry can exist unless its module was loaded: do not import it for this.
+    retry_module = sys.modules.get("langchain_core.runnables.retry")
+    retry_type = getattr(retry_module, "RunnableRetry", ())
     inner: Any = runnable
-    while isinstance(inner, RunnableBinding) and not isinstance(inner, RunnableRetry):
+    while isinstance(inner, RunnableBinding) and not isinstance(inner, retry_type):
         inner = inner.bound
     retries = getattr(inner, "max_retries", 0)
-    if isinstance(inner, RunnableRetry) or (isinstance(retries, int) and retries > 0):
+    if isinstance(inner, retry_type) or (isinstance(retries, int) and retries > 0):
         with _warn_lock:
             if name in _warned_self_retry:
                 return
