@@ -28,6 +28,8 @@ from router_middleware._settings import (
 from router_middleware._settings_reference import env_reference
 from router_middleware.testing import ScriptedChatModel, http_error
 
+from . import test_seed as seed_examples
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,86 +57,18 @@ def problems_of(**kwargs: Any) -> list[str]:
 
 # -- the seed README's configs, as JSON (handlers are code, so they stay out) -----------------
 
-QUICK_START = {
-    "loadBalancingStrategy": "cost_priority_round_robin",
-    "providers": [
-        {
-            "name": "openai-provider",
-            "type": "custom",
-            "models": [
-                {
-                    "name": "gpt-4",
-                    "costPer1kInputTokens": 0.03,
-                    "costPer1kOutputTokens": 0.06,
-                    "maxTokens": 8192,
-                }
-            ],
-            "rateLimit": {"tokensPerSecond": 10, "maxConcurrent": 5},
-            "priority": 2,
-        },
-        {
-            "name": "anthropic-provider",
-            "type": "custom",
-            "models": [
-                {
-                    "name": "claude-3-sonnet",
-                    "costPer1kInputTokens": 0.015,
-                    "costPer1kOutputTokens": 0.075,
-                    "maxTokens": 4096,
-                }
-            ],
-            "rateLimit": {"tokensPerSecond": 20, "maxConcurrent": 10},
-            "priority": 1,
-        },
-    ],
-    "resilience": {
-        "retry": {
-            "enabled": True,
-            "attempts": 3,
-            "initialBackoffMs": 100,
-            "maxBackoffMs": 1000,
-            "multiplier": 2,
-        },
-        "circuitBreaker": {
-            "enabled": True,
-            "threshold": 5,
-            "samplingDurationMs": 60000,
-            "resetTimeoutMs": 30000,
-        },
-    },
-}
 
-MULTI_PROVIDER = {
-    "loadBalancingStrategy": "cost_priority_round_robin",
-    "providers": [
-        {
-            "name": "primary-cheap",
-            "models": [
-                {
-                    "name": "gpt-3.5-turbo",
-                    "costPer1kInputTokens": 0.001,
-                    "costPer1kOutputTokens": 0.002,
-                }
-            ],
-            "priority": 1,
-            "rateLimit": {"tokensPerSecond": 50},
-        },
-        {
-            "name": "secondary-expensive",
-            "models": [
-                {"name": "gpt-4", "costPer1kInputTokens": 0.03, "costPer1kOutputTokens": 0.06}
-            ],
-            "priority": 2,
-            "rateLimit": {"tokensPerSecond": 10},
-        },
-        {
-            "name": "backup-local",
-            "models": [{"name": "llama2", "costPer1kInputTokens": 0, "costPer1kOutputTokens": 0}],
-            "priority": 3,
-            "rateLimit": {"tokensPerSecond": 5},
-        },
-    ],
-}
+def without_handlers(config: dict[str, Any]) -> dict[str, Any]:
+    """A seed example as a file or an env var holds it: the same, minus the functions."""
+    plain = copy.deepcopy(config)
+    for provider in plain["providers"]:
+        provider.pop("handler", None)
+    return plain
+
+
+# The seed README's examples, as tests/test_seed.py runs them with their handlers.
+QUICK_START = without_handlers(seed_examples.QUICK_START)
+MULTI_PROVIDER = without_handlers(seed_examples.MULTI_PROVIDER)
 
 # The "Rate Limiting" and "Circuit Breaker" snippets, in a config of their own.
 SNIPPETS = {
