@@ -37,16 +37,8 @@ def drive(
     step = next(plan)
     while True:
         if step[0] == CALL:
-            _, provider, served_model, number, timeout = step
             try:
-                result = attempt(
-                    provider,
-                    served_model,
-                    attempt_input(provider, value, served_model),
-                    attempt_config(config, run, provider.name, served_model, number),
-                    kwargs,
-                    timeout,
-                )
+                result = attempt(*_call_args(step, value, config, run, kwargs))
             except BaseException as exc:
                 step = plan.send(exc)
                 continue
@@ -68,21 +60,33 @@ async def adrive(
     step = next(plan)
     while True:
         if step[0] == CALL:
-            _, provider, served_model, number, timeout = step
             try:
-                result = await attempt(
-                    provider,
-                    served_model,
-                    attempt_input(provider, value, served_model),
-                    attempt_config(config, run, provider.name, served_model, number),
-                    kwargs,
-                    timeout,
-                )
+                result = await attempt(*_call_args(step, value, config, run, kwargs))
             except BaseException as exc:
                 step = plan.send(exc)
                 continue
             return result, _finish(plan)
         step = plan.send(await _await_or_emit(pipeline.clock, step, run))
+
+
+def _call_args(
+    step: tuple[Any, ...],
+    value: Any,
+    config: RunnableConfig,
+    run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+    kwargs: dict[str, Any],
+) -> tuple[Any, ...]:
+    """The arguments of one attempt function for a ``CALL`` step (see ``_execute``)."""
+    _, provider, model, number, timeout = step
+    payload, options = attempt_input(provider, value, model, kwargs)
+    return (
+        provider,
+        model,
+        payload,
+        attempt_config(config, run, provider.name, model, number),
+        options,
+        timeout,
+    )
 
 
 def _wait_or_emit(clock: Clock, step: tuple[Any, ...], run: CallbackManagerForChainRun) -> Any:

@@ -75,15 +75,24 @@ def attempt_config(
     return out
 
 
-def attempt_input(provider: Provider, value: Any, model: str) -> Any:
-    """What this provider takes: an ``LLMRequest`` for handlers, chat input otherwise."""
+def attempt_input(
+    provider: Provider, value: Any, model: str, options: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """What this provider takes, and the keyword options to call it with.
+
+    A handler takes everything in its ``LLMRequest`` (a handler has no ``**kwargs``): the
+    call's options land in ``max_tokens``/``temperature`` or in ``metadata``. A runnable
+    takes chat input, with the options (and an ``LLMRequest``'s own) as invoke kwargs.
+    """
     if provider.is_handler:
         if isinstance(value, LLMRequest):
-            return dataclasses.replace(value, model=model)
-        return request_from_input(value, model)
+            request = dataclasses.replace(value, model=model)
+        else:
+            request = request_from_input(value, model)
+        return (request.with_options(options) if options else request), {}
     if isinstance(value, LLMRequest):
-        return value.to_messages()
-    return value
+        return value.to_messages(), {**value.options(), **options}
+    return value, options
 
 
 def call_sync(

@@ -8,7 +8,7 @@ converts between the two, so either kind serves a chain or ``execute``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
@@ -43,6 +43,22 @@ class LLMRequest:
     def to_messages(self) -> list[BaseMessage]:
         """The conversation to send to a chat model."""
         return self.messages or [HumanMessage(self.prompt)]
+
+    def options(self) -> dict[str, Any]:
+        """The generation options set here, as a chat model takes them (invoke kwargs)."""
+        found = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        return {k: v for k, v in found.items() if v is not None}
+
+    def with_options(self, options: Mapping[str, Any]) -> LLMRequest:
+        """This request with call options folded in: known ones as fields, others in metadata.
+
+        Example:
+            >>> LLMRequest("hi").with_options({"temperature": 0.2, "stop": ["\\n"]}).metadata
+            {'stop': ['\\n']}
+        """
+        fields = {k: v for k, v in options.items() if k in ("max_tokens", "temperature")}
+        rest = {k: v for k, v in options.items() if k not in fields}
+        return replace(self, **fields, metadata={**self.metadata, **rest})
 
     @classmethod
     def coerce(cls, value: LLMRequest | Mapping[str, Any]) -> LLMRequest:

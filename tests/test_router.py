@@ -492,3 +492,31 @@ def test_warns_once_when_a_provider_retries_on_its_own(clock: FakeClock) -> None
             {"providers": [provider_config("wrapped")]},
             clock=clock,
         )
+
+
+def test_call_options_reach_handlers_through_the_request(clock: FakeClock, call) -> None:
+    seen: list[LLMRequest] = []
+
+    def handler(request: LLMRequest) -> str:
+        seen.append(request)
+        return "ok"
+
+    router = ResilientRouter({"h": handler}, {"providers": [provider_config("h")]}, clock=clock)
+    # A handler has no **kwargs: the options ride in its request instead of crashing it.
+    assert call(router, "hi", stop=["\n"], max_tokens=5).content == "ok"
+    assert (seen[0].max_tokens, seen[0].metadata) == (5, {"stop": ["\n"]})
+
+
+def test_request_options_reach_chat_models_as_kwargs(clock: FakeClock) -> None:
+    received: list[dict[str, Any]] = []
+
+    class Recording(ScriptedChatModel):
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+            received.append(kw)
+            return super()._generate(messages, stop, run_manager, **kw)
+
+    router = ResilientRouter(
+        {"a": Recording(clock=clock)}, {"providers": [provider_config("a")]}, clock=clock
+    )
+    router.execute(LLMRequest(prompt="hi", max_tokens=7, temperature=0.1))
+    assert received == [{"max_tokens": 7, "temperature": 0.1}]
