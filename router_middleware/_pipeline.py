@@ -117,7 +117,7 @@ def _pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider)
 class Served:
     """The attempt that answered: what the driver needs to record it and close it."""
 
-    __slots__ = ("attempts", "model", "permit", "provider", "started", "trail")
+    __slots__ = ("model", "permit", "provider", "started", "trail")
 
     def __init__(
         self,
@@ -125,14 +125,12 @@ class Served:
         model: str,
         permit: Any,
         started: float,
-        attempts: int,
         trail: list[dict[str, Any]],
     ) -> None:
         self.provider = provider
         self.model = model
         self.permit = permit
         self.started = started
-        self.attempts = attempts
         self.trail = trail
 
     def metadata(self) -> dict[str, Any]:
@@ -287,7 +285,7 @@ class Pipeline:
                 {"provider": name, "model": model, "error": error and type(error).__name__}
             )
             if error is None:
-                return Served(provider, model, permit, now, req.attempts, req.trail)
+                return Served(provider, model, permit, now, req.trail)
 
             latency = self.clock.now() - now
             verdict = yield from self._judge(provider, permit, error, latency)

@@ -224,14 +224,10 @@ class ScriptedChatModel(BaseChatModel):
         if isinstance(step, Hang):
             self._release.wait(step.seconds)
             raise TimeoutError("hung call released")
-        if isinstance(step, StreamBreak):
-            raise step.error
-        assert isinstance(step, (Reply, Fail))
-        if step.latency:
-            self.clock.sleep(step.latency)
-        if isinstance(step, Fail):
-            raise step.error
-        return self._message(step)
+        latency, outcome = self._outcome(step)
+        if latency:
+            self.clock.sleep(latency)
+        return self._deliver(outcome)
 
     def _stream(
         self,
@@ -242,14 +238,15 @@ class ScriptedChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         step = self._next()
         try:
-            if isinstance(step, StreamBreak):
-                for i, word in enumerate(self._words(None)):
-                    if i == step.after:
-                        raise step.error
-                    yield self._chunk(word, run_manager)
-                raise step.error
-            message = self._act(step)
-            yield from (self._chunk(w, run_manager) for w in self._words(message.text))
+            words, error = (
+                self._broken(step)
+                if isinstance(step, StreamBreak)
+                else (self._words(self._act(step).text), None)
+            )
+            for word in words:
+                yield self._chunk(word, run_manager)
+            if error is not None:
+                raise error
             if self.usage:
                 yield self._usage_chunk()
         finally:
@@ -274,14 +271,10 @@ class ScriptedChatModel(BaseChatModel):
         if isinstance(step, Hang):
             await asyncio.sleep(step.seconds)
             raise TimeoutError("hung call released")
-        if isinstance(step, StreamBreak):
-            raise step.error
-        assert isinstance(step, (Reply, Fail))
-        if step.latency:
-            await self.clock.asleep(step.latency)
-        if isinstance(step, Fail):
-            raise step.error
-        return self._message(step)
+        latency, outcome = self._outcome(step)
+        if latency:
+            await self.clock.asleep(latency)
+        return self._deliver(outcome)
 
     async def _astream(
         self,
@@ -292,23 +285,39 @@ class ScriptedChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         step = self._next()
         try:
-            if isinstance(step, StreamBreak):
-                for i, word in enumerate(self._words(None)):
-                    if i == step.after:
-                        raise step.error
-                    yield self._chunk(word, None)
-                    await asyncio.sleep(0)
-                raise step.error
-            message = await self._aact(step)
-            for word in self._words(message.text):
+            words, error = (
+                self._broken(step)
+                if isinstance(step, StreamBreak)
+                else (self._words((await self._aact(step)).text), None)
+            )
+            for word in words:
                 yield self._chunk(word, None)
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # let other tasks run between chunks
+            if error is not None:
+                raise error
             if self.usage:
                 yield self._usage_chunk()
         finally:
             self._done()
 
-    # -- helpers --------------------------------------------------------------------------
+    # -- helpers (what the sync and async paths share) -------------------------------------
+
+    def _outcome(self, step: Behaviour) -> tuple[float, AIMessage | BaseException]:
+        """Seconds to spend, then the answer or the error of a non-hanging step."""
+        if isinstance(step, StreamBreak):  # a plain call breaks at once
+            return 0.0, step.error
+        assert isinstance(step, (Reply, Fail))
+        return step.latency, step.error if isinstance(step, Fail) else self._message(step)
+
+    @staticmethod
+    def _deliver(outcome: AIMessage | BaseException) -> AIMessage:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _broken(self, step: StreamBreak) -> tuple[Sequence[str], BaseException]:
+        """The words a breaking stream yields before its error."""
+        return self._words(None)[: step.after], step.error
 
     def _words(self, text: str | None) -> Sequence[str]:
         words = (text if text is not None else self.text).split(" ")
