@@ -44,7 +44,8 @@ class Provider:
         enabled: runtime switch (see ``ResilientRouter.disable``).
         limiter, breaker, metrics, backoff: its policies and their live state.
         last_selected: selection sequence number, read by the strategies.
-        cooldown_until: clock time before which a 429's ``Retry-After`` keeps it skipped.
+        cooldown_until: clock time before which a ``Retry-After`` (a 429's, or a 503's)
+            keeps it skipped.
     """
 
     __slots__ = (
