@@ -266,7 +266,8 @@ class RouterConfig(_Config):
 
     ``max_wait_seconds`` is how long a request may wait for a provider with capacity when
     every candidate is saturated; ``deadline_seconds`` bounds a request end to end, and
-    ``max_attempts`` caps the provider calls one request may make.
+    ``max_attempts`` caps the provider calls one request may make. A provider's
+    ``Retry-After`` cools it down for at most ``max_cooldown_seconds``.
     """
 
     strategy: Annotated[str, Field(min_length=1)] = "round_robin"
@@ -278,6 +279,7 @@ class RouterConfig(_Config):
     max_wait_seconds: NonNegativeSeconds = 5.0
     deadline_seconds: PositiveSeconds | None = 120.0
     max_attempts: Annotated[int, Field(ge=1)] = 10
+    max_cooldown_seconds: PositiveSeconds = 300.0
 
     @model_validator(mode="before")
     @classmethod
@@ -292,6 +294,7 @@ class RouterConfig(_Config):
                 "maxWaitMs": ("max_wait_seconds", 0.001),
                 "deadlineMs": ("deadline_seconds", 0.001),
                 "maxAttempts": ("max_attempts", 1),
+                "maxCooldownMs": ("max_cooldown_seconds", 0.001),
             },
         )
         if isinstance(data, dict) and "resilience" in data:

@@ -1,9 +1,9 @@
 """Per-provider metrics: outcome counters, token usage, cost and latency percentiles.
 
 The accounting rule: every time a request turns to a provider it is one *provider
-request*, which ends in exactly one of success, failure, rate limited or cancelled. So
-``successful + failed + rate_limited + cancelled == total_requests`` holds at every
-instant, and retries, fallbacks, timeouts and breaker trips are tallies on the side.
+request*, which ends in exactly one of success, failure, throttled (the provider's own 429),
+rate limited (the router's own limit) or cancelled. So ``successful + failed + throttled +
+rate_limited + cancelled == total_requests`` holds at every instant, and retries, fallbacks, timeouts and breaker trips are tallies on the side.
 
 Memory is constant however many requests are recorded: latencies live in fixed rings.
 """
@@ -149,6 +149,7 @@ class ProviderMetrics:
         "rate_limited_requests",
         "retries",
         "successful_requests",
+        "throttled",
         "timeouts",
         "total_requests",
     )
@@ -162,6 +163,7 @@ class ProviderMetrics:
     retries: int
     fallbacks: int
     timeouts: int
+    throttled: int
     input_tokens: int
     output_tokens: int
     cost: float
@@ -187,6 +189,7 @@ class ProviderMetrics:
         self.retries = 0
         self.fallbacks = 0
         self.timeouts = 0
+        self.throttled = 0
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost = 0.0
@@ -217,12 +220,25 @@ class ProviderMetrics:
             self.cost += cost
 
     def record_failure(
-        self, latency: float | None, *, timeout: bool = False, fallback: bool = False
+        self,
+        latency: float | None,
+        *,
+        timeout: bool = False,
+        fallback: bool = False,
+        throttled: bool = False,
     ) -> None:
-        """A provider request failed; ``fallback`` when the request then left this provider."""
+        """A provider request failed; ``fallback`` when the request then left this provider.
+
+        ``throttled`` when the provider itself refused it as over its limit (a 429): the
+        provider request then counts in :attr:`throttled`, apart from ``failed_requests``
+        and from the router's own ``rate_limited_requests``.
+        """
         with self._lock:
             self.total_requests += 1
-            self.failed_requests += 1
+            if throttled:
+                self.throttled += 1
+            else:
+                self.failed_requests += 1
             self.last_request_time = self._wall()
             self.timeouts += timeout
             self.fallbacks += fallback
@@ -302,6 +318,7 @@ class ProviderMetrics:
                 "retries": self.retries,
                 "fallbacks": self.fallbacks,
                 "timeouts": self.timeouts,
+                "throttled": self.throttled,
                 "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens,
                 "cost": self.cost,

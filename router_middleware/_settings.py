@@ -173,6 +173,9 @@ class RouterSettings(BaseSettings):
     max_attempts: Annotated[int, Field(ge=1)] = Field(
         10, description="The most provider calls one request may make."
     )
+    max_cooldown_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        300.0, description="Cap on how long one Retry-After keeps a provider cooling down."
+    )
     config_file: Path | None = Field(
         None, exclude=True, description="A TOML, JSON or YAML file of settings."
     )
