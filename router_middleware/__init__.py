@@ -39,7 +39,9 @@ from ._errors import (
 )
 from ._limiter import ProviderLimiter
 from ._metrics import ProviderMetrics
-from ._provider import Provider, ProviderTarget
+from ._binding import ProviderTarget
+from ._observe import AttemptEnd, Observer
+from ._provider import Provider
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
 from ._storage import InMemoryStore, StateStore
@@ -71,6 +73,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AllProvidersFailedError",
+    "AttemptEnd",
     "BackoffPolicy",
     "BreakerState",
     "BreakerTransition",
@@ -94,6 +97,7 @@ __all__ = [
     "ModelConfig",
     "NoProviderAvailableError",
     "NoProviderForModelError",
+    "Observer",
     "Provider",
     "ProviderConfig",
     "ProviderError",

@@ -1,4 +1,4 @@
-"""Assembling a router's parts: providers from config and code, and the pipeline over them."""
+"""Assembling a router's parts: provider states and bindings, and the pipeline over them."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 
+from ._binding import Binding, ProviderTarget
 from ._breaker import BreakerTransition
 from ._classify import ErrorClassifier
 from ._clock import Clock
 from ._config import ModelConfig, ProviderConfig, RouterConfig
 from ._errors import ConfigurationError
+from ._metrics import ProviderMetrics
+from ._observe import Observer
 from ._pipeline import Pipeline
-from ._provider import Provider, ProviderTarget
+from ._provider import Provider
 from ._storage import StateStore
 from ._strategies import SelectionStrategy, get_strategy
 
-__all__ = ["BreakerListener", "Listeners", "build_pipeline", "with_inferred_providers"]
+__all__ = ["BreakerListener", "Listeners", "build", "with_inferred_providers"]
 
 BreakerListener = Callable[[BreakerTransition], None]
 
@@ -34,7 +37,7 @@ class Listeners(list[BreakerListener]):
                 )
 
 
-def build_pipeline(
+def build(
     cfg: RouterConfig,
     targets: Mapping[str, ProviderTarget],
     previous: Mapping[str, Provider],
@@ -42,31 +45,49 @@ def build_pipeline(
     clock: Clock,
     store: StateStore,
     listeners: Listeners,
+    observer: Observer,
+    metrics: dict[str, ProviderMetrics],
     strategy: SelectionStrategy | None,
     classifier: ErrorClassifier | None,
     seed: int | None,
-) -> Pipeline:
+) -> tuple[Pipeline, dict[str, Binding]]:
+    """The pipeline over ``cfg``'s providers and how each is called.
+
+    Providers in ``previous`` that remain carry their live state over; the store keys of
+    those that are gone are dropped, and ``metrics`` (what the metrics observer reads)
+    is made to list exactly the providers built.
+    """
     missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
     unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
     problems = [f"providers.{n}: configured, but no runnable or handler was given" for n in missing]
     problems += [f"{n!r}: a runnable or handler was given, but no provider config" for n in unknown]
     if problems:
         raise ConfigurationError(problems)
-    built = []
-    for pc in cfg.providers:
-        provider = Provider(
+
+    def on_transition(transition: BreakerTransition) -> None:
+        listeners(transition)
+        observer.breaker_changed(transition)
+
+    bindings = {pc.name: Binding(pc.name, targets.get(pc.name, pc.handler), tuple(m.name for m in pc.models)) for pc in cfg.providers}
+    built = [
+        Provider(
             pc,
-            targets.get(pc.name, pc.handler),
             cfg,
             clock=clock,
             store=store,
-            on_transition=listeners,
+            on_transition=on_transition,
             rng=None if seed is None else random.Random(f"{seed}:{pc.name}"),
+            previous=previous.get(pc.name),
         )
-        if pc.name in previous:
-            provider.adopt_state(previous[pc.name])
-        built.append(provider)
-    return Pipeline(built, cfg, strategy or get_strategy(cfg.strategy), clock, classifier)
+        for pc in cfg.providers
+    ]
+    for name in previous:
+        if name not in bindings:
+            store.forget(name)
+    metrics.clear()
+    metrics.update({p.name: p.metrics for p in built})
+    pipeline = Pipeline(built, cfg, strategy or get_strategy(cfg.strategy), clock, observer, classifier)
+    return pipeline, bindings
 
 
 def with_inferred_providers(

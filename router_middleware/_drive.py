@@ -1,142 +1,204 @@
-"""Driving the pipeline: the thin sync and async adapters around its one algorithm.
+"""Driving the plan: the thin sync and async adapters around its one algorithm.
 
-``drive`` and ``adrive`` run a request's plan (``_pipeline.Pipeline.run``), carrying out
-each step it yields (an attempt, a sleep, a wait for a slot, a custom event) on a thread
-or on the event loop, until an attempt succeeds or the plan raises.
+``drive`` and ``adrive`` run a request's plan (``Pipeline.run``), carrying out each step
+it yields on a thread or on the event loop, until it yields :class:`~._steps.Deliver`;
+the caller hands the answer over, then ``finish``/``afinish`` report how that ended and
+carry out the plan's last steps. A call's outcome, an exception included, is *sent* to
+the plan, which decides what it means; an exception raised while carrying out any other
+step (a cancelled sleep, a callback that raised) is *thrown* into it, so it settles what
+it holds before the exception goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import RunnableConfig
 
+from ._binding import Binding
 from ._clock import Clock
-from ._execute import attempt_config, attempt_input
-from ._pipeline import CALL, EVENT, SLEEP, Pipeline, Served
+from ._context import RequestContext
+from ._lease import Lease
+from ._execute import (
+    attempt_config,
+    call_async,
+    call_sync,
+    open_stream_async,
+    open_stream_sync,
+)
+from ._pipeline import Plan
+from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
 from ._waiting import wait_for_slot, wait_for_slot_async
 
-__all__ = ["adrive", "annotate", "drive"]
-
-_T = TypeVar("_T")
+__all__ = ["adrive", "afinish", "annotate", "drive", "finish"]
 
 
 def drive(
-    pipeline: Pipeline,
-    attempt: Callable[..., _T],
-    value: Any,
-    config: RunnableConfig,
+    plan: Plan,
+    bindings: Mapping[str, Binding],
+    ctx: RequestContext,
+    clock: Clock,
     run: CallbackManagerForChainRun,
-    model: str | None,
-    kwargs: dict[str, Any],
-) -> tuple[_T, Served]:
-    """Run the pipeline on this thread until ``attempt`` succeeds (or the plan raises)."""
-    plan = pipeline.run(model)
-    step = next(plan)
+) -> Deliver:
+    """Run the plan on this thread until it delivers (or raises)."""
+    step: Step = next(plan)
     while True:
-        if step[0] == CALL:
+        if isinstance(step, Call):
             try:
-                result = attempt(*_call_args(step, value, config, run, kwargs))
+                result = _call(step, bindings, ctx, clock, run)
             except BaseException as exc:
                 step = plan.send(exc)
                 continue
-            return result, _finish(plan)
-        step = plan.send(_wait_or_emit(pipeline.clock, step, run))
+            step = plan.send(result)
+        elif isinstance(step, Deliver):
+            return step
+        else:
+            step = _carry_out(plan, step, clock, run)
+
+
+def finish(
+    plan: Plan, outcome: BaseException | None, clock: Clock, run: CallbackManagerForChainRun
+) -> None:
+    """Tell the plan how delivery ended and carry out its last steps."""
+    try:
+        step: Step = plan.send(outcome)
+        while True:
+            step = _carry_out(plan, step, clock, run)
+    except StopIteration:
+        return
+
+
+def _call(
+    step: Call,
+    bindings: Mapping[str, Binding],
+    ctx: RequestContext,
+    clock: Clock,
+    run: CallbackManagerForChainRun,
+) -> Any:
+    lease = step.lease
+    runnable, payload, config, options = _arguments(lease, bindings, ctx, run)
+    if ctx.stream:
+        return open_stream_sync(
+            lease, runnable, payload, config, options, step.timeout, clock, step.deadline
+        )
+    return call_sync(lease, runnable, payload, config, options, step.timeout)
+
+
+def _carry_out(plan: Plan, step: Step, clock: Clock, run: CallbackManagerForChainRun) -> Step:
+    try:
+        answer: Any = None
+        if isinstance(step, Emit):
+            if run.handlers:
+                run.get_child().on_custom_event(step.name, step.data, run_id=run.run_id)
+        elif isinstance(step, WaitForSlot):
+            answer = wait_for_slot(step.blocked, step.seconds)
+        elif isinstance(step, (Sleep, Pause)):
+            clock.sleep(step.seconds)
+        else:
+            raise TypeError(f"unexpected routing step {step!r} after delivery")
+    except BaseException as exc:
+        return plan.throw(exc)
+    return plan.send(answer)
 
 
 async def adrive(
-    pipeline: Pipeline,
-    attempt: Callable[..., Awaitable[_T]],
-    value: Any,
-    config: RunnableConfig,
+    plan: Plan,
+    bindings: Mapping[str, Binding],
+    ctx: RequestContext,
+    clock: Clock,
     run: AsyncCallbackManagerForChainRun,
-    model: str | None,
-    kwargs: dict[str, Any],
-) -> tuple[_T, Served]:
-    """Run the pipeline on the event loop until ``attempt`` succeeds (or the plan raises)."""
-    plan = pipeline.run(model)
-    step = next(plan)
+) -> Deliver:
+    """Run the plan on the event loop until it delivers (or raises)."""
+    step: Step = next(plan)
     while True:
-        if step[0] == CALL:
+        if isinstance(step, Call):
+            lease = step.lease
             try:
-                result = await attempt(*_call_args(step, value, config, run, kwargs))
+                runnable, payload, config, options = _arguments(lease, bindings, ctx, run)
+                if ctx.stream:
+                    result: Any = await open_stream_async(
+                        lease, runnable, payload, config, options, step.timeout, clock, step.deadline
+                    )
+                else:
+                    result = await call_async(
+                        lease, runnable, payload, config, options, step.timeout
+                    )
             except BaseException as exc:
                 step = plan.send(exc)
                 continue
-            return result, _finish(plan)
-        step = plan.send(await _await_or_emit(pipeline.clock, step, run))
+            step = plan.send(result)
+        elif isinstance(step, Deliver):
+            return step
+        else:
+            try:
+                answer = await _aperform(step, clock, run)
+            except BaseException as exc:
+                step = plan.throw(exc)
+                continue
+            step = plan.send(answer)
 
 
-def _call_args(
-    step: tuple[Any, ...],
-    value: Any,
-    config: RunnableConfig,
-    run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
-    kwargs: dict[str, Any],
-) -> tuple[Any, ...]:
-    """The arguments of one attempt function for a ``CALL`` step (see ``_execute``)."""
-    _, provider, model, number, timeout = step
-    payload, options = attempt_input(provider, value, model, kwargs)
-    return (
-        provider,
-        model,
-        payload,
-        attempt_config(config, run, provider.name, model, number),
-        options,
-        timeout,
-    )
-
-
-def _wait_or_emit(clock: Clock, step: tuple[Any, ...], run: CallbackManagerForChainRun) -> Any:
-    """Carry out a non-call step on this thread; returns what the pipeline expects back."""
-    if step[0] == EVENT:
-        _emit(run, step[1], step[2])
-    elif step[0] == SLEEP or step[2] is None:
-        clock.sleep(step[1])
-    else:
-        return wait_for_slot(step[2], step[1])
-    return None
-
-
-async def _await_or_emit(
-    clock: Clock, step: tuple[Any, ...], run: AsyncCallbackManagerForChainRun
-) -> Any:
-    """Carry out a non-call step without blocking the loop."""
-    if step[0] == EVENT:
-        await _aemit(run, step[1], step[2])
-    elif step[0] == SLEEP or step[2] is None:
-        await clock.asleep(step[1])
-    else:
-        return await wait_for_slot_async(step[2], step[1])
-    return None
-
-
-def _finish(plan: Any) -> Served:
+async def afinish(
+    plan: Plan,
+    outcome: BaseException | None,
+    clock: Clock,
+    run: AsyncCallbackManagerForChainRun,
+) -> None:
+    """Async :func:`finish`."""
+    # Sent and thrown here, in this frame: a StopIteration escaping a helper coroutine
+    # would become a RuntimeError.
     try:
-        plan.send(None)
-    except StopIteration as stop:
-        return cast(Served, stop.value)
-    raise RuntimeError("routing plan did not finish after a successful attempt")
+        step: Step = plan.send(outcome)
+        while True:
+            try:
+                answer = await _aperform(step, clock, run)
+            except BaseException as exc:
+                step = plan.throw(exc)
+                continue
+            step = plan.send(answer)
+    except StopIteration:
+        return
 
 
-def annotate(output: _T, served: Served) -> _T:
+async def _aperform(step: Step, clock: Clock, run: AsyncCallbackManagerForChainRun) -> Any:
+    if isinstance(step, Emit):
+        if run.handlers:
+            await run.get_child().on_custom_event(step.name, step.data, run_id=run.run_id)
+    elif isinstance(step, WaitForSlot):
+        return await wait_for_slot_async(step.blocked, step.seconds)
+    elif isinstance(step, (Sleep, Pause)):
+        await clock.asleep(step.seconds)
+    else:
+        raise TypeError(f"unexpected routing step {step!r} after delivery")
+    return None
+
+
+def _arguments(
+    lease: Lease,
+    bindings: Mapping[str, Binding],
+    ctx: RequestContext,
+    run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+) -> tuple[Any, Any, RunnableConfig, dict[str, Any]]:
+    """The runnable, input, config and options of one attempt."""
+    binding = bindings[lease.provider.name]
+    payload, options = binding.arguments(ctx.input, lease.model, ctx.options)
+    config = attempt_config(ctx.config, run, lease.provider.name, lease.model, lease.attempt)
+    return binding.runnable(lease.model), payload, config, options
+
+
+def annotate(output: Any, deliver: Deliver) -> Any:
     """Record the serving provider, model and attempts in ``response_metadata["router"]``.
 
     In place: the message is the provider's fresh output, and a copy costs more than routing.
     """
     metadata = getattr(output, "response_metadata", None)
     if isinstance(metadata, dict):
-        metadata["router"] = served.metadata()
+        lease = deliver.lease
+        metadata["router"] = {
+            "provider": lease.provider.name,
+            "model": lease.model,
+            "attempts": deliver.trail,
+        }
     return output
-
-
-def _emit(run: CallbackManagerForChainRun, name: str, data: Any) -> None:
-    if run.handlers:
-        run.get_child().on_custom_event(name, data, run_id=run.run_id)
-
-
-async def _aemit(run: AsyncCallbackManagerForChainRun, name: str, data: Any) -> None:
-    if run.handlers:
-        await run.get_child().on_custom_event(name, data, run_id=run.run_id)

@@ -3,38 +3,49 @@
 The pipeline decides *which* provider and *whether* to try again; this module only runs
 an attempt, sync or async, as a child run of the router's run (tagged with the provider
 and the attempt number), and turns silence into :class:`ProviderTimeoutError`.
+
+What a call holds is released only once the call has really ended (see ``_lease``): a
+sync call preempted at its timeout runs on in its worker thread, which tells its lease
+when it returns; a sync stream with first-token or idle limits is read by one reader
+thread that fetches a chunk only when the consumer asks for one and closes the provider
+stream itself before it tells the lease. Without such limits a sync stream is read on
+the caller's thread, and the deadline is checked at each chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextvars
+import math
 import queue
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 
+from ._binding import as_message
+from ._clock import Clock
 from ._errors import ProviderTimeoutError
-from ._provider import Provider
-from ._types import LLMRequest, request_from_input
+from ._lease import Lease
+from ._pipeline import EMPTY
 
 __all__ = [
-    "EMPTY",
+    "END",
+    "AsyncChunks",
+    "SyncChunks",
     "attempt_config",
-    "attempt_input",
     "call_async",
     "call_sync",
     "open_stream_async",
     "open_stream_sync",
 ]
 
-EMPTY: Any = object()
-"""First 'chunk' of a stream that produced nothing: a valid, empty answer."""
+END: Any = object()
+"""What :meth:`SyncChunks.next` returns once the stream has finished."""
 
 if sys.version_info >= (3, 11):
     _timeout = asyncio.timeout
@@ -75,29 +86,12 @@ def attempt_config(
     return out
 
 
-def attempt_input(
-    provider: Provider, value: Any, model: str, options: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """What this provider takes, and the keyword options to call it with.
-
-    A handler takes everything in its ``LLMRequest`` (a handler has no ``**kwargs``): the
-    call's options land in ``max_tokens``/``temperature`` or in ``metadata``. A runnable
-    takes chat input, with the options (and an ``LLMRequest``'s own) as invoke kwargs.
-    """
-    if provider.is_handler:
-        if isinstance(value, LLMRequest):
-            request = dataclasses.replace(value, model=model)
-        else:
-            request = request_from_input(value, model)
-        return (request.with_options(options) if options else request), {}
-    if isinstance(value, LLMRequest):
-        return value.to_messages(), {**value.options(), **options}
-    return value, options
+# -- single answers ----------------------------------------------------------------------
 
 
 def call_sync(
-    provider: Provider,
-    model: str,
+    lease: Lease,
+    runnable: Runnable[Any, Any],
     value: Any,
     config: RunnableConfig,
     kwargs: dict[str, Any],
@@ -105,35 +99,37 @@ def call_sync(
 ) -> Any:
     """Invoke one attempt on this thread; preempt it only if an attempt timeout is set.
 
-    A sync call cannot be cancelled: on timeout it is abandoned in its worker thread.
+    A sync call cannot be cancelled: on timeout it is abandoned in its worker thread,
+    which keeps the attempt's slot until the call returns.
     """
-    runnable = provider.runnable(model)
+    name = lease.provider.name
     token = var_child_runnable_config.set(config)
     try:
-        if provider.timeouts.attempt_seconds is None or timeout is None:
-            return runnable.invoke(value, config, **kwargs)
-        return _in_thread(provider.name, timeout, runnable.invoke, value, config, **kwargs)
+        if lease.provider.timeouts.attempt_seconds is None or timeout is None:
+            return as_message(runnable.invoke(value, config, **kwargs), name)
+        return _in_thread(
+            lease, timeout, lambda: as_message(runnable.invoke(value, config, **kwargs), name)
+        )
     finally:
         var_child_runnable_config.reset(token)
 
 
 async def call_async(
-    provider: Provider,
-    model: str,
+    lease: Lease,
+    runnable: Runnable[Any, Any],
     value: Any,
     config: RunnableConfig,
     kwargs: dict[str, Any],
     timeout: float | None,
 ) -> Any:
     """Await one attempt, cancelling it if it outlives ``timeout``."""
-    runnable = provider.runnable(model)
+    name = lease.provider.name
     token = var_child_runnable_config.set(config)
     try:
         if timeout is None:
-            return await runnable.ainvoke(value, config, **kwargs)
-        return await _within(
-            provider.name, "attempt", timeout, runnable.ainvoke(value, config, **kwargs)
-        )
+            return as_message(await runnable.ainvoke(value, config, **kwargs), name)
+        answer = await _within(name, "attempt", timeout, runnable.ainvoke(value, config, **kwargs))
+        return as_message(answer, name)
     finally:
         var_child_runnable_config.reset(token)
 
@@ -150,160 +146,269 @@ async def _within(provider: str, phase: str, timeout: float, awaitable: Any) -> 
         raise ProviderTimeoutError(provider, phase, timeout) from None
 
 
-def _in_thread(provider: str, timeout: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _in_thread(lease: Lease, timeout: float, fn: Callable[[], Any]) -> Any:
     done = threading.Event()
-    box: list[Any] = []
+    box: list[tuple[bool, Any]] = []
+    context = contextvars.copy_context()
 
     def run() -> None:
         try:
-            box.append((True, fn(*args, **kwargs)))
+            box.append((True, context.run(fn)))
         except BaseException as exc:  # handed to the caller's thread
             box.append((False, exc))
         finally:
+            lease.call_ended()
             done.set()
 
-    threading.Thread(target=run, name=f"router-attempt-{provider}", daemon=True).start()
+    lease.detach()
+    threading.Thread(target=run, name=f"router-attempt-{lease.provider.name}", daemon=True).start()
     if not done.wait(timeout):
-        raise ProviderTimeoutError(provider, "attempt", timeout)
+        raise ProviderTimeoutError(lease.provider.name, "attempt", timeout)
     ok, value = box[0]
     if ok:
         return value
     raise value
 
 
-# -- streams ----------------------------------------------------------------------------
+# -- sync streams ------------------------------------------------------------------------
+
+
+class SyncChunks:
+    """The rest of a sync stream, read on the caller's thread.
+
+    ``next`` returns the next chunk or :data:`END`; ``close`` closes the provider's
+    stream. The deadline (a clock time) is checked as each chunk arrives: a blocking
+    iterator cannot be interrupted without a thread.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_provider", "_source")
+
+    def __init__(self, source: Iterator[Any], provider: str, clock: Clock, deadline: float):
+        self._source = source
+        self._provider = provider
+        self._clock = clock
+        self._deadline = deadline
+
+    def next(self) -> Any:
+        chunk = next(self._source, END)
+        if chunk is not END and self._clock.now() > self._deadline:
+            self.close()
+            raise ProviderTimeoutError(self._provider, "deadline", self._deadline)
+        return chunk
+
+    def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
+
+
+class _ReadChunks:
+    """The rest of a sync stream, fetched by one reader thread, one chunk per request.
+
+    The reader never reads ahead: it asks the provider for a chunk only when the consumer
+    asks for one, so a consumer that stops early leaves nothing buffered. On close, end
+    or timeout the reader closes the provider stream itself (a generator can only be
+    closed by the thread running it), then tells the lease the call has ended.
+    """
+
+    _CHUNK, _DONE, _ERROR = 0, 1, 2
+
+    def __init__(
+        self,
+        open_source: Callable[[], Iterator[Any]],
+        lease: Lease,
+        first: float | None,
+        idle: float | None,
+        clock: Clock,
+        deadline: float,
+    ) -> None:
+        self._provider = lease.provider.name
+        self._limits = (first, idle)
+        self._phase = 0
+        self._clock = clock
+        self._deadline = deadline
+        self._demand = threading.Semaphore(0)
+        self._items: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self._closed = False
+        self._lease = lease
+        lease.detach()
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run,
+            args=(self._pump, open_source),
+            name=f"router-stream-{self._provider}",
+            daemon=True,
+        ).start()
+
+    def _pump(self, open_source: Callable[[], Iterator[Any]]) -> None:
+        source: Iterator[Any] | None = None
+        try:
+            source = iter(open_source())
+            while True:
+                self._demand.acquire()
+                if self._closed:
+                    return
+                item = next(source, END)
+                if item is END:
+                    self._items.put((self._DONE, None))
+                    return
+                self._items.put((self._CHUNK, item))
+        except BaseException as exc:
+            self._items.put((self._ERROR, exc))
+        finally:
+            try:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                self._lease.call_ended()
+
+    def next(self) -> Any:
+        limit, phase = self._limits[self._phase], ("first_token", "idle")[self._phase]
+        left = self._deadline - self._clock.now()
+        if left != math.inf and (limit is None or left < limit):
+            limit, phase = max(left, 0.0), "deadline"
+        self._demand.release()
+        try:
+            kind, item = self._items.get(timeout=limit)
+        except queue.Empty:
+            self.close()
+            raise ProviderTimeoutError(self._provider, phase, limit or 0.0) from None
+        self._phase = 1
+        if kind == self._CHUNK:
+            return item
+        if kind == self._DONE:
+            return END
+        raise item
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._demand.release()
 
 
 def open_stream_sync(
-    provider: Provider,
-    model: str,
+    lease: Lease,
+    runnable: Runnable[Any, Any],
     value: Any,
     config: RunnableConfig,
     kwargs: dict[str, Any],
     timeout: float | None,
-) -> tuple[Any, Iterator[Any]]:
+    clock: Clock,
+    deadline: float,
+) -> tuple[Any, SyncChunks | _ReadChunks]:
     """Start a stream and wait for its first chunk (``EMPTY`` if it yields none)."""
-    runnable = provider.runnable(model)
-    first_limit = _tighter(provider.timeouts.first_token_seconds, timeout)
-    idle = provider.timeouts.idle_seconds
+    timeouts = lease.provider.timeouts
     token = var_child_runnable_config.set(config)
     try:
-        chunks: Iterator[Any] = iter(runnable.stream(value, config, **kwargs))
-        if first_limit is not None or idle is not None:
-            chunks = _TimedIterator(chunks, provider.name, first_limit, idle)
-        return next(chunks, EMPTY), chunks
+        if timeouts.first_token_seconds is None and timeouts.idle_seconds is None:
+            source = iter(runnable.stream(value, config, **kwargs))
+            chunks: SyncChunks | _ReadChunks = SyncChunks(
+                source, lease.provider.name, clock, deadline
+            )
+        else:
+            chunks = _ReadChunks(
+                lambda: runnable.stream(value, config, **kwargs),
+                lease,
+                _tighter(timeouts.first_token_seconds, timeout),
+                timeouts.idle_seconds,
+                clock,
+                deadline,
+            )
+        try:
+            first = chunks.next()
+        except BaseException:
+            chunks.close()
+            raise
+        return (EMPTY if first is END else first), chunks
     finally:
         var_child_runnable_config.reset(token)
+
+
+# -- async streams -----------------------------------------------------------------------
+
+
+class AsyncChunks:
+    """The rest of an async stream: ``await next()`` gives the next chunk or :data:`END`,
+    within the idle limit and the request's deadline; ``await close()`` closes the
+    provider's stream, and must be awaited on every ending."""
+
+    __slots__ = ("_clock", "_config", "_deadline", "_idle", "_provider", "_source")
+
+    def __init__(
+        self,
+        source: AsyncIterator[Any],
+        provider: str,
+        idle: float | None,
+        config: RunnableConfig,
+        clock: Clock,
+        deadline: float,
+    ) -> None:
+        self._source = source
+        self._provider = provider
+        self._idle = idle
+        self._config = config
+        self._clock = clock
+        self._deadline = deadline
+
+    async def next(self) -> Any:
+        limit, phase = self._idle, "idle"
+        left = self._deadline - self._clock.now()
+        if left != math.inf and (limit is None or left < limit):
+            limit, phase = max(left, 0.0), "deadline"
+        token = var_child_runnable_config.set(self._config)
+        try:
+            return await anext_within(self._source, self._provider, phase, limit)
+        finally:
+            var_child_runnable_config.reset(token)
+
+    async def close(self) -> None:
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def open_stream_async(
-    provider: Provider,
-    model: str,
+    lease: Lease,
+    runnable: Runnable[Any, Any],
     value: Any,
     config: RunnableConfig,
     kwargs: dict[str, Any],
     timeout: float | None,
-) -> tuple[Any, AsyncIterator[Any]]:
+    clock: Clock,
+    deadline: float,
+) -> tuple[Any, AsyncChunks]:
     """Start an async stream and await its first chunk (``EMPTY`` if it yields none)."""
-    runnable = provider.runnable(model)
-    first_limit = _tighter(provider.timeouts.first_token_seconds, timeout)
+    name = lease.provider.name
+    timeouts = lease.provider.timeouts
     token = var_child_runnable_config.set(config)
     try:
-        chunks = runnable.astream(value, config, **kwargs).__aiter__()
+        source = runnable.astream(value, config, **kwargs).__aiter__()
+        chunks = AsyncChunks(source, name, timeouts.idle_seconds, config, clock, deadline)
         try:
-            if first_limit is None:
-                first = await chunks.__anext__()
-            else:
-                first = await _within(provider.name, "first_token", first_limit, chunks.__anext__())
-        except StopAsyncIteration:
-            return EMPTY, chunks
+            first_limit = _tighter(timeouts.first_token_seconds, timeout)
+            first = await anext_within(source, name, "first_token", first_limit)
         except BaseException:
-            await _aclose(chunks)
+            await chunks.close()
             raise
-        return first, _idle_guard(chunks, provider.name, provider.timeouts.idle_seconds, config)
     finally:
         var_child_runnable_config.reset(token)
+    return (EMPTY if first is END else first), chunks
 
 
-async def _idle_guard(
-    chunks: AsyncIterator[Any], provider: str, idle: float | None, config: RunnableConfig
-) -> AsyncIterator[Any]:
+async def anext_within(
+    source: AsyncIterator[Any], provider: str, phase: str, limit: float | None
+) -> Any:
+    """The next chunk of ``source`` within ``limit`` seconds, or :data:`END`."""
     try:
-        while True:
-            token = var_child_runnable_config.set(config)
-            try:
-                if idle is None:
-                    chunk = await chunks.__anext__()
-                else:
-                    chunk = await _within(provider, "idle", idle, chunks.__anext__())
-            except StopAsyncIteration:
-                return
-            finally:
-                var_child_runnable_config.reset(token)
-            yield chunk
-    finally:
-        await _aclose(chunks)
-
-
-async def _aclose(chunks: AsyncIterator[Any]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        if limit is None:
+            return await source.__anext__()
+        return await _within(provider, phase, limit, source.__anext__())
+    except StopAsyncIteration:
+        return END
 
 
 def _tighter(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
-
-
-class _TimedIterator:
-    """A sync stream read by a worker thread, so silence can time out the reader.
-
-    Used only when a first-token or idle timeout is configured: a blocking iterator
-    cannot be interrupted, so the reader waits on a queue instead.
-    """
-
-    def __init__(
-        self, source: Iterator[Any], provider: str, first: float | None, idle: float | None
-    ) -> None:
-        self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self._provider = provider
-        self._limit = first
-        self._idle = idle
-        self._phase = "first_token"
-        self._stop = threading.Event()
-        thread = threading.Thread(
-            target=self._pump, args=(source,), name=f"router-stream-{provider}", daemon=True
-        )
-        thread.start()
-
-    def _pump(self, source: Iterator[Any]) -> None:
-        try:
-            for chunk in source:
-                self._queue.put((0, chunk))
-                if self._stop.is_set():
-                    break
-            self._queue.put((1, None))
-        except BaseException as exc:
-            self._queue.put((2, exc))
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        limit = self._limit
-        try:
-            kind, item = self._queue.get(timeout=limit)
-        except queue.Empty:
-            self._stop.set()
-            raise ProviderTimeoutError(self._provider, self._phase, limit or 0.0) from None
-        self._phase, self._limit = "idle", self._idle
-        if kind == 0:
-            return item
-        if kind == 1:
-            raise StopIteration
-        raise item
-
-    def close(self) -> None:
-        self._stop.set()

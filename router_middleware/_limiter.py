@@ -1,19 +1,19 @@
 """Per-provider admission: a token bucket for the request rate, a cap on calls in flight.
 
-The bucket algorithm is the pure function :func:`take_tokens` over ``(tokens,
-last_refill_time)``; :class:`TokenBucket` runs it through a
-:class:`~router_middleware._storage.StateStore`, so one algorithm serves the in-memory
-store and a shared one. A refusal is never a bare "no": it carries the exact seconds
-until the request would be admitted, or ``math.inf`` when only a release can help,
-which :class:`ProviderLimiter` announces through its ``on_release`` callback.
+The bucket algorithm is the pure function :func:`~._bucket.take_tokens`;
+:class:`TokenBucket` and :class:`ConcurrencyLimiter` are policies over a
+:class:`~router_middleware._storage.StateStore`'s domain operations, so the in-memory
+store and a shared one run the same limits. A refusal is never a bare "no": it carries
+the exact seconds until the request would be admitted, or ``math.inf`` when only a
+release can help, which :class:`ProviderLimiter` announces through ``on_release``.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 
+from ._bucket import BucketState, take_tokens
 from ._clock import Clock
 from ._config import RateLimitConfig
 from ._storage import InMemoryStore, StateStore
@@ -25,66 +25,6 @@ __all__ = [
     "TokenBucket",
     "take_tokens",
 ]
-
-BucketState = tuple[float, float]
-"""``(tokens, last_refill_time)`` of one token bucket."""
-
-
-def _refilled(tokens: float, last: float, now: float, rate: float, burst: float) -> float:
-    # Clamping elapsed time at zero keeps a caller that read the clock just before
-    # another thread's update from refilling the same interval twice.
-    return min(float(burst), tokens + max(0.0, now - last) * rate)
-
-
-def take_tokens(
-    state: BucketState | None, now: float, rate: float, burst: float, cost: float
-) -> tuple[BucketState, float]:
-    """Refill at ``rate`` tokens/s up to ``burst``, then take ``cost`` tokens if there.
-
-    A missing state is a full bucket. Returns the new state and ``0.0`` when the tokens
-    were taken; otherwise the state unchanged and the seconds until ``cost`` tokens will
-    be there (``math.inf`` if ``cost > burst``).
-
-    Example:
-        >>> state, wait = take_tokens(None, now=0.0, rate=5, burst=1, cost=1)
-        >>> state, wait
-        ((0.0, 0.0), 0.0)
-        >>> take_tokens(state, now=0.0, rate=5, burst=1, cost=1)[1]
-        0.2
-    """
-    tokens, last = state if state is not None else (float(burst), now)
-    available = _refilled(tokens, last, now, rate, burst)
-    if available >= cost:
-        return (available - cost, max(now, last)), 0.0
-    if cost > burst:
-        return (tokens, last), math.inf
-    wait = last - now + (cost - tokens) / rate
-    # Rounding can leave the refill a hair short at `now + wait`, the very instant a
-    # caller that sleeps `wait` reads; step up to the first float that admits, so that
-    # caller is never refused twice. Stepping `now + wait` too ends the loop even when
-    # `wait` is far below the resolution of `now`.
-    while _refilled(tokens, last, now + wait, rate, burst) < cost:
-        wait = max(math.nextafter(wait, math.inf), math.nextafter(now + wait, math.inf) - now)
-    return (tokens, last), wait
-
-
-def _refund(
-    state: BucketState | None, now: float, rate: float, burst: float, cost: float
-) -> tuple[BucketState, None]:
-    if state is None:
-        return (float(burst), now), None
-    tokens, last = state
-    return (
-        min(float(burst), _refilled(tokens, last, now, rate, burst) + cost),
-        max(now, last),
-    ), None
-
-
-def _peek(
-    state: BucketState | None, now: float, rate: float, burst: float, cost: float
-) -> tuple[BucketState | None, float]:
-    return state, take_tokens(state, now, rate, burst, cost)[1]
-
 
 class TokenBucket:
     """Admit ``rate`` requests per second on average, ``burst`` at once; starts full.
@@ -128,30 +68,22 @@ class TokenBucket:
             ValueError: ``cost`` is negative or exceeds ``burst`` (it could never pass).
         """
         self._check(cost)
-        return self._store.transact(
-            self._key, take_tokens, self._clock.now(), self.rate, self.burst, cost
-        )
+        return self._store.take_tokens(self._key, self._clock.now(), self.rate, self.burst, cost)
 
     def refund(self, cost: float = 1.0) -> None:
         """Give back ``cost`` tokens taken by a :meth:`try_acquire` whose call never ran."""
         self._check(cost)
-        self._store.transact(self._key, _refund, self._clock.now(), self.rate, self.burst, cost)
+        self._store.refund_tokens(self._key, self._clock.now(), self.rate, self.burst, cost)
 
     def wait_time(self, cost: float = 1.0) -> float:
         """What :meth:`try_acquire` would return now, without taking anything."""
         self._check(cost)
-        return self._store.transact(
-            self._key, _peek, self._clock.now(), self.rate, self.burst, cost
-        )
+        return self._store.peek_tokens(self._key, self._clock.now(), self.rate, self.burst, cost)
 
     @property
     def tokens(self) -> float:
         """Tokens available now."""
-        state = self._store.get(self._key)
-        if state is None:
-            return float(self.burst)
-        tokens, last = state
-        return _refilled(tokens, last, self._clock.now(), self.rate, self.burst)
+        return self._store.tokens(self._key, self._clock.now(), self.rate, self.burst)
 
     def _check(self, cost: float) -> None:
         if cost > self.burst:
@@ -168,6 +100,9 @@ class TokenBucket:
 class ConcurrencyLimiter:
     """Cap the calls in flight; ``None`` counts them without a cap.
 
+    The count lives in the store under ``key``, so limiters rebuilt by a config reload
+    (or other replicas, on a shared store) keep counting the calls already in flight.
+
     Example:
         >>> limiter = ConcurrencyLimiter(1)
         >>> limiter.try_acquire(), limiter.try_acquire()
@@ -177,61 +112,54 @@ class ConcurrencyLimiter:
         ConcurrencyLimiter(in_flight=0/1, high_water=1)
     """
 
-    __slots__ = ("_high_water", "_in_flight", "_lock", "max_concurrent")
+    __slots__ = ("_high_water", "_key", "_store", "max_concurrent")
 
-    def __init__(self, max_concurrent: int | None = None) -> None:
+    def __init__(
+        self,
+        max_concurrent: int | None = None,
+        *,
+        store: StateStore | None = None,
+        key: str = "slots",
+    ) -> None:
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1 or None, got {max_concurrent!r}")
         self.max_concurrent = max_concurrent
-        self._in_flight = 0
+        self._store: StateStore = store if store is not None else InMemoryStore()
+        self._key = key
         self._high_water = 0
-        self._lock = threading.Lock()
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free."""
-        with self._lock:
-            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
-                return False
-            self._in_flight += 1
-            self._high_water = max(self._high_water, self._in_flight)
-            return True
+        if not self._store.acquire_slot(self._key, self.max_concurrent):
+            return False
+        # A racy maximum is fine: it is a display figure, read with the count it follows.
+        self._high_water = max(self._high_water, self._store.slots_in_use(self._key))
+        return True
 
     def release(self) -> None:
-        """Give a slot back.
-
-        Raises:
-            RuntimeError: no slot is held: a double release, which would let the
-                cap be exceeded silently later.
-        """
-        with self._lock:
-            if self._in_flight == 0:
-                raise RuntimeError("release() without a matching try_acquire()")
-            self._in_flight -= 1
+        """Give a slot back (exactly once per :meth:`try_acquire`: leases guarantee it)."""
+        self._store.release_slot(self._key)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._store.slots_in_use(self._key)
 
     @property
     def high_water(self) -> int:
-        """The most calls ever in flight at once."""
+        """The most calls this limiter saw in flight at once."""
         return self._high_water
 
     @property
     def full(self) -> bool:
-        return self.max_concurrent is not None and self._in_flight >= self.max_concurrent
+        return self.max_concurrent is not None and self.in_flight >= self.max_concurrent
 
     def __repr__(self) -> str:
         cap = "unlimited" if self.max_concurrent is None else self.max_concurrent
-        return (
-            f"ConcurrencyLimiter(in_flight={self._in_flight}/{cap}, high_water={self._high_water})"
-        )
+        return f"ConcurrencyLimiter(in_flight={self.in_flight}/{cap}, high_water={self._high_water})"
 
 
 class ProviderLimiter:
-    """Both limits of one provider: admitted means a slot held and a token taken.
-
-    Limiters that share a ``store`` need distinct names: the name keys the bucket.
+    """Both limits of one provider, over one store, keyed by the provider's name.
 
     Example:
         >>> from router_middleware._clock import FakeClock
@@ -258,6 +186,7 @@ class ProviderLimiter:
         on_release: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        store = store if store is not None else InMemoryStore()
         self.bucket: TokenBucket | None = None
         if config.requests_per_second is not None:
             self.bucket = TokenBucket(
@@ -265,17 +194,16 @@ class ProviderLimiter:
                 config.effective_burst,
                 clock=clock,
                 store=store,
-                key=f"ratelimit:{name}",
+                key=f"{name}:bucket",
             )
-        self.concurrency = ConcurrencyLimiter(config.max_concurrent)
+        self.concurrency = ConcurrencyLimiter(
+            config.max_concurrent, store=store, key=f"{name}:slots"
+        )
         self._on_release = on_release
 
     def try_acquire(self) -> float:
-        """``0.0`` when admitted; else nothing is held and this is the wait.
-
-        The wait is ``math.inf`` when the concurrency cap is full: only a release
-        can end it, so wait for ``on_release``'s notification.
-        """
+        """``0.0`` when admitted (a token taken, a slot held); else nothing is held and
+        this is the wait, ``math.inf`` when only a release can end it."""
         concurrency, bucket = self.concurrency, self.bucket
         if concurrency.full:
             return math.inf
@@ -311,15 +239,6 @@ class ProviderLimiter:
     @property
     def high_water(self) -> int:
         return self.concurrency.high_water
-
-    @property
-    def idle(self) -> bool:
-        return self.concurrency.in_flight == 0
-
-    @property
-    def unlimited(self) -> bool:
-        """No rate and no cap: admission always succeeds, so callers may skip it."""
-        return self.bucket is None and self.concurrency.max_concurrent is None
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}"]

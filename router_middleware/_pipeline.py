@@ -1,11 +1,13 @@
 """The routing algorithm, written once for sync and async callers.
 
 For one request it reads top to bottom: **select** the candidates in strategy order,
-**admit** one (cool-down, breaker, limiter), **execute** with retries, **record** the
-outcome, and **fall back** to the next candidate. It performs no I/O: it is a generator
-that yields *steps* (call this provider, sleep, wait for capacity, emit an event) and is
-resumed with each call's outcome. ``_router.py`` drives it with threads or with asyncio,
-so both paths share every decision.
+**admit** one (its gates: cool-down, breaker, bucket, slots), **execute** with retries,
+**record** the outcome, and **fall back** to the next candidate. It performs no I/O: it
+is a generator that yields typed steps (``_steps``) and is resumed with what each step
+produced; ``_drive`` carries them out on a thread or on the event loop, so both paths
+share every decision. Each attempt is owned by its :class:`~._lease.Lease`; the plan
+settles it on every ending, delivery included (a stream's end, or its failure after the
+first chunk), and reports to the router's observer.
 """
 
 from __future__ import annotations
@@ -15,78 +17,67 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Final
+from typing import Any
 
 from cachetools import LRUCache
 
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
 from ._config import RouterConfig
+from ._context import RequestContext
 from ._errors import (
     AllProvidersFailedError,
     DeadlineExceededError,
+    IncompleteStreamError,
     NoProviderAvailableError,
     NoProviderForModelError,
+    ProviderTimeoutError,
 )
+from ._lease import Lease, admit
 from ._metrics import cost_of, usage_from_message
+from ._observe import AttemptEnd, Observer
 from ._provider import Provider
 from ._retry import plan_retry
+from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
 from ._strategies import SelectionStrategy
 
-__all__ = ["CALL", "EVENT", "SLEEP", "WAIT", "Pipeline", "Served", "Step"]
+__all__ = ["EMPTY", "Pipeline"]
 
-CALL: Final = 0
-"""``(CALL, provider, model, attempt_number, timeout)``: resume with ``None`` or the error."""
-SLEEP: Final = 1
-"""``(SLEEP, seconds)``: back off; no slot is held."""
-WAIT: Final = 2
-"""``(WAIT, seconds, blocked)``: no capacity anywhere. With ``blocked`` (pairs of a
-provider's slot queue and its snapshot) wait for a slot release, up to ``seconds``, and
-resume with whether one came; with ``None`` sleep ``seconds``, the computed time until a
-token refills or a breaker half-opens."""
-EVENT: Final = 3
-"""``(EVENT, name, data)``: a custom event for the request's run."""
-
-Step = tuple[Any, ...]
+EMPTY: Any = object()
+"""First 'chunk' of a stream that produced nothing: a valid, empty answer."""
 
 _MIN_PAUSE = 1e-6
 
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+Plan = Generator[Step, Any, Lease]
 
 
 class _Request:
     """What one request has done so far."""
 
     __slots__ = (
+        "admitted",
         "attempts",
         "candidates",
+        "ctx",
         "deadline",
         "done",
         "errors",
         "limited",
-        "model",
         "trail",
     )
 
-    def __init__(
-        self, model: str | None, candidates: list[Provider], start: float, deadline: float | None
-    ) -> None:
-        self.model = model
+    def __init__(self, ctx: RequestContext, candidates: list[Provider], deadline: float) -> None:
+        self.ctx = ctx
         self.candidates = candidates
-        self.deadline = start + deadline if deadline is not None else math.inf
+        self.deadline = deadline
         self.attempts = 0
         self.errors: dict[str, BaseException] = {}
         self.done: set[str] = set()
         self.trail: list[dict[str, Any]] = []
         self.limited: set[str] | None = None
-
-    def count_limited(self, provider: Provider) -> None:
-        """Count this request rate-limited at a provider once, however long it waits there."""
-        if self.limited is None:
-            self.limited = set()
-        if provider.name not in self.limited:
-            self.limited.add(provider.name)
-            provider.metrics.record_rate_limited()
+        self.admitted: set[str] | None = None
 
 
 class _Skipped:
@@ -98,7 +89,7 @@ class _Skipped:
         self.reasons: dict[str, str] = {}
         self.soonest = math.inf
         self.blocked: list[tuple[Provider, int]] = []
-        """Providers full (or half-open with their trials out), with their slot snapshot."""
+        """Providers a slot release can unblock, with their slot snapshot."""
 
     def note(self, name: str, reason: str, wait: float) -> None:
         self.reasons[name] = reason
@@ -114,34 +105,6 @@ def _pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider)
             provider.slots.notify()
 
 
-class Served:
-    """The attempt that answered: what the driver needs to record it and close it."""
-
-    __slots__ = ("model", "permit", "provider", "started", "trail")
-
-    def __init__(
-        self,
-        provider: Provider,
-        model: str,
-        permit: Any,
-        started: float,
-        trail: list[dict[str, Any]],
-    ) -> None:
-        self.provider = provider
-        self.model = model
-        self.permit = permit
-        self.started = started
-        self.trail = trail
-
-    def metadata(self) -> dict[str, Any]:
-        """What goes into the response's ``response_metadata["router"]``."""
-        return {
-            "provider": self.provider.name,
-            "model": self.model,
-            "attempts": self.trail,
-        }
-
-
 class Pipeline:
     """Selection, admission, retry and fallback over one set of providers."""
 
@@ -151,12 +114,14 @@ class Pipeline:
         config: RouterConfig,
         strategy: SelectionStrategy,
         clock: Clock,
+        observer: Observer,
         classifier: ErrorClassifier | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self.config = config
         self.strategy = strategy
         self.clock = clock
+        self.observer = observer
         self.classify: Callable[[BaseException], Classification] = chain_classifiers(
             *([classifier] if classifier else [])
         )
@@ -190,26 +155,41 @@ class Pipeline:
             self._candidates[model] = found
         return found
 
-    def run(self, model: str | None) -> Generator[Step, Any, Served]:
-        """Route one request; returns the attempt that answered (see module docstring)."""
-        req = _Request(model, self.candidates(model), self.clock.now(), self._deadline)
+    # -- select, admit ---------------------------------------------------------------------
+
+    def run(self, ctx: RequestContext) -> Plan:
+        """Route one request; returns the lease of the attempt that answered."""
+        candidates = self.candidates(ctx.model)
+        deadline = math.inf if self._deadline is None else self.clock.now() + self._deadline
+        req = _Request(ctx, candidates, deadline)
+        try:
+            return (yield from self._route(req))
+        finally:
+            if req.limited:
+                # One provider request each, and only where the request was never admitted.
+                for name in req.limited - (req.admitted or set()):
+                    self.observer.request_ended(name, "rate_limited")
+
+    def _route(self, req: _Request) -> Plan:
         wait_left = self._max_wait
         woke_from: list[tuple[Provider, int]] = []
+        model = req.ctx.model
         while True:
             skipped = _Skipped()
             for provider in self.strategy.order(req.candidates, model):
                 if provider.name in req.done:
                     continue
-                permit = self._admit(provider, req, skipped)
-                if permit is None:
+                lease = yield from self._admit(provider, req, skipped)
+                if lease is None:
                     continue
                 _pass_on_spare_slots(woke_from, provider)
-                served = yield from self._serve(provider, permit, req)
+                served = yield from self._serve(lease, req)
                 if served is not None:
                     return served
             if len(req.done) == len(req.candidates) or not skipped.reasons:
                 raise self._all_failed(req, skipped.reasons)
-            budget = min(wait_left, req.deadline - self.clock.now())
+            now = self.clock.now()
+            budget = min(wait_left, req.deadline - now)
             if budget <= 0 or (not skipped.blocked and skipped.soonest > budget):
                 if req.errors:
                     raise self._all_failed(req, skipped.reasons)
@@ -218,158 +198,231 @@ class Pipeline:
             # Never a pause too short to move a clock: asyncio runs timers due within its
             # clock resolution at once, and a virtual-time loop would then spin.
             pause = max(min(skipped.soonest, budget), _MIN_PAUSE)
-            blocked = [(p.slots, since) for p, since in skipped.blocked]
-            before = self.clock.now()
-            woken = yield (WAIT, pause, blocked or None)
-            waited = self.clock.now() - before
+            woken = False
+            if skipped.blocked:
+                woken = yield WaitForSlot(pause, [(p.slots, s) for p, s in skipped.blocked])
+            else:
+                yield Pause(pause)
+            waited = self.clock.now() - now
+            self.observer.waited(list(skipped.reasons), waited, woken)
             wait_left -= waited if woken else max(waited, pause)
             woke_from = skipped.blocked if woken else []
 
-    def _admit(self, provider: Provider, req: _Request, skipped: _Skipped) -> Any:
-        """Cool-down, breaker, limiter: the provider's permit, or ``None`` with the reason noted."""
-        name = provider.name
-        now = self.clock.now()
+    def _admit(
+        self, provider: Provider, req: _Request, skipped: _Skipped
+    ) -> Generator[Step, Any, Lease | None]:
+        """The provider's lease for the next attempt, or ``None`` with the reason noted."""
         # Read before trying, so a release between a refusal and the wait is not lost.
         since = provider.slots.snapshot()
-        if provider.cooldown_until > now:
-            skipped.note(name, "cooling down (Retry-After)", provider.cooldown_until - now)
-            req.count_limited(provider)
-            return None
-        permit = provider.breaker.try_acquire()
-        if permit is None:
-            after = provider.breaker.retry_after()
-            if after > 0:
-                skipped.note(name, f"circuit {provider.circuit_breaker_state}", after)
-            else:  # half-open, its trials under way: wake when one ends
-                skipped.note(name, f"circuit {provider.circuit_breaker_state}", math.inf)
-                skipped.blocked.append((provider, since))
-            return None
-        wait = provider.limiter.try_acquire()
-        if not wait:
-            return permit
-        provider.breaker.on_ignore(permit)
-        req.count_limited(provider)
-        if wait == math.inf:
-            skipped.note(name, "at max concurrency", math.inf)
+        model = req.ctx.model if req.ctx.model is not None else provider.models[0]
+        lease, refusal = admit(provider, model, req.attempts + 1, self.clock.now())
+        if lease.transitions:
+            yield from self._announce(lease)
+        if refusal is None:
+            return lease
+        skipped.note(provider.name, refusal.reason, refusal.wait)
+        if refusal.queue is not None:
             skipped.blocked.append((provider, since))
-        else:
-            skipped.note(name, f"rate limited for {wait:.3f}s", wait)
+        if refusal.limited:
+            if req.limited is None:
+                req.limited = set()
+            req.limited.add(provider.name)
         return None
 
-    def _serve(
-        self, provider: Provider, permit: Any, req: _Request
-    ) -> Generator[Step, Any, Served | None]:
+    # -- execute with retry, record, fall back --------------------------------------------
+
+    def _serve(self, lease: Lease, req: _Request) -> Generator[Step, Any, Lease | None]:
         """Try one admitted provider, retrying it as the policy allows.
 
-        Returns the served attempt, or ``None`` once it has failed over.
+        Returns the served lease, or ``None`` once the request has left this provider.
         """
+        provider, model = lease.provider, lease.model
         name = provider.name
-        model = req.model if req.model is not None else provider.models[0]
         provider.last_selected = next(self._sequence)
+        if req.admitted is None:
+            req.admitted = set()
+        req.admitted.add(name)
         tries = 0
         while True:
             now = self.clock.now()
             if req.attempts >= self._max_attempts or now >= req.deadline:
-                provider.breaker.on_ignore(permit)
-                provider.limiter.release()
-                provider.metrics.record_failure(None)
+                lease.ignore()
+                self.observer.attempt_ended(AttemptEnd(name, model, lease.attempt, "ignored"))
                 raise self._out_of_time(req)
             req.attempts += 1
+            lease.attempt = req.attempts
             tries += 1
             timeout = provider.timeouts.attempt_seconds
             if req.deadline != math.inf:
                 left = req.deadline - now
                 timeout = left if timeout is None else min(timeout, left)
-            error = yield (CALL, provider, model, req.attempts, timeout)
+            self.observer.attempt_started(name, model, lease.attempt)
+            result = yield Call(lease, timeout, req.deadline)
+            failed = isinstance(result, BaseException)
             req.trail.append(
-                {"provider": name, "model": model, "error": error and type(error).__name__}
+                {"provider": name, "model": model, "error": type(result).__name__ if failed else None}
             )
-            if error is None:
-                return Served(provider, model, permit, now, req.trail)
+            if not failed:
+                return (yield from self._deliver(lease, result, req))
 
             latency = self.clock.now() - now
-            verdict = yield from self._judge(provider, permit, error, latency)
-            if verdict.retry_after:
-                # The provider asked for time: skip it until then, whoever asks.
-                provider.cooldown_until = self.clock.now() + verdict.retry_after
+            verdict = yield from self._judge(lease, result, latency, stream_started=False)
             left = req.deadline - self.clock.now()
-            delay = plan_retry(
-                verdict, tries, provider.backoff, remaining=None if left == math.inf else left
-            )
-            if delay is not None and req.attempts < self._max_attempts:
-                provider.metrics.record_retry()
-                yield (
-                    EVENT,
+            delay = None
+            if req.attempts < self._max_attempts:
+                delay = plan_retry(
+                    verdict, tries, provider.backoff, remaining=None if left == math.inf else left
+                )
+            # Never back off for a provider whose breaker has just opened: fail over now.
+            if delay is not None and provider.breaker.is_open():
+                delay = None
+            end = AttemptEnd(name, model, lease.attempt, "failed", verdict.kind.value, latency)
+            if delay is not None:
+                self.observer.retried(name, lease.attempt, delay)
+                yield Emit(
                     "router_retry",
                     {
                         "provider": name,
-                        "attempt": req.attempts,
+                        "attempt": lease.attempt,
                         "delay": delay,
-                        "error": type(error).__name__,
+                        "error": type(result).__name__,
                     },
                 )
                 if delay > 0:
-                    yield (SLEEP, delay)
-                permit = self._readmit(provider)
-                if permit is not None:
+                    try:
+                        yield Sleep(delay)
+                    except BaseException:
+                        self.observer.attempt_ended(end)  # the request ends here, cancelled
+                        raise
+                again, refusal = admit(provider, model, req.attempts + 1, self.clock.now())
+                if again.transitions:
+                    yield from self._announce(again)
+                if refusal is None:
+                    self.observer.attempt_ended(_retried(end))
+                    lease = again
                     continue
-            provider.metrics.record_failure(
-                latency, timeout=verdict.kind is ErrorKind.TIMEOUT, fallback=True
-            )
-            req.errors[name] = error
+            self.observer.attempt_ended(_failed_over(end))
+            req.errors[name] = result
             req.done.add(name)
-            yield (
-                EVENT,
+            yield Emit(
                 "router_failover",
-                {"provider": name, "model": model, "error": type(error).__name__},
+                {"provider": name, "model": model, "error": type(result).__name__},
             )
             return None
+
+    def _deliver(
+        self, lease: Lease, result: Any, req: _Request
+    ) -> Generator[Step, Any, Lease]:
+        """Hand the answer over, then settle the lease on how delivery ended."""
+        if req.ctx.stream and result[0] is not EMPTY:
+            lease.first_chunk = self.clock.now() - lease.started
+        outcome = yield Deliver(lease, result, req.deadline, req.trail)
+        provider = lease.provider
+        latency = self.clock.now() - lease.started
+        if outcome is None:
+            message = lease.message
+            tokens_in, tokens_out = usage_from_message(message) if message is not None else (0, 0)
+            cost = 0.0
+            if tokens_in or tokens_out:
+                model_cfg = provider.config.model(lease.model)
+                if model_cfg is not None:
+                    cost = cost_of(model_cfg, tokens_in, tokens_out)
+            lease.succeed(message)
+            self.observer.attempt_ended(
+                AttemptEnd(
+                    provider.name,
+                    lease.model,
+                    lease.attempt,
+                    "succeeded",
+                    latency=latency,
+                    first_chunk=lease.first_chunk,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                    cost=cost,
+                )
+            )
+            if lease.transitions:
+                yield from self._announce(lease)
+            return lease
+        # The stream broke after its first chunk: no failover, the error reaches the caller.
+        verdict = yield from self._judge(lease, outcome, latency, stream_started=True)
+        self.observer.attempt_ended(
+            AttemptEnd(
+                provider.name,
+                lease.model,
+                lease.attempt,
+                "failed",
+                verdict.kind.value,
+                latency,
+                first_chunk=lease.first_chunk,
+            )
+        )
+        if isinstance(outcome, ProviderTimeoutError) and outcome.phase == "deadline":
+            limit = f"deadline {self._deadline:g}s"
+            raise DeadlineExceededError(
+                req.ctx.model, {provider.name: outcome}, req.attempts, limit
+            ) from outcome
+        if verdict.kind is ErrorKind.TRANSIENT and not isinstance(outcome, IncompleteStreamError):
+            raise IncompleteStreamError(
+                provider.name, f"the stream broke after its first chunk ({type(outcome).__name__})"
+            ) from outcome
+        raise outcome
 
     def _judge(
-        self, provider: Provider, permit: Any, error: BaseException, latency: float
+        self, lease: Lease, error: BaseException, latency: float, *, stream_started: bool
     ) -> Generator[Step, Any, Classification]:
-        """Classify a failed attempt, tell the breaker, then free the slot.
+        """Classify a failed attempt and settle its lease on the verdict.
 
-        The breaker hears first: a request waiting on a half-open provider is woken by the
-        release and must then see the breaker's new state. Errors that must not fail over
-        are raised from here, untouched.
+        Errors that must not fail over (cancellations, bugs, refusals, and the
+        classifier's own error) propagate from here, untouched, once the lease is settled.
         """
+        provider = lease.provider
         if isinstance(error, _CANCELLED):
-            provider.breaker.on_ignore(permit)
-            provider.limiter.release()
-            provider.metrics.record_cancelled()
-            raise error
-        verdict = self.classify(error)
-        if not verdict.policy.failover:
-            provider.breaker.on_ignore(permit)
-            provider.limiter.release()
-            provider.metrics.record_failure(latency)
-            raise error
-        if verdict.policy.counts_for_breaker:
-            moved = provider.breaker.on_failure(permit)
-        else:
-            moved = provider.breaker.on_ignore(permit)
-        provider.limiter.release()
-        for t in moved:
-            yield (
-                EVENT,
-                "router_breaker_change",
-                {"provider": provider.name, "from": t.from_state.value, "to": t.to_state.value},
+            lease.cancel()
+            self.observer.attempt_ended(
+                AttemptEnd(provider.name, lease.model, lease.attempt, "cancelled", latency=latency)
             )
+            raise error
+        try:
+            verdict = self.classify(error)
+        except BaseException:
+            lease.ignore()
+            self.observer.attempt_ended(
+                AttemptEnd(provider.name, lease.model, lease.attempt, "ignored", latency=latency)
+            )
+            raise
+        if verdict.policy.failover:
+            lease.fail(verdict)
+        else:
+            lease.ignore(verdict)
+        if lease.cooldown is not None:
+            self.observer.cooled_down(provider.name, lease.cooldown)
+        if lease.transitions:
+            yield from self._announce(lease)
+        if not verdict.policy.failover and not stream_started:
+            self.observer.attempt_ended(
+                AttemptEnd(
+                    provider.name, lease.model, lease.attempt, "failed", verdict.kind.value, latency
+                )
+            )
+            raise error
         return verdict
 
-    def _readmit(self, provider: Provider) -> Any:
-        """A permit for a retry on the same provider, or ``None`` (then fail over)."""
-        permit = provider.breaker.try_acquire()
-        if permit is None:
-            return None
-        if provider.limiter.try_acquire() == 0.0:
-            return permit
-        provider.breaker.on_ignore(permit)
-        return None
+    def _announce(self, lease: Lease) -> Generator[Step, Any, None]:
+        """A custom event for each breaker transition the attempt caused."""
+        moved, lease.transitions = lease.transitions, []
+        try:
+            for t in moved:
+                yield Emit(
+                    "router_breaker_change",
+                    {"provider": t.name, "from": t.from_state.value, "to": t.to_state.value},
+                )
+        except BaseException:
+            lease.cancel()  # a callback raised while the lease was held: give it back
+            raise
 
     def _all_failed(self, req: _Request, skipped: dict[str, str]) -> AllProvidersFailedError:
-        exc = AllProvidersFailedError(req.model, req.errors, req.attempts, skipped=skipped)
+        exc = AllProvidersFailedError(req.ctx.model, req.errors, req.attempts, skipped=skipped)
         if req.errors:
             exc.__cause__ = list(req.errors.values())[-1]
         return exc
@@ -379,49 +432,19 @@ class Pipeline:
             limit = f"max_attempts {self._max_attempts}"
         else:
             limit = f"deadline {self._deadline:g}s"
-        exc = DeadlineExceededError(req.model, req.errors, req.attempts, limit)
+        exc = DeadlineExceededError(req.ctx.model, req.errors, req.attempts, limit)
         if req.errors:
             exc.__cause__ = list(req.errors.values())[-1]
         return exc
 
-    # -- recording what the driver reports after a served attempt ---------------------------
 
-    def succeed(self, served: Served, message: Any) -> None:
-        """Record a served attempt's success and free its slot."""
-        provider = served.provider
-        provider.breaker.on_success(served.permit)  # before the release: see _judge
-        provider.limiter.release()
-        tokens_in, tokens_out = usage_from_message(message)
-        cost = 0.0
-        if tokens_in or tokens_out:
-            model_cfg = provider.config.model(served.model)
-            if model_cfg is not None:
-                cost = cost_of(model_cfg, tokens_in, tokens_out)
-        provider.metrics.record_success(
-            self.clock.now() - served.started,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-            cost=cost,
-        )
+def _retried(end: AttemptEnd) -> AttemptEnd:
+    return AttemptEnd(
+        end.provider, end.model, end.attempt, end.outcome, end.kind, end.latency, ends_request=False
+    )
 
-    def first_token(self, served: Served) -> None:
-        """Record a stream's time to first chunk."""
-        served.provider.metrics.record_first_token(self.clock.now() - served.started)
 
-    def fail_after_start(self, served: Served, error: BaseException) -> None:
-        """Record a stream that broke after its first chunk (no failover is possible)."""
-        provider = served.provider
-        if isinstance(error, _CANCELLED):
-            provider.breaker.on_ignore(served.permit)
-            provider.limiter.release()
-            provider.metrics.record_cancelled()
-            return
-        verdict = self.classify(error)
-        if verdict.policy.counts_for_breaker and verdict.policy.failover:
-            provider.breaker.on_failure(served.permit)
-        else:
-            provider.breaker.on_ignore(served.permit)
-        provider.limiter.release()
-        provider.metrics.record_failure(
-            self.clock.now() - served.started, timeout=verdict.kind is ErrorKind.TIMEOUT
-        )
+def _failed_over(end: AttemptEnd) -> AttemptEnd:
+    return AttemptEnd(
+        end.provider, end.model, end.attempt, end.outcome, end.kind, end.latency, fallback=True
+    )

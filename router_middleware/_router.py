@@ -1,9 +1,9 @@
 """``ResilientRouter``: the LangChain Runnable that routes each request across providers.
 
-The algorithm lives in ``_pipeline.py``, its sync and async adapters in ``_drive.py`` and
-the attempt mechanism in ``_execute.py``; this module opens the router's run, hands it to
-the pipeline, and offers the runtime controls (enable, disable, reset, reload) and the
-metrics view.
+The algorithm lives in ``_pipeline.py``, the run scaffold of every entry point in
+``_run.py``, its sync and async drivers in ``_drive.py`` and the attempt mechanism in
+``_execute.py``; this module holds the router's parts and offers the runtime controls
+(enable, disable, reset, reload) and the metrics view.
 """
 
 from __future__ import annotations
@@ -15,32 +15,23 @@ from typing import TYPE_CHECKING, Any, cast
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import (
-    ensure_config,
-    get_async_callback_manager_for_config,
-    get_callback_manager_for_config,
-)
 from pydantic import ConfigDict, Field, SkipValidation
 
-from ._assembly import BreakerListener, Listeners, build_pipeline, with_inferred_providers
+from ._assembly import BreakerListener, Listeners, build, with_inferred_providers
+from ._binding import Binding, ProviderTarget
 from ._classify import ErrorClassifier
 from ._clock import Clock, SystemClock
 from ._config import RouterConfig
 from ._display import MetricsSnapshot, router_html
-from ._drive import adrive, annotate, drive
 from ._errors import UnknownProviderError
-from ._execute import (
-    EMPTY,
-    call_async,
-    call_sync,
-    open_stream_async,
-    open_stream_sync,
-)
+from ._metrics import ProviderMetrics
+from ._observe import MetricsObserver, Observer, Observers
 from ._pipeline import Pipeline
-from ._provider import Provider, ProviderTarget
+from ._provider import Provider
+from ._run import ainvoke_run, astream_run, invoke_run, stream_run
 from ._storage import InMemoryStore, StateStore
 from ._strategies import SelectionStrategy
-from ._types import LLMRequest, LLMResponse, check_input
+from ._types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     from ._settings import RouterSettings
@@ -71,9 +62,12 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     # Plain fields, not private attributes: they are read on every request, and pydantic
     # private-attribute reads go through a slow ``__getattr__``.
     pipeline: SkipValidation[Pipeline] = Field(exclude=True, repr=False)
+    bindings: SkipValidation[dict[str, Binding]] = Field(exclude=True, repr=False)
     clock: SkipValidation[Clock] = Field(exclude=True, repr=False)
     store: SkipValidation[StateStore] = Field(exclude=True, repr=False)
     listeners: SkipValidation[Listeners] = Field(exclude=True, repr=False)
+    observers: SkipValidation[Observers] = Field(exclude=True, repr=False)
+    provider_metrics: SkipValidation[dict[str, ProviderMetrics]] = Field(exclude=True, repr=False)
     strategy: SkipValidation[SelectionStrategy | None] = Field(exclude=True, repr=False)
     classifier: SkipValidation[ErrorClassifier | None] = Field(exclude=True, repr=False)
     seed: int | None = Field(default=None, exclude=True, repr=False)
@@ -90,6 +84,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         clock: Clock | None = None,
         store: StateStore | None = None,
         listeners: list[BreakerListener] | None = None,
+        observers: list[Observer] | None = None,
         seed: int | None = None,
     ) -> None:
         """Build a router.
@@ -103,20 +98,51 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             classifier: consulted before the default error classifier.
             clock, store: time and state backends (tests, shared state).
             listeners: called on every circuit-breaker transition.
+            observers: hear every attempt, retry, wait and transition (exporters).
             seed: makes backoff jitter repeatable (simulations, tests).
         """
         targets = dict(providers or {})
         cfg = with_inferred_providers(RouterConfig.coerce(config or {}), targets)
+        metrics: dict[str, ProviderMetrics] = {}
         parts: dict[str, Any] = {
             "clock": clock or SystemClock(),
-            "store": store or InMemoryStore(),
+            "store": store if store is not None else InMemoryStore(),
             "listeners": Listeners(listeners or []),
+            "observers": Observers([MetricsObserver(metrics.get), *(observers or [])]),
             "strategy": strategy,
             "classifier": classifier,
             "seed": seed,
         }
-        pipeline = build_pipeline(cfg, targets, {}, **parts)
-        super().__init__(router_config=cfg, pipeline=pipeline, **parts)
+        pipeline, bindings = self._build(cfg, targets, {}, metrics, parts)
+        super().__init__(
+            router_config=cfg,
+            pipeline=pipeline,
+            bindings=bindings,
+            provider_metrics=metrics,
+            **parts,
+        )
+
+    @staticmethod
+    def _build(
+        cfg: RouterConfig,
+        targets: Mapping[str, ProviderTarget],
+        previous: Mapping[str, Provider],
+        metrics: dict[str, ProviderMetrics],
+        parts: Mapping[str, Any],
+    ) -> tuple[Pipeline, dict[str, Binding]]:
+        return build(
+            cfg,
+            targets,
+            previous,
+            clock=parts["clock"],
+            store=parts["store"],
+            listeners=parts["listeners"],
+            observer=parts["observers"],
+            metrics=metrics,
+            strategy=parts["strategy"],
+            classifier=parts["classifier"],
+            seed=parts["seed"],
+        )
 
     @classmethod
     def create(
@@ -178,8 +204,10 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             raise UnknownProviderError(name, list(self.pipeline.providers)) from None
 
     def enable(self, name: str) -> None:
-        """Put provider ``name`` back in rotation."""
-        self.provider(name).enabled = True
+        """Put provider ``name`` back in rotation, with no ``Retry-After`` cool-down."""
+        provider = self.provider(name)
+        provider.enabled = True
+        provider.clear_cooldown()
         self.pipeline.invalidate()
 
     def disable(self, name: str) -> None:
@@ -188,12 +216,18 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         self.pipeline.invalidate()
 
     def reset_breaker(self, name: str) -> None:
-        """Close provider ``name``'s circuit breaker and forget its failures."""
-        self.provider(name).breaker.reset()
+        """Close provider ``name``'s circuit breaker, forget its failures, end its cool-down."""
+        provider = self.provider(name)
+        provider.breaker.reset()
+        provider.clear_cooldown()
 
     def add_listener(self, listener: BreakerListener) -> None:
         """Call ``listener`` on every breaker transition of any provider."""
         self.listeners.append(listener)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Report every attempt, retry, wait, cool-down and transition to ``observer``."""
+        self.observers.add(observer)
 
     def apply_config(
         self,
@@ -211,21 +245,25 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             reload_from_settings(self, config, providers)
             return
         old = self.pipeline.providers
-        targets: dict[str, ProviderTarget] = {name: p.target for name, p in old.items()}
+        targets: dict[str, ProviderTarget] = {n: b.target for n, b in self.bindings.items()}
         targets.update(providers or {})
         cfg = RouterConfig.coerce(config)
         keep = {p.name for p in cfg.providers}
-        self.pipeline = build_pipeline(
-            cfg,
-            {n: t for n, t in targets.items() if n in keep},
-            old,
-            clock=self.clock,
-            store=self.store,
-            listeners=self.listeners,
-            strategy=self.strategy,
-            classifier=self.classifier,
-            seed=self.seed,
+        parts = {
+            "clock": self.clock,
+            "store": self.store,
+            "listeners": self.listeners,
+            "observers": self.observers,
+            "strategy": self.strategy,
+            "classifier": self.classifier,
+            "seed": self.seed,
+        }
+        pipeline, bindings = self._build(
+            cfg, {n: t for n, t in targets.items() if n in keep}, old, self.provider_metrics, parts
         )
+        for provider in pipeline.providers.values():
+            provider.clear_cooldown()  # a new config is a fresh look at every provider
+        self.pipeline, self.bindings = pipeline, bindings
         self.router_config = cfg
 
     def reload(
@@ -245,24 +283,24 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                 enabled=p.enabled,
                 circuit_breaker_state=p.circuit_breaker_state,
                 in_flight=p.limiter.in_flight,
+                cooldown_seconds=p.cooldown_left,
+                cooldown_until=p.cooldown_until,
             )
             providers[name] = snap
-        keys = ("total_requests", "successful_requests", "failed_requests", "rate_limited_requests")
+        keys = (
+            "total_requests",
+            "successful_requests",
+            "failed_requests",
+            "throttled",
+            "rate_limited_requests",
+        )
         totals = {k: sum(s[k] for s in providers.values()) for k in keys}
         return MetricsSnapshot({"providers": providers, "totals": totals})
 
     def _repr_html_(self) -> str:
         return router_html(self)
 
-    # -- the Runnable -------------------------------------------------------------------------
-
-    def _requested_model(self, model: str | None, config: RunnableConfig) -> str | None:
-        if model is not None:
-            return model
-        configurable = config.get("configurable")
-        if configurable and "model" in configurable:
-            return cast(str, configurable["model"])
-        return self.pipeline.config.default_model
+    # -- the Runnable (each entry point is one run scaffold: see _run.py) -------------------
 
     def invoke(
         self,
@@ -272,19 +310,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> BaseMessage:
-        config, model = self._prepare(input, config, model)
-        run = get_callback_manager_for_config(config).on_chain_start(
-            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
-        )
-        try:
-            output, served = drive(self.pipeline, call_sync, input, config, run, model, kwargs)
-            self.pipeline.succeed(served, output)
-            output = annotate(output, served)
-        except BaseException as exc:
-            run.on_chain_error(exc)
-            raise
-        run.on_chain_end(output)
-        return cast(BaseMessage, output)
+        return invoke_run(self, input, config, model, kwargs)
 
     async def ainvoke(
         self,
@@ -294,21 +320,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> BaseMessage:
-        config, model = self._prepare(input, config, model)
-        run = await get_async_callback_manager_for_config(config).on_chain_start(
-            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
-        )
-        try:
-            output, served = await adrive(
-                self.pipeline, call_async, input, config, run, model, kwargs
-            )
-            self.pipeline.succeed(served, output)
-            output = annotate(output, served)
-        except BaseException as exc:
-            await run.on_chain_error(exc)
-            raise
-        await run.on_chain_end(output)
-        return cast(BaseMessage, output)
+        return await ainvoke_run(self, input, config, model, kwargs)
 
     def stream(
         self,
@@ -318,36 +330,9 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> Iterator[BaseMessageChunk]:
-        config, model = self._prepare(input, config, model)
-        run = get_callback_manager_for_config(config).on_chain_start(
-            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
-        )
-        final: Any = None
-        try:
-            (first, chunks), served = drive(
-                self.pipeline, open_stream_sync, input, config, run, model, kwargs
-            )
-            if first is not EMPTY:
-                self.pipeline.first_token(served)
-                try:
-                    final = annotate(first, served)
-                    yield final
-                    for chunk in chunks:
-                        final = final + chunk
-                        yield chunk
-                except BaseException as exc:
-                    self.pipeline.fail_after_start(served, exc)
-                    close = getattr(chunks, "close", None)
-                    if close is not None:
-                        close()
-                    raise
-            self.pipeline.succeed(served, final)
-        except BaseException as exc:
-            run.on_chain_error(exc)
-            raise
-        run.on_chain_end(final)
+        return stream_run(self, input, config, model, kwargs)
 
-    async def astream(
+    def astream(
         self,
         input: LanguageModelInput,
         config: RunnableConfig | None = None,
@@ -355,46 +340,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[BaseMessageChunk]:
-        config, model = self._prepare(input, config, model)
-        run = await get_async_callback_manager_for_config(config).on_chain_start(
-            None, input, name=self._run_name(config), run_id=config.pop("run_id", None)
-        )
-        final: Any = None
-        try:
-            (first, chunks), served = await adrive(
-                self.pipeline, open_stream_async, input, config, run, model, kwargs
-            )
-            if first is not EMPTY:
-                self.pipeline.first_token(served)
-                try:
-                    final = annotate(first, served)
-                    yield final
-                    async for chunk in chunks:
-                        final = final + chunk
-                        yield chunk
-                except BaseException as exc:
-                    self.pipeline.fail_after_start(served, exc)
-                    aclose = getattr(chunks, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-                    raise
-            self.pipeline.succeed(served, final)
-        except BaseException as exc:
-            await run.on_chain_error(exc)
-            raise
-        await run.on_chain_end(final)
-
-    # -- driving the pipeline --------------------------------------------------------------
-
-    def _prepare(
-        self, value: Any, config: RunnableConfig | None, model: str | None
-    ) -> tuple[RunnableConfig, str | None]:
-        check_input(value)
-        config = ensure_config(config)
-        return config, self._requested_model(model, config)
-
-    def _run_name(self, config: RunnableConfig) -> str:
-        return config.get("run_name") or self.get_name()
+        return astream_run(self, input, config, model, kwargs)
 
     # -- seed parity ----------------------------------------------------------------------
 

@@ -379,7 +379,7 @@ def reload_from_settings(
         kept = list(router.router_config.providers)
         cfg = RouterConfig.coerce({**cfg.model_dump(exclude={"providers"}), "providers": kept})
     else:
-        known = {name: p.target for name, p in router.providers.items()}
+        known = {name: b.target for name, b in router.bindings.items()}
         known.update(runnables or {})
         wanted = {normalize_name(p.name) for p in cfg.providers}
         cfg = _bind({n: t for n, t in known.items() if normalize_name(n) in wanted}, cfg, settings)

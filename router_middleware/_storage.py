@@ -1,38 +1,109 @@
-"""Where limiter and breaker state lives: a tiny storage interface.
+"""Where live limiter, breaker and cool-down state lives: storage as domain operations.
 
-The algorithms (token bucket, breaker) are pure functions of ``(state, now, ...)``;
-a store only applies one atomically. :class:`InMemoryStore` does it under a lock held
-for the few microseconds of the function, never across a provider call or an
-``await``. A shared backend (Redis) implements the same ``transact`` with an optimistic
-transaction, so memory and Redis run one algorithm.
+The policies (``_limiter``, ``_breaker``, the cool-down gate) never read-modify-write
+state themselves: they ask a store for one domain operation (take tokens, take a slot,
+acquire a breaker permit, report an outcome, set a cool-down), and each backend carries
+it out natively and atomically. :class:`InMemoryStore` runs the pure algorithms of
+``_bucket`` and ``_breaker_algorithm`` under one lock held for microseconds, never across
+a provider call or an ``await``; a shared backend runs each operation as one server-side
+script, one round trip per decision. Every operation has an async form (``a`` + name)
+for backends whose operations are I/O.
+
+Keys are ``<provider>:<what>`` under the store's ``namespace``; :meth:`forget` drops
+every key of a provider that left the configuration.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from . import _breaker_algorithm as algo
+from ._breaker_algorithm import BreakerRecord, BreakerTransition
+from ._bucket import BucketState, level, peek_tokens, refund_tokens, take_tokens
+from ._config import CircuitBreakerConfig
 
 __all__ = ["InMemoryStore", "StateStore"]
 
-R = TypeVar("R")
+Transitions = tuple[BreakerTransition, ...]
 
 
 @runtime_checkable
 class StateStore(Protocol):
-    """Atomic read-modify-write of one state value per key."""
+    """The domain operations the router's policies need, each atomic."""
 
-    def transact(self, key: str, fn: Callable[..., tuple[Any, R]], *args: Any) -> R:
-        """Atomically run ``fn(state_or_None, *args) -> (new_state, result)``; return result."""
+    namespace: str
+
+    def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        """Take ``cost`` tokens: ``0.0`` if taken, else the seconds until they will be there."""
         ...
 
-    def get(self, key: str) -> Any:
-        """The current state of ``key`` (``None`` when absent), read without a transaction.
-
-        Possibly stale by the time it is used: for display, and for fast paths that only
-        skip a transaction which would have changed nothing.
-        """
+    def refund_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> None:
+        """Give back tokens taken for a call that never ran."""
         ...
+
+    def peek_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        """What :meth:`take_tokens` would answer, taking nothing."""
+        ...
+
+    def tokens(self, key: str, now: float, rate: float, burst: float) -> float:
+        """Tokens available now (for display)."""
+        ...
+
+    def acquire_slot(self, key: str, cap: int | None) -> bool:
+        """Take one of ``cap`` slots (``None``: count without a cap); False when full."""
+        ...
+
+    def release_slot(self, key: str) -> None:
+        """Give a slot back; a key that was forgotten meanwhile is left alone."""
+        ...
+
+    def slots_in_use(self, key: str) -> int: ...
+
+    def breaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        """A permit's generation (``None``: rejected) and the transitions it caused."""
+        ...
+
+    def breaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        """Report one permit's outcome (``SUCCESS``, ``FAILURE`` or ``IGNORE``)."""
+        ...
+
+    def breaker_command(
+        self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[BreakerRecord, Transitions]:
+        """``"observe"``, ``"reset"`` or ``"force_open"``: the record after it, and moves."""
+        ...
+
+    def breaker_record(self, key: str) -> BreakerRecord | None:
+        """The stored record, read without a transaction (possibly stale: for fast paths)."""
+        ...
+
+    def set_cooldown(self, key: str, until: float) -> float:
+        """Cool down until ``until`` (a later end wins); returns the end now in force."""
+        ...
+
+    def clear_cooldown(self, key: str) -> None: ...
+
+    def cooldown_until(self, key: str) -> float:
+        """The end of the cool-down in force; 0.0 when none was set."""
+        ...
+
+    def forget(self, provider: str) -> int:
+        """Drop every key of ``provider``; returns how many were dropped."""
+        ...
+
+
+_COMMANDS = {"observe": algo.advance, "reset": algo.reset, "force_open": algo.force_open}
 
 
 class InMemoryStore:
@@ -40,26 +111,178 @@ class InMemoryStore:
 
     Example:
         >>> store = InMemoryStore()
-        >>> store.transact("n", lambda s: ((s or 0) + 1, "done"))
-        'done'
-        >>> store.get("n")
-        1
+        >>> store.take_tokens("openai:bucket", 0.0, rate=1, burst=1, cost=1)
+        0.0
+        >>> store.take_tokens("openai:bucket", 0.0, rate=1, burst=1, cost=1)
+        1.0
+        >>> store.acquire_slot("openai:slots", cap=1), store.acquire_slot("openai:slots", cap=1)
+        (True, False)
+        >>> store
+        InMemoryStore(namespace='router', keys=2)
+        >>> store.forget("openai")
+        2
     """
 
-    __slots__ = ("_data", "_lock")
+    __slots__ = ("_data", "_lock", "namespace")
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = "router") -> None:
+        self.namespace = namespace
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def transact(self, key: str, fn: Callable[..., tuple[Any, R]], *args: Any) -> R:
-        with self._lock:
-            state, result = fn(self._data.get(key), *args)
-            self._data[key] = state
-            return result
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
 
-    def get(self, key: str) -> Any:
-        return self._data.get(key)
+    # -- token buckets ---------------------------------------------------------------------
+
+    def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        k = self._key(key)
+        with self._lock:
+            state, wait = take_tokens(self._data.get(k), now, rate, burst, cost)
+            self._data[k] = state
+        return wait
+
+    def refund_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> None:
+        k = self._key(key)
+        with self._lock:
+            self._data[k] = refund_tokens(self._data.get(k), now, rate, burst, cost)
+
+    def peek_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        state: BucketState | None = self._data.get(self._key(key))
+        return peek_tokens(state, now, rate, burst, cost)
+
+    def tokens(self, key: str, now: float, rate: float, burst: float) -> float:
+        return level(self._data.get(self._key(key)), now, rate, burst)
+
+    # -- concurrency slots -----------------------------------------------------------------
+
+    def acquire_slot(self, key: str, cap: int | None) -> bool:
+        k = self._key(key)
+        with self._lock:
+            used = self._data.get(k, 0)
+            if cap is not None and used >= cap:
+                return False
+            self._data[k] = used + 1
+        return True
+
+    def release_slot(self, key: str) -> None:
+        k = self._key(key)
+        with self._lock:
+            used = self._data.get(k)
+            if used:
+                self._data[k] = used - 1
+
+    def slots_in_use(self, key: str) -> int:
+        return int(self._data.get(self._key(key), 0))
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    def breaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        k = self._key(key)
+        with self._lock:
+            rec, result = algo.acquire(self._data.get(k), now, cfg, name)
+            self._data[k] = rec
+        return result
+
+    def breaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        k = self._key(key)
+        with self._lock:
+            rec, moved = algo.report(self._data.get(k), now, cfg, name, generation, outcome)
+            self._data[k] = rec
+        return moved
+
+    def breaker_command(
+        self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[BreakerRecord, Transitions]:
+        fn = _COMMANDS[command]
+        k = self._key(key)
+        with self._lock:
+            rec, moved = fn(self._data.get(k), now, cfg, name)
+            self._data[k] = rec
+        return rec, moved
+
+    def breaker_record(self, key: str) -> BreakerRecord | None:
+        rec: BreakerRecord | None = self._data.get(self._key(key))
+        return rec
+
+    # -- cool-downs ------------------------------------------------------------------------
+
+    def set_cooldown(self, key: str, until: float) -> float:
+        k = self._key(key)
+        with self._lock:
+            until = max(until, self._data.get(k, 0.0))
+            self._data[k] = until
+        return until
+
+    def clear_cooldown(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(self._key(key), None)
+
+    def cooldown_until(self, key: str) -> float:
+        return float(self._data.get(self._key(key), 0.0))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def forget(self, provider: str) -> int:
+        prefix = self._key(f"{provider}:")
+        with self._lock:
+            gone = [k for k in self._data if k.startswith(prefix)]
+            for k in gone:
+                del self._data[k]
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- async forms: every operation is a few microseconds under a thread lock -----------
+
+    async def atake_tokens(
+        self, key: str, now: float, rate: float, burst: float, cost: float
+    ) -> float:
+        return self.take_tokens(key, now, rate, burst, cost)
+
+    async def arefund_tokens(
+        self, key: str, now: float, rate: float, burst: float, cost: float
+    ) -> None:
+        self.refund_tokens(key, now, rate, burst, cost)
+
+    async def aacquire_slot(self, key: str, cap: int | None) -> bool:
+        return self.acquire_slot(key, cap)
+
+    async def arelease_slot(self, key: str) -> None:
+        self.release_slot(key)
+
+    async def abreaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        return self.breaker_acquire(key, now, cfg, name)
+
+    async def abreaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        return self.breaker_report(key, now, cfg, name, generation, outcome)
+
+    async def aset_cooldown(self, key: str, until: float) -> float:
+        return self.set_cooldown(key, until)
+
+    async def acooldown_until(self, key: str) -> float:
+        return self.cooldown_until(key)
 
     def __repr__(self) -> str:
-        return f"InMemoryStore(keys={len(self._data)})"
+        return f"InMemoryStore(namespace={self.namespace!r}, keys={len(self._data)})"

@@ -1,0 +1,76 @@
+"""What one request is: the model asked for, its input and options, its run config.
+
+Selection and admission read a :class:`RequestContext`, so a gate weighted by tokens, a
+context-window check or a cache key has what it needs without a new parameter each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+__all__ = ["RequestContext"]
+
+
+class RequestContext:
+    """One request as the pipeline sees it.
+
+    Attributes:
+        model: the model asked for (``None``: any provider's first model).
+        input: what the caller passed (chat input or an ``LLMRequest``).
+        options: call options (``stop``, ``temperature``, bound tools...).
+        config: the run config (tags, metadata, callbacks).
+        stream: whether the caller streams.
+
+    Example:
+        >>> ctx = RequestContext("fast", "Hello there, router", {}, {}, stream=False)
+        >>> ctx.estimated_tokens()
+        9
+    """
+
+    __slots__ = ("_tokens", "config", "input", "model", "options", "stream")
+
+    def __init__(
+        self,
+        model: str | None,
+        input: Any,
+        options: Mapping[str, Any],
+        config: RunnableConfig,
+        *,
+        stream: bool,
+    ) -> None:
+        self.model = model
+        self.input = input
+        self.options = dict(options)
+        self.config = config
+        self.stream = stream
+        self._tokens: int | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.config.get("tags") or ())
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.config.get("metadata") or {})
+
+    def estimated_tokens(self) -> int:
+        """An estimate of the input's tokens (about 4 characters each, plus 3 a message),
+        computed once, on first use."""
+        if self._tokens is None:
+            from langchain_core.messages.utils import count_tokens_approximately
+
+            from ._types import LLMRequest, request_from_input
+
+            value = self.input
+            if isinstance(value, LLMRequest):
+                messages = value.to_messages()
+            else:
+                messages = request_from_input(value, self.model).messages
+            self._tokens = count_tokens_approximately(messages)
+        return self._tokens
+
+    def __repr__(self) -> str:
+        return f"RequestContext(model={self.model!r}, stream={self.stream})"

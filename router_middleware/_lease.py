@@ -1,0 +1,175 @@
+"""The lease: the one owner of a provider attempt, from admission to settle.
+
+:func:`admit` runs a provider's gates and returns a :class:`Lease` holding what they
+granted (a breaker permit, a token, a concurrency slot). The lease is settled exactly
+once, by :meth:`Lease.succeed`, :meth:`Lease.fail`, :meth:`Lease.ignore` or
+:meth:`Lease.cancel`; a second settle is a no-op, so every ending path may settle
+without knowing whether another already did. Only the lease releases what was granted.
+
+Invariants:
+
+* each gate that admitted the attempt exits exactly once;
+* the breaker hears the verdict before the slot is released (gates exit in order);
+* a slot is released only once the provider call has really ended: a call that outlives
+  the attempt (a sync call abandoned at its timeout, a stream whose reader is still
+  blocked in the provider) is :meth:`Lease.detach`-ed, and the slot goes back when it
+  reports :meth:`Lease.call_ended`, whichever of that and the settle comes last.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ._breaker import BreakerTransition, Permit
+from ._classification import Classification
+from ._gates import Refusal
+
+if TYPE_CHECKING:
+    from ._provider import Provider
+
+__all__ = ["Lease", "admit"]
+
+
+class Lease:
+    """One admitted attempt on one provider.
+
+    Attributes:
+        provider, model, attempt: who is called, for which model, the request's attempt
+            number (1-based).
+        started: clock time of admission.
+        outcome: ``None`` until settled, then ``"succeeded"``, ``"failed"``,
+            ``"ignored"`` or ``"cancelled"``.
+        verdict: the classification of a failure.
+        transitions: breaker transitions caused by this attempt, for the request's events.
+        cooldown: seconds of ``Retry-After`` cool-down this attempt set, if any.
+        first_chunk: seconds from admission to a stream's first chunk.
+        message: what the provider answered (the final message of a stream).
+    """
+
+    __slots__ = (
+        "_held",
+        "_lock",
+        "_running",
+        "attempt",
+        "cooldown",
+        "first_chunk",
+        "message",
+        "model",
+        "outcome",
+        "permit",
+        "provider",
+        "started",
+        "transitions",
+        "verdict",
+    )
+
+    def __init__(self, provider: Provider, model: str, attempt: int, started: float) -> None:
+        self.provider = provider
+        self.model = model
+        self.attempt = attempt
+        self.started = started
+        self.permit: Permit | None = None
+        self.transitions: list[BreakerTransition] = []
+        self.outcome: str | None = None
+        self.verdict: Classification | None = None
+        self.cooldown: float | None = None
+        self.first_chunk: float | None = None
+        self.message: Any = None
+        self._held = 0
+        self._lock: threading.Lock | None = None
+        self._running = False
+
+    # -- settling --------------------------------------------------------------------------
+
+    def succeed(self, message: Any = None) -> None:
+        """The provider answered ``message``."""
+        self.message = message
+        self._settle("succeeded", None)
+
+    def fail(self, verdict: Classification) -> None:
+        """The provider failed; the breaker counts it if ``verdict``'s policy says so."""
+        self._settle("failed", verdict)
+
+    def ignore(self, verdict: Classification | None = None) -> None:
+        """The attempt ended without a verdict on the provider (not its fault, or unknown)."""
+        self._settle("ignored", verdict)
+
+    def cancel(self) -> None:
+        """The caller went away (cancelled, closed the stream, interrupted)."""
+        self._settle("cancelled", None)
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome is not None
+
+    def _settle(self, outcome: str, verdict: Classification | None) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.verdict = verdict
+        gates = self.provider.gates
+        for gate in gates[: self._held]:
+            if not gate.holds_call:
+                gate.exit(self)
+        lock = self._lock
+        if lock is None:
+            self._exit_call_holders()
+            return
+        with lock:
+            call_over = not self._running
+        if call_over:
+            self._exit_call_holders()
+
+    def _exit_call_holders(self) -> None:
+        for gate in self.provider.gates[: self._held]:
+            if gate.holds_call:
+                gate.exit(self)
+
+    # -- calls that outlive the attempt ----------------------------------------------------
+
+    def detach(self) -> None:
+        """The provider call goes on beyond the attempt's own control (a worker thread):
+        keep the call's resources until :meth:`call_ended`."""
+        self._lock = threading.Lock()
+        self._running = True
+
+    def call_ended(self) -> None:
+        """The detached call has really returned (from any thread)."""
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            self._running = False
+            settled = self.outcome is not None
+        if settled:
+            self._exit_call_holders()
+
+    def __repr__(self) -> str:
+        state = self.outcome or ("running (detached)" if self._running else "open")
+        return (
+            f"Lease(provider={self.provider.name!r}, model={self.model!r}, "
+            f"attempt={self.attempt}, {state})"
+        )
+
+
+def admit(
+    provider: Provider, model: str, attempt: int, now: float
+) -> tuple[Lease, Refusal | None]:
+    """Run ``provider``'s gates for one attempt.
+
+    Returns the lease holding all they granted and ``None``; or, refused, a lease that
+    holds nothing (everything taken before the refusal given back; its ``transitions``
+    still report what the breaker did) and the first :class:`Refusal`.
+    """
+    lease = Lease(provider, model, attempt, now)
+    gates = provider.gates
+    for i, gate in enumerate(gates):
+        refusal = gate.enter(lease)
+        if refusal is not None:
+            for taken in reversed(gates[:i]):
+                taken.undo(lease)
+            lease.outcome = "refused"
+            return lease, refusal
+        lease._held = i + 1
+    return lease, None

@@ -1,0 +1,175 @@
+"""The observer seam: one place that hears everything the router does.
+
+The pipeline reports to one :class:`Observer`: attempt start and end (provider, model,
+outcome, latency, time to first token, tokens, cost), the end of a provider request that
+made no attempt (turned away by the router's limits, or cancelled while backing off),
+retries, breaker transitions, limiter waits and cool-downs. The per-provider metrics are
+one observer (:class:`MetricsObserver`); an exporter (Prometheus, OpenTelemetry) is
+another, added with ``ResilientRouter(observers=[...])``. An observer that raises is
+logged and never fails a request.
+
+Example:
+    >>> class Count(Observer):
+    ...     ends = 0
+    ...     def attempt_ended(self, end):
+    ...         self.ends += 1
+    >>> counter = Count()
+    >>> Observers([counter]).attempt_ended(AttemptEnd("a", "m", 1, "succeeded"))
+    >>> counter.ends
+    1
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ._breaker import BreakerState, BreakerTransition
+from ._metrics import ProviderMetrics
+
+__all__ = ["AttemptEnd", "MetricsObserver", "Observer", "Observers"]
+
+logger = logging.getLogger("router_middleware")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How one provider attempt ended.
+
+    ``outcome`` is ``"succeeded"``, ``"failed"`` (``kind`` says how: an
+    :class:`~._classification.ErrorKind` value), ``"ignored"`` (ended without a verdict
+    on the provider) or ``"cancelled"``. ``ends_request`` is false when the router will
+    retry the same provider; ``fallback`` when the request moves on to another one.
+    """
+
+    provider: str
+    model: str
+    attempt: int
+    outcome: str
+    kind: str | None = None
+    latency: float | None = None
+    first_chunk: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    ends_request: bool = True
+    fallback: bool = False
+
+
+class Observer:
+    """Hears what the router does; override the methods you need (each is a no-op)."""
+
+    def attempt_started(self, provider: str, model: str, attempt: int) -> None:
+        """A provider call is about to start."""
+
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        """A provider attempt ended."""
+
+    def request_ended(self, provider: str, outcome: str) -> None:
+        """A provider request ended without an attempt of its own:
+        ``"rate_limited"`` (the router's limits turned it away) or ``"cancelled"``."""
+
+    def retried(self, provider: str, attempt: int, delay: float) -> None:
+        """The router will call ``provider`` again after ``delay`` seconds."""
+
+    def breaker_changed(self, transition: BreakerTransition) -> None:
+        """A circuit breaker changed state (from a request or a runtime control)."""
+
+    def waited(self, providers: Sequence[str], seconds: float, woken: bool) -> None:
+        """A request waited for capacity; ``woken`` when a release ended the wait."""
+
+    def cooled_down(self, provider: str, seconds: float) -> None:
+        """``provider`` asked for time (``Retry-After``) and is skipped for ``seconds``."""
+
+
+class Observers(Observer):
+    """Several observers as one, in order; one that raises is logged, not fatal."""
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._observers = tuple(observers)
+
+    def add(self, observer: Observer) -> None:
+        self._observers = (*self._observers, observer)
+
+    def _each(self, call: Callable[[Observer], None], what: str) -> None:
+        for observer in self._observers:
+            try:
+                call(observer)
+            except Exception:
+                logger.exception("router observer %r failed on %s", observer, what)
+
+    def attempt_started(self, provider: str, model: str, attempt: int) -> None:
+        self._each(lambda o: o.attempt_started(provider, model, attempt), "attempt_started")
+
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        self._each(lambda o: o.attempt_ended(end), "attempt_ended")
+
+    def request_ended(self, provider: str, outcome: str) -> None:
+        self._each(lambda o: o.request_ended(provider, outcome), "request_ended")
+
+    def retried(self, provider: str, attempt: int, delay: float) -> None:
+        self._each(lambda o: o.retried(provider, attempt, delay), "retried")
+
+    def breaker_changed(self, transition: BreakerTransition) -> None:
+        self._each(lambda o: o.breaker_changed(transition), "breaker_changed")
+
+    def waited(self, providers: Sequence[str], seconds: float, woken: bool) -> None:
+        self._each(lambda o: o.waited(providers, seconds, woken), "waited")
+
+    def cooled_down(self, provider: str, seconds: float) -> None:
+        self._each(lambda o: o.cooled_down(provider, seconds), "cooled_down")
+
+    def __repr__(self) -> str:
+        return f"Observers({list(self._observers)!r})"
+
+
+class MetricsObserver(Observer):
+    """Keeps each provider's :class:`~._metrics.ProviderMetrics` (``router.metrics()``).
+
+    Accounting: one provider request per turn of a request to a provider, ending in
+    exactly one of succeeded, failed, throttled (the provider's own 429), rate limited
+    or cancelled; retries on the same provider are tallied apart.
+    """
+
+    def __init__(self, metrics_of: Callable[[str], ProviderMetrics | None]) -> None:
+        self._metrics_of = metrics_of
+
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        m = self._metrics_of(end.provider)
+        if m is None:
+            return
+        if end.first_chunk is not None:
+            m.record_first_token(end.first_chunk)
+        if not end.ends_request:
+            m.record_retry()
+        elif end.outcome == "succeeded":
+            m.record_success(
+                end.latency or 0.0,
+                input_tokens=end.input_tokens,
+                output_tokens=end.output_tokens,
+                cost=end.cost,
+            )
+        elif end.outcome == "cancelled":
+            m.record_cancelled()
+        else:
+            m.record_failure(
+                end.latency,
+                timeout=end.kind == "timeout",
+                fallback=end.fallback,
+                throttled=end.kind == "rate_limited",
+            )
+
+    def request_ended(self, provider: str, outcome: str) -> None:
+        m = self._metrics_of(provider)
+        if m is None:
+            return
+        if outcome == "rate_limited":
+            m.record_rate_limited()
+        else:
+            m.record_cancelled()
+
+    def breaker_changed(self, transition: BreakerTransition) -> None:
+        m = self._metrics_of(transition.name)
+        if m is not None and transition.to_state is BreakerState.OPEN:
+            m.record_trip()

@@ -1,0 +1,187 @@
+"""One run scaffold for every entry point: invoke, ainvoke, stream and astream.
+
+Each opens the router's chain run, builds the :class:`~._context.RequestContext` (the one
+place before routing, where a response cache will look), drives the plan to delivery,
+annotates the answer (the one place after), reports how delivery ended, and closes the
+run on every ending. ``batch``/``abatch`` are LangChain's, over invoke/ainvoke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+)
+
+from ._context import RequestContext
+from ._drive import adrive, afinish, annotate, drive, finish
+from ._errors import InvalidInputError
+from ._execute import END
+from ._pipeline import EMPTY
+from ._types import check_input
+
+if TYPE_CHECKING:
+    from ._router import ResilientRouter
+
+__all__ = ["ainvoke_run", "astream_run", "invoke_run", "stream_run"]
+
+
+def _context(
+    router: ResilientRouter,
+    value: Any,
+    config: RunnableConfig | None,
+    model: str | None,
+    kwargs: dict[str, Any],
+    *,
+    stream: bool,
+) -> RequestContext:
+    check_input(value)
+    config = ensure_config(config)
+    if model is None:
+        configurable = config.get("configurable")
+        if configurable and "model" in configurable:
+            model = configurable["model"]
+        else:
+            model = router.pipeline.config.default_model
+    if model is not None and not isinstance(model, str):
+        raise InvalidInputError(f"model must be a str, not {type(model).__name__}")
+    return RequestContext(model, value, kwargs, config, stream=stream)
+
+
+def _start(router: ResilientRouter, ctx: RequestContext) -> CallbackManagerForChainRun:
+    config = ctx.config
+    return get_callback_manager_for_config(config).on_chain_start(
+        None, ctx.input, name=config.get("run_name") or router.get_name(), run_id=config.pop("run_id", None)
+    )
+
+
+async def _astart(router: ResilientRouter, ctx: RequestContext) -> AsyncCallbackManagerForChainRun:
+    config = ctx.config
+    return await get_async_callback_manager_for_config(config).on_chain_start(
+        None, ctx.input, name=config.get("run_name") or router.get_name(), run_id=config.pop("run_id", None)
+    )
+
+
+def invoke_run(
+    router: ResilientRouter,
+    value: Any,
+    config: RunnableConfig | None,
+    model: str | None,
+    kwargs: dict[str, Any],
+) -> BaseMessage:
+    ctx = _context(router, value, config, model, kwargs, stream=False)
+    run = _start(router, ctx)
+    clock = router.clock
+    plan = router.pipeline.run(ctx)
+    try:
+        deliver = drive(plan, router.bindings, ctx, clock, run)
+        output = deliver.lease.message = annotate(deliver.result, deliver)
+        finish(plan, None, clock, run)
+    except BaseException as exc:
+        plan.close()
+        run.on_chain_error(exc)
+        raise
+    run.on_chain_end(output)
+    return cast(BaseMessage, output)
+
+
+async def ainvoke_run(
+    router: ResilientRouter,
+    value: Any,
+    config: RunnableConfig | None,
+    model: str | None,
+    kwargs: dict[str, Any],
+) -> BaseMessage:
+    ctx = _context(router, value, config, model, kwargs, stream=False)
+    run = await _astart(router, ctx)
+    clock = router.clock
+    plan = router.pipeline.run(ctx)
+    try:
+        deliver = await adrive(plan, router.bindings, ctx, clock, run)
+        output = deliver.lease.message = annotate(deliver.result, deliver)
+        await afinish(plan, None, clock, run)
+    except BaseException as exc:
+        plan.close()
+        await run.on_chain_error(exc)
+        raise
+    await run.on_chain_end(output)
+    return cast(BaseMessage, output)
+
+
+def stream_run(
+    router: ResilientRouter,
+    value: Any,
+    config: RunnableConfig | None,
+    model: str | None,
+    kwargs: dict[str, Any],
+) -> Iterator[BaseMessageChunk]:
+    ctx = _context(router, value, config, model, kwargs, stream=True)
+    run = _start(router, ctx)
+    clock = router.clock
+    plan = router.pipeline.run(ctx)
+    final: Any = None
+    try:
+        deliver = drive(plan, router.bindings, ctx, clock, run)
+        first, chunks = deliver.result
+        outcome: BaseException | None = None
+        try:
+            if first is not EMPTY:
+                final = annotate(first, deliver)
+                yield final
+                while (chunk := chunks.next()) is not END:
+                    final = final + chunk
+                    yield chunk
+        except BaseException as exc:  # the consumer closed early, or the stream broke
+            outcome = exc
+        # The provider's stream is closed before the attempt settles: only then is the
+        # slot free (a reader thread still blocked in the provider releases it later).
+        chunks.close()
+        deliver.lease.message = final
+        finish(plan, outcome, clock, run)
+    except BaseException as exc:
+        plan.close()
+        run.on_chain_error(exc)
+        raise
+    run.on_chain_end(final)
+
+
+async def astream_run(
+    router: ResilientRouter,
+    value: Any,
+    config: RunnableConfig | None,
+    model: str | None,
+    kwargs: dict[str, Any],
+) -> AsyncIterator[BaseMessageChunk]:
+    ctx = _context(router, value, config, model, kwargs, stream=True)
+    run = await _astart(router, ctx)
+    clock = router.clock
+    plan = router.pipeline.run(ctx)
+    final: Any = None
+    try:
+        deliver = await adrive(plan, router.bindings, ctx, clock, run)
+        first, chunks = deliver.result
+        outcome: BaseException | None = None
+        try:
+            if first is not EMPTY:
+                final = annotate(first, deliver)
+                yield final
+                while (chunk := await chunks.next()) is not END:
+                    final = final + chunk
+                    yield chunk
+        except BaseException as exc:  # the consumer closed early, or the stream broke
+            outcome = exc
+        await chunks.close()
+        deliver.lease.message = final
+        await afinish(plan, outcome, clock, run)
+    except BaseException as exc:
+        plan.close()
+        await run.on_chain_error(exc)
+        raise
+    await run.on_chain_end(final)

@@ -1,0 +1,92 @@
+"""The steps the routing plan yields, one small typed record each.
+
+``Pipeline.run`` performs no I/O: it yields these and is resumed with what each one
+produced; ``_drive`` carries them out on a thread or on the event loop, dispatching on
+the step's type. The answer to each step is documented on its class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._lease import Lease
+from ._waiting import SlotQueue
+
+__all__ = ["Call", "Deliver", "Emit", "Pause", "Sleep", "Step", "WaitForSlot"]
+
+
+class Call:
+    """Call the provider of ``lease``, within ``timeout`` seconds (``None``: no limit);
+    the request ends at ``deadline`` (a clock time), which bounds a stream's chunks.
+
+    Resume with the result (a message; for a stream, its first chunk and the rest), or
+    with the exception the call raised, as a value.
+    """
+
+    __slots__ = ("deadline", "lease", "timeout")
+
+    def __init__(self, lease: Lease, timeout: float | None, deadline: float) -> None:
+        self.lease = lease
+        self.timeout = timeout
+        self.deadline = deadline
+
+
+class Deliver:
+    """The call of ``lease`` answered: hand ``result`` to the caller (for a stream, every
+    chunk, by ``deadline``, a clock time), annotated with the request's ``trail`` of
+    attempts. Set ``lease.message`` to the whole answer and resume with ``None``, or with
+    the exception that ended a stream early, as a value."""
+
+    __slots__ = ("deadline", "lease", "result", "trail")
+
+    def __init__(
+        self, lease: Lease, result: Any, deadline: float, trail: list[dict[str, Any]]
+    ) -> None:
+        self.lease = lease
+        self.result = result
+        self.deadline = deadline
+        self.trail = trail
+
+
+class Sleep:
+    """Back off ``seconds`` before a retry; no slot is held. Resume with ``None``."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class Pause:
+    """No capacity anywhere: sleep ``seconds``, the computed time until a token refills,
+    a cool-down ends or a breaker half-opens. Resume with ``None``."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class WaitForSlot:
+    """Every candidate is full: wait up to ``seconds`` for a release on one of
+    ``blocked`` (pairs of a slot queue and its snapshot). Resume with whether one came."""
+
+    __slots__ = ("blocked", "seconds")
+
+    def __init__(self, seconds: float, blocked: Sequence[tuple[SlotQueue, int]]) -> None:
+        self.seconds = seconds
+        self.blocked = blocked
+
+
+class Emit:
+    """A custom event ``name`` with ``data`` for the request's run. Resume with ``None``."""
+
+    __slots__ = ("data", "name")
+
+    def __init__(self, name: str, data: dict[str, Any]) -> None:
+        self.name = name
+        self.data = data
+
+
+Step = Call | Deliver | Sleep | Pause | WaitForSlot | Emit
