@@ -68,7 +68,12 @@ def build(
         listeners(transition)
         observer.breaker_changed(transition)
 
-    bindings = {pc.name: Binding(pc.name, targets.get(pc.name, pc.handler), tuple(m.name for m in pc.models)) for pc in cfg.providers}
+    bindings = {
+        pc.name: Binding(
+            pc.name, targets.get(pc.name, pc.handler), tuple(m.name for m in pc.models)
+        )
+        for pc in cfg.providers
+    }
     built = [
         Provider(
             pc,
@@ -86,7 +91,9 @@ def build(
             store.forget(name)
     metrics.clear()
     metrics.update({p.name: p.metrics for p in built})
-    pipeline = Pipeline(built, cfg, strategy or get_strategy(cfg.strategy), clock, observer, classifier)
+    pipeline = Pipeline(
+        built, cfg, strategy or get_strategy(cfg.strategy), clock, observer, classifier
+    )
     return pipeline, bindings
 
 

@@ -184,9 +184,7 @@ def _warn_if_self_retrying(name: str, runnable: Runnable[Any, Any]) -> None:
     # ``None`` on a client that has the field means "the SDK's default" (ChatOpenAI's
     # client then retries twice on its own), which is retrying too.
     unset = retries is None and "max_retries" in getattr(type(inner), "model_fields", {})
-    if not (
-        isinstance(inner, retry_type) or unset or (isinstance(retries, int) and retries > 0)
-    ):
+    if not (isinstance(inner, retry_type) or unset or (isinstance(retries, int) and retries > 0)):
         return
     with _warn_lock:
         if name in _warned_self_retry:
@@ -194,9 +192,9 @@ def _warn_if_self_retrying(name: str, runnable: Runnable[Any, Any]) -> None:
         _warned_self_retry.add(name)
     setting = "max_retries unset, so its SDK's default" if unset else f"max_retries={retries}"
     warnings.warn(
-        f"provider {name!r} ({type(inner).__name__}) retries on its own ({setting}); the "
-        "router owns retrying: build it with max_retries=0 to avoid multiplied retries and "
-        "delayed failover",
+        f"provider {name!r} retries on its own ({type(inner).__name__}, {setting}); the "
+        "router owns retrying, so build it with max_retries=0 to avoid multiplied retries "
+        "and delayed failover",
         RuntimeWarning,
         stacklevel=5,
     )

@@ -149,7 +149,9 @@ class CircuitBreaker:
     def _report(self, permit: Permit, outcome: int) -> tuple[BreakerTransition, ...]:
         if not self._enabled:
             return NO_EVENTS
-        if outcome == IGNORE or (outcome == SUCCESS and self._config.failure_rate_threshold is None):
+        if outcome == IGNORE or (
+            outcome == SUCCESS and self._config.failure_rate_threshold is None
+        ):
             rec = self._store.breaker_record(self._key)
             if rec is None or rec.state == BreakerState.CLOSED:
                 return NO_EVENTS  # changes nothing while closed: no transaction

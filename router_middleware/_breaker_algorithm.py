@@ -220,7 +220,9 @@ def reset(rec: BreakerRecord | None, now: float, cfg: CircuitBreakerConfig, name
     return rec, events + moved
 
 
-def force_open(rec: BreakerRecord | None, now: float, cfg: CircuitBreakerConfig, name: str) -> _Step:
+def force_open(
+    rec: BreakerRecord | None, now: float, cfg: CircuitBreakerConfig, name: str
+) -> _Step:
     rec, events = advance(rec, now, cfg, name)
     if rec.state == BreakerState.OPEN:
         # Already open: forcing it again holds it open for a full reset timeout from now.

@@ -119,7 +119,14 @@ async def adrive(
                 runnable, payload, config, options = _arguments(lease, bindings, ctx, run)
                 if ctx.stream:
                     result: Any = await open_stream_async(
-                        lease, runnable, payload, config, options, step.timeout, clock, step.deadline
+                        lease,
+                        runnable,
+                        payload,
+                        config,
+                        options,
+                        step.timeout,
+                        clock,
+                        step.deadline,
                     )
                 else:
                     result = await call_async(

@@ -154,7 +154,9 @@ class BreakerGate(Gate):
         verdict = lease.verdict
         if lease.outcome == "succeeded":
             moved = self.breaker.on_success(permit)
-        elif verdict is not None and verdict.policy.counts_for_breaker and lease.outcome == "failed":
+        elif (
+            verdict is not None and verdict.policy.counts_for_breaker and lease.outcome == "failed"
+        ):
             moved = self.breaker.on_failure(permit)
         else:
             moved = self.breaker.on_ignore(permit)
@@ -203,4 +205,3 @@ class ConcurrencyGate(Gate):
     def exit(self, lease: Lease) -> None:
         self.limiter.release()
         self.queue.notify()
-

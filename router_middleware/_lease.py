@@ -153,9 +153,7 @@ class Lease:
         )
 
 
-def admit(
-    provider: Provider, model: str, attempt: int, now: float
-) -> tuple[Lease, Refusal | None]:
+def admit(provider: Provider, model: str, attempt: int, now: float) -> tuple[Lease, Refusal | None]:
     """Run ``provider``'s gates for one attempt.
 
     Returns the lease holding all they granted and ``None``; or, refused, a lease that

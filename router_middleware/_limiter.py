@@ -26,6 +26,7 @@ __all__ = [
     "take_tokens",
 ]
 
+
 class TokenBucket:
     """Admit ``rate`` requests per second on average, ``burst`` at once; starts full.
 
@@ -155,7 +156,9 @@ class ConcurrencyLimiter:
 
     def __repr__(self) -> str:
         cap = "unlimited" if self.max_concurrent is None else self.max_concurrent
-        return f"ConcurrencyLimiter(in_flight={self.in_flight}/{cap}, high_water={self._high_water})"
+        return (
+            f"ConcurrencyLimiter(in_flight={self.in_flight}/{cap}, high_water={self._high_water})"
+        )
 
 
 class ProviderLimiter:

@@ -260,7 +260,11 @@ class Pipeline:
             result = yield Call(lease, timeout, req.deadline)
             failed = isinstance(result, BaseException)
             req.trail.append(
-                {"provider": name, "model": model, "error": type(result).__name__ if failed else None}
+                {
+                    "provider": name,
+                    "model": model,
+                    "error": type(result).__name__ if failed else None,
+                }
             )
             if not failed:
                 return (yield from self._deliver(lease, result, req))
@@ -310,9 +314,7 @@ class Pipeline:
             )
             return None
 
-    def _deliver(
-        self, lease: Lease, result: Any, req: _Request
-    ) -> Generator[Step, Any, Lease]:
+    def _deliver(self, lease: Lease, result: Any, req: _Request) -> Generator[Step, Any, Lease]:
         """Hand the answer over, then settle the lease on how delivery ended."""
         if req.ctx.stream and result[0] is not EMPTY:
             lease.first_chunk = self.clock.now() - lease.started

@@ -80,7 +80,11 @@ class Provider:
         self.slots: SlotQueue = previous.slots if previous else SlotQueue()
         self.last_selected: int = previous.last_selected if previous else 0
         self.limiter = ProviderLimiter(
-            config.rate_limit, clock=clock, store=store, name=self.name, on_release=self.slots.notify
+            config.rate_limit,
+            clock=clock,
+            store=store,
+            name=self.name,
+            on_release=self.slots.notify,
         )
         self.breaker = CircuitBreaker(
             config.circuit_breaker or router_config.circuit_breaker,

@@ -58,14 +58,20 @@ def _context(
 def _start(router: ResilientRouter, ctx: RequestContext) -> CallbackManagerForChainRun:
     config = ctx.config
     return get_callback_manager_for_config(config).on_chain_start(
-        None, ctx.input, name=config.get("run_name") or router.get_name(), run_id=config.pop("run_id", None)
+        None,
+        ctx.input,
+        name=config.get("run_name") or router.get_name(),
+        run_id=config.pop("run_id", None),
     )
 
 
 async def _astart(router: ResilientRouter, ctx: RequestContext) -> AsyncCallbackManagerForChainRun:
     config = ctx.config
     return await get_async_callback_manager_for_config(config).on_chain_start(
-        None, ctx.input, name=config.get("run_name") or router.get_name(), run_id=config.pop("run_id", None)
+        None,
+        ctx.input,
+        name=config.get("run_name") or router.get_name(),
+        run_id=config.pop("run_id", None),
     )
 
 

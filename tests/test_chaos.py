@@ -134,7 +134,11 @@ def check_common(router: ResilientRouter, models: dict[str, ChaosProvider]) -> N
         assert models[name].max_in_flight <= cap, name
         m = provider.metrics
         assert (
-            m.successful_requests + m.failed_requests + m.rate_limited_requests + m.cancelled
+            m.successful_requests
+            + m.failed_requests
+            + m.throttled
+            + m.rate_limited_requests
+            + m.cancelled
             == m.total_requests
         ), name
         totals += m.total_requests

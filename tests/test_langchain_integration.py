@@ -15,7 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 
-from router_middleware import FakeClock, ResilientRouter
+from router_middleware import IncompleteStreamError, FakeClock, ResilientRouter
 from router_middleware.testing import StreamBreak, http_error
 
 from .conftest import provider_config
@@ -170,9 +170,11 @@ def test_stream_error_after_first_chunk_propagates(make_router, scripted, stream
     router = make_router(
         {"a": scripted(StreamBreak(after=2, error=broken), text="w1 w2 w3"), "b": b}
     )
-    with pytest.raises(ConnectionResetError) as info:
+    with pytest.raises(IncompleteStreamError) as info:
         stream(router)
-    assert info.value is broken
+    # A typed error says the answer was cut; the provider's own error is its cause.
+    assert info.value.provider == "a"
+    assert info.value.__cause__ is broken
     assert b.calls == 0  # never silently continued on another provider
     p = router.providers["a"]
     assert (p.metrics.failed_requests, p.limiter.in_flight) == (1, 0)

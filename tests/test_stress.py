@@ -63,7 +63,11 @@ def check(
         assert models[name].max_in_flight <= cap, name  # as the provider itself saw it
         m = provider.metrics
         assert (
-            m.successful_requests + m.failed_requests + m.rate_limited_requests + m.cancelled
+            m.successful_requests
+            + m.failed_requests
+            + m.throttled
+            + m.rate_limited_requests
+            + m.cancelled
             == m.total_requests
         )
     served = sum(not isinstance(o, BaseException) for o in outcomes)
