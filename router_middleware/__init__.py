@@ -10,6 +10,7 @@ Example:
 
 from typing import TYPE_CHECKING, Any
 
+from ._binding import ProviderTarget
 from ._breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ._classification import Classification, ErrorClassifier, ErrorKind, ErrorPolicy
 from ._classify import chain_classifiers, default_classifier
@@ -39,7 +40,6 @@ from ._errors import (
 )
 from ._limiter import ProviderLimiter
 from ._metrics import ProviderMetrics
-from ._binding import ProviderTarget
 from ._observe import AttemptEnd, Observer
 from ._provider import Provider
 from ._retry import BackoffPolicy

@@ -20,7 +20,6 @@ from langchain_core.runnables import RunnableConfig
 from ._binding import Binding
 from ._clock import Clock
 from ._context import RequestContext
-from ._lease import Lease
 from ._execute import (
     attempt_config,
     call_async,
@@ -28,6 +27,7 @@ from ._execute import (
     open_stream_async,
     open_stream_sync,
 )
+from ._lease import Lease
 from ._pipeline import Plan
 from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
 from ._waiting import wait_for_slot, wait_for_slot_async

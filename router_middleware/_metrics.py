@@ -3,7 +3,9 @@
 The accounting rule: every time a request turns to a provider it is one *provider
 request*, which ends in exactly one of success, failure, throttled (the provider's own 429),
 rate limited (the router's own limit) or cancelled. So ``successful + failed + throttled +
-rate_limited + cancelled == total_requests`` holds at every instant, and retries, fallbacks, timeouts and breaker trips are tallies on the side.
+rate_limited + cancelled == total_requests`` holds at every instant, and retries,
+fallbacks, timeouts and breaker trips are tallies on the side. The router feeds these
+counters through its metrics observer (``_observe.MetricsObserver``).
 
 Memory is constant however many requests are recorded: latencies live in fixed rings.
 """

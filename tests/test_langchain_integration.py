@@ -15,7 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 
-from router_middleware import IncompleteStreamError, FakeClock, ResilientRouter
+from router_middleware import FakeClock, IncompleteStreamError, ResilientRouter
 from router_middleware.testing import StreamBreak, http_error
 
 from .conftest import provider_config
