@@ -155,18 +155,30 @@ _MESSAGE_LIKE = (BaseMessage, str, tuple, list, Mapping)
 
 
 def check_input(value: Any) -> None:
-    """Reject input no provider could take, cheaply (no conversion on the hot path)."""
+    """Reject input no provider could take, before any provider sees it.
+
+    A list of messages passes as is; any other list is converted once here, so a
+    malformed item (a one-element tuple, an unknown role) is the caller's error, not a
+    failure counted against every provider in turn.
+    """
     if isinstance(value, (str, PromptValue, LLMRequest)):
         return
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         if not value:
             raise InvalidInputError("the router got an empty message list")
+        plain = True
         for i, item in enumerate(value):
             if not isinstance(item, _MESSAGE_LIKE):
                 raise InvalidInputError(
                     f"message {i} is a {type(item).__name__}; expected a message, a str, "
                     "a (role, content) pair or a dict"
                 )
+            plain = plain and isinstance(item, BaseMessage)
+        if not plain:
+            try:
+                convert_to_messages(value)
+            except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+                raise InvalidInputError(f"cannot read the input as chat messages: {exc}") from None
         return
     raise InvalidInputError(
         f"the router takes a str, a list of messages or a PromptValue, not {type(value).__name__}"

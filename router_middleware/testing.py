@@ -126,6 +126,8 @@ class ScriptedChatModel(BaseChatModel):
         text: the default answer; streams split it into words.
         failure_rate / failure: with a seeded ``rng``, fail this share of default calls.
         latency: seconds spent (on ``clock``) by default calls.
+        chunk_latency: seconds spent (on ``clock``) before each streamed chunk after the
+            first: a slow stream.
         clock: where latency is spent; a ``FakeClock`` makes it free.
 
     Attributes ``calls``, ``in_flight`` and ``max_in_flight`` let tests check what the
@@ -138,6 +140,7 @@ class ScriptedChatModel(BaseChatModel):
     failure_rate: float = 0.0
     failure: Callable[[], BaseException] = Field(default=lambda: ConnectionError("simulated"))
     latency: float | Callable[[], float] = 0.0
+    chunk_latency: float = 0.0
     seed: int = 0
     clock: Clock = Field(default_factory=SystemClock, exclude=True)
     usage: tuple[int, int] | None = (3, 2)
@@ -243,7 +246,9 @@ class ScriptedChatModel(BaseChatModel):
                 if isinstance(step, StreamBreak)
                 else (self._words(self._act(step).text), None)
             )
-            for word in words:
+            for i, word in enumerate(words):
+                if i and self.chunk_latency:
+                    self.clock.sleep(self.chunk_latency)
                 yield self._chunk(word, run_manager)
             if error is not None:
                 raise error
@@ -290,7 +295,9 @@ class ScriptedChatModel(BaseChatModel):
                 if isinstance(step, StreamBreak)
                 else (self._words((await self._aact(step)).text), None)
             )
-            for word in words:
+            for i, word in enumerate(words):
+                if i and self.chunk_latency:
+                    await self.clock.asleep(self.chunk_latency)
                 yield self._chunk(word, None)
                 await asyncio.sleep(0)  # let other tasks run between chunks
             if error is not None:
