@@ -33,7 +33,7 @@ __all__ = ["AttemptEnd", "MetricsObserver", "Observer", "Observers"]
 logger = logging.getLogger("router_middleware")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptEnd:
     """How one provider attempt ended.
 
@@ -92,36 +92,62 @@ class Observers(Observer):
     def add(self, observer: Observer) -> None:
         self._observers = (*self._observers, observer)
 
-    def _each(self, call: Callable[[Observer], None], what: str) -> None:
-        for observer in self._observers:
-            try:
-                call(observer)
-            except Exception:
-                logger.exception("router observer %r failed on %s", observer, what)
-
+    # One loop per method, no closure per call: this runs for every attempt.
     def attempt_started(self, provider: str, model: str, attempt: int) -> None:
-        self._each(lambda o: o.attempt_started(provider, model, attempt), "attempt_started")
+        for o in self._observers:
+            try:
+                o.attempt_started(provider, model, attempt)
+            except Exception:
+                _failed(o, "attempt_started")
 
     def attempt_ended(self, end: AttemptEnd) -> None:
-        self._each(lambda o: o.attempt_ended(end), "attempt_ended")
+        for o in self._observers:
+            try:
+                o.attempt_ended(end)
+            except Exception:
+                _failed(o, "attempt_ended")
 
     def request_ended(self, provider: str, outcome: str) -> None:
-        self._each(lambda o: o.request_ended(provider, outcome), "request_ended")
+        for o in self._observers:
+            try:
+                o.request_ended(provider, outcome)
+            except Exception:
+                _failed(o, "request_ended")
 
     def retried(self, provider: str, attempt: int, delay: float) -> None:
-        self._each(lambda o: o.retried(provider, attempt, delay), "retried")
+        for o in self._observers:
+            try:
+                o.retried(provider, attempt, delay)
+            except Exception:
+                _failed(o, "retried")
 
     def breaker_changed(self, transition: BreakerTransition) -> None:
-        self._each(lambda o: o.breaker_changed(transition), "breaker_changed")
+        for o in self._observers:
+            try:
+                o.breaker_changed(transition)
+            except Exception:
+                _failed(o, "breaker_changed")
 
     def waited(self, providers: Sequence[str], seconds: float, woken: bool) -> None:
-        self._each(lambda o: o.waited(providers, seconds, woken), "waited")
+        for o in self._observers:
+            try:
+                o.waited(providers, seconds, woken)
+            except Exception:
+                _failed(o, "waited")
 
     def cooled_down(self, provider: str, seconds: float) -> None:
-        self._each(lambda o: o.cooled_down(provider, seconds), "cooled_down")
+        for o in self._observers:
+            try:
+                o.cooled_down(provider, seconds)
+            except Exception:
+                _failed(o, "cooled_down")
 
     def __repr__(self) -> str:
         return f"Observers({list(self._observers)!r})"
+
+
+def _failed(observer: Observer, what: str) -> None:
+    logger.exception("router observer %r failed on %s", observer, what)
 
 
 class MetricsObserver(Observer):
