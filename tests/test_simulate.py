@@ -12,8 +12,7 @@ import pytest
 
 from router_middleware import RouterConfig
 from router_middleware._classify import default_classifier
-from router_middleware._scenario import Fault, Scenario, default_scenario, scenario_for
-from router_middleware._simulate import simulate
+from router_middleware.sim import Fault, Scenario, default_scenario, scenario_for, simulate
 from router_middleware.testing import FakeClock, Hang, HTTPStatusError, SimulatedProvider
 
 

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, TextIO
 
 from ._run import SimulationReport
@@ -43,8 +44,12 @@ def write_report(report: SimulationReport, out: TextIO) -> None:
     say()
     rows = [_provider_cells(name, row) for name, row in report.providers.items()]
     _table(_provider_head(report), rows, out)
-    for line in _legend(report):
-        say("  " + line)
+    for item in _legend(report):
+        say(
+            textwrap.fill(
+                item, 92, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+            )
+        )
     say()
     say("Failed requests:")
     for line in _failure_lines(report) or ["none"]:
@@ -61,15 +66,17 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
     from rich import box
     from rich.table import Table
 
-    def table(title: str, head: list[tuple[str, str]], caption: str | None = None) -> Any:
+    def table(title: str, head: list[tuple[str, ...]], caption: str | None = None) -> Any:
         t = Table(
             title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
-            caption_justify="left", padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
+            caption_justify="left", padding=(0, 0, 0, 0), pad_edge=False, show_edge=False,
         )  # fmt: skip
-        for i, (top, under) in enumerate(head):
-            text = f"{top}\n{under}" if under else top
-            justify = "right" if i in _numeric(head) else "left"
-            t.add_column(text, justify=justify, no_wrap=top not in ("effect", "reason"))
+        for i, lines in enumerate(head):
+            t.add_column(
+                "\n".join(lines),
+                justify="right" if i in _numeric(head) else "left",
+                no_wrap=lines[0] != "effect",
+            )
         return t
 
     def say(line: str) -> None:
@@ -81,6 +88,7 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
     for i in report.injected:
         injected.add_row(*_injection_cells(i))
     console.print(injected)
+    say("")
     for line in _summary(report):
         say(line)
     colours = {"closed": "green", "half_open": "yellow", "open": "red"}
@@ -93,14 +101,15 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
         cells[0] = f"[{colours.get(state, 'white')}]{name}[/]"
         providers.add_row(*cells)
     console.print(providers)
+    say("")
     say("Failed requests:")
     for line in _failure_lines(report) or ["none"]:
         say("  " + line)
+    say("")
     if not report.transitions:
         say("Breaker transitions: none")
         return
-    timeline = table("Breaker transitions", [("at", ""), ("provider", ""), ("change", ""),
-                                             ("reason", "")])  # fmt: skip
+    timeline = table("Breaker transitions", [("at",), ("provider",), ("change",), ("reason",)])
     for t in report.transitions:
         at, provider, change, reason = _transition_cells(t)
         timeline.add_row(at, provider, f"[{colours.get(t['to'], 'white')}]{change}[/]", reason)
@@ -122,7 +131,7 @@ def _scenario_lines(report: SimulationReport) -> list[str]:
     ]
 
 
-_INJECTED_HEAD = [("provider", ""), ("fault", ""), ("when", ""), ("effect", ""), ("calls hit", "")]
+_INJECTED_HEAD = [("provider",), ("fault",), ("when",), ("effect",), ("calls", "hit")]
 
 
 def _injection_cells(i: dict[str, Any]) -> list[str]:
@@ -147,11 +156,12 @@ def _summary(report: SimulationReport) -> list[str]:
     ]
 
 
-def _provider_head(report: SimulationReport) -> list[tuple[str, str]]:
+def _provider_head(report: SimulationReport) -> list[tuple[str, ...]]:
+    # Headers of up to three short lines keep the table within 80 columns.
     return [
-        ("provider", ""), ("reqs", ""), ("ok", ""), ("failed", ""), ("429s", "(provider)"),
-        ("skipped", "(router limits)"), ("trips", ""), ("retries", ""), ("p50 s", ""),
-        ("p95 s", ""), ("cost", f"({report.scenario['currency'] or 'config'})"), ("breaker", ""),
+        ("provider",), ("reqs",), ("ok",), ("failed",), ("429s", "from the", "provider"),
+        ("skipped", "by router", "limits"), ("trips",), ("retries",), ("p50 s",), ("p95 s",),
+        ("cost", f"({report.scenario['currency'] or 'config'})"), ("breaker",),
     ]  # fmt: skip
 
 
@@ -173,8 +183,8 @@ def _legend(report: SimulationReport) -> list[str]:
         "reqs: the times a request turned to the provider (ok + failed + 429s + skipped "
         "+ cancelled)",
         "failed: its errors other than 429 (5xx, timeouts...); 429s: it answered 429 itself",
-        "skipped: not called, the router held it back (its rate_limit or max_concurrent,",
-        "  or a cool-down after a 429's Retry-After)",
+        "skipped: not called, the router held it back (its rate_limit or max_concurrent, or "
+        "a cool-down after a 429's Retry-After)",
     ]
 
 
@@ -215,19 +225,17 @@ def _money(value: float) -> str:
 # -- plain tables ----------------------------------------------------------------------------
 
 
-def _numeric(head: list[tuple[str, str]]) -> set[int]:
+def _numeric(head: list[tuple[str, ...]]) -> set[int]:
     text = {"provider", "fault", "when", "effect", "breaker", "at", "change", "reason"}
-    return {i for i, (top, _) in enumerate(head) if top not in text}
+    return {i for i, lines in enumerate(head) if lines[0] not in text}
 
 
 def _table(
-    head: list[tuple[str, str]] | None, rows: list[list[str]], out: TextIO, indent: str = ""
+    head: list[tuple[str, ...]] | None, rows: list[list[str]], out: TextIO, indent: str = ""
 ) -> None:
-    """Columns padded to their widest cell, numbers to the right; a head of two lines."""
-    lines = [] if head is None else [[top for top, _ in head], [under for _, under in head]]
-    lines = [line for line in lines if any(line)]
-    if not rows and not lines:
-        return
+    """Columns padded to their widest cell, numbers to the right, under a head of lines."""
+    depth = max((len(h) for h in head or []), default=0)
+    lines = [[h[i] if i < len(h) else "" for h in head or []] for i in range(depth)]
     right = set() if head is None else _numeric(head)
     widths = [max(map(len, col)) for col in zip(*lines, *rows, strict=True)]
     for line in [*lines, *rows]:

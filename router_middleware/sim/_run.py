@@ -277,14 +277,11 @@ def _reason(exc: Exception) -> str:
         why = "; ".join(f"{n} {_WAIT.sub('', w)}" for n, w in exc.reasons.items())
         return f"no provider could take it: {why}"
     if isinstance(exc, AllProvidersFailedError):
+        # Without the attempt count: requests that met the same faults group together.
         parts = [f"{n} raised {_error(e)}" for n, e in exc.errors.items()]
-        parts += [f"{n} skipped, {_WAIT.sub('', w)}" for n, w in exc.skipped.items()]
-        attempts = f"{exc.attempts} attempt{'s' * (exc.attempts != 1)}"
-        if isinstance(exc, DeadlineExceededError):
-            head = f"{exc.limit} exceeded after {attempts}"
-        else:
-            head = f"{attempts} failed"
-        return f"{head}: {'; '.join(parts) or 'none tried'}"
+        parts += [f"{n} skipped ({_WAIT.sub('', w)})" for n, w in exc.skipped.items()]
+        why = "; ".join(parts) or "no provider tried"
+        return f"{exc.limit} exceeded: {why}" if isinstance(exc, DeadlineExceededError) else why
     return _error(exc)
 
 
