@@ -140,19 +140,16 @@ def _injection_cells(i: dict[str, Any]) -> list[str]:
     return [i["provider"], i["fault"], when, i["effect"], hits]
 
 
-def _currency(report: SimulationReport) -> str:
-    return report.scenario["currency"] or "the config's currency"
-
-
 def _summary(report: SimulationReport) -> list[str]:
     r, s = report.requests, report.scenario
     tokens = s["tokens_per_answer"]
+    unit = f" {s['currency']}, from" if s["currency"] else ", in the currency of"
     return [
         f"Results: {r['succeeded']} of {r['total']} requests succeeded, {r['failed']} failed, "
         f"in {r['simulated_seconds']:.1f} simulated seconds ({report.wall_seconds:.1f} s real)",
         f"latency seen by callers: p50 {_num(r['latency_p50'])} s, p95 {_num(r['latency_p95'])} s",
-        f"cost: {_money(r['cost'])} {_currency(report)}, from the config's prices per 1k "
-        f"tokens (each answer: {tokens['input']} input + {tokens['output']} output tokens)",
+        f"cost: {_money(r['cost'])}{unit} the config's prices per 1k tokens "
+        f"(each answer: {tokens['input']} input + {tokens['output']} output tokens)",
     ]
 
 

@@ -279,7 +279,7 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, AllProvidersFailedError):
         # Without the attempt count: requests that met the same faults group together.
         parts = [f"{n} raised {_error(e)}" for n, e in exc.errors.items()]
-        parts += [f"{n} skipped ({_WAIT.sub('', w)})" for n, w in exc.skipped.items()]
+        parts += [f"{n} skipped: {_WAIT.sub('', w)}" for n, w in exc.skipped.items()]
         why = "; ".join(parts) or "no provider tried"
         return f"{exc.limit} exceeded: {why}" if isinstance(exc, DeadlineExceededError) else why
     return _error(exc)

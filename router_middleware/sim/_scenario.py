@@ -221,12 +221,12 @@ def _default_faults(config: RouterConfig, duration: float) -> dict[str, Fault]:
     span = duration or 60.0
     ranked = sorted(config.providers, key=lambda p: p.priority)
     roles = [
-        Fault(failure_rate=0.01, outage=(0.25 * span, 0.5 * span)),
+        Fault(failure_rate=0.01, outage=(round(0.25 * span, 3), round(0.5 * span, 3))),
         Fault(
             latency_seconds=0.5,
             latency_p95_seconds=1.2,
             failure_rate=0.02,
-            rate_limit_burst=(0.63 * span, 0.75 * span),
+            rate_limit_burst=(round(0.63 * span, 3), round(0.75 * span, 3)),
             retry_after_seconds=3.0,
         ),
         Fault(latency_seconds=1.5, latency_p95_seconds=4.0, hang_rate=0.03),
