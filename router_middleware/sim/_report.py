@@ -94,7 +94,10 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
     colours = {"closed": "green", "half_open": "yellow", "open": "red"}
     head = _provider_head(report)
     # The breaker's final state colours the name: one column less, so 80 columns fit.
-    legend = [*_legend(report), "name colour: breaker at the end (green closed, red open)"]
+    legend = [
+        *_legend(report),
+        "name colour: breaker at the end (green closed, yellow half-open, red open)",
+    ]
     providers = table("Providers", head[:-1], "\n".join(legend))
     for name, row in report.providers.items():
         *cells, state = _provider_cells(name, row)
