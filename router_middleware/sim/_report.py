@@ -44,7 +44,7 @@ def write_report(report: SimulationReport, out: TextIO) -> None:
     say()
     rows = [_provider_cells(name, row) for name, row in report.providers.items()]
     _table(_provider_head(report), rows, out)
-    for item in _legend(report):
+    for item in _legend():
         say(
             textwrap.fill(
                 item, 92, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
@@ -95,7 +95,7 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
     head = _provider_head(report)
     # The breaker's final state colours the name: one column less, so 80 columns fit.
     legend = [
-        *_legend(report),
+        *_legend(),
         "name colour: breaker at the end (green closed, yellow half-open, red open)",
     ]
     providers = table("Providers", head[:-1], "\n".join(legend))
@@ -178,7 +178,7 @@ def _provider_cells(name: str, row: dict[str, Any]) -> list[str]:
     ]
 
 
-def _legend(report: SimulationReport) -> list[str]:
+def _legend() -> list[str]:
     return [
         "reqs: the times a request turned to the provider (ok + failed + 429s + skipped "
         "+ cancelled)",
