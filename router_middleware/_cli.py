@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._errors import ConfigurationError
-from ._scenario import Fault, Scenario, default_scenario, parse_fault, scenario_for
 from ._settings import RouterSettings
 from ._settings_origin import Origin
 from ._settings_reference import env_reference
-from ._simulate import SimulationReport, simulate
+from .sim import Fault, Scenario, default_scenario, parse_fault, scenario_for, simulate
+from .sim._report import print_rich_report, write_report
 
 __all__ = ["main"]
 
@@ -222,13 +222,13 @@ def _simulate(args: argparse.Namespace) -> int:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("simulate", total=scenario.requests)
             report = simulate(scenario, lambda done, _: bar.update(task, completed=done))
-        _rich_report(report, console)
+        print_rich_report(report, console)
         return OK
     report = simulate(scenario, None if args.json else _plain_progress(sys.stderr))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        _plain_report(report, sys.stdout)
+        write_report(report, sys.stdout)
     return OK
 
 
@@ -242,57 +242,6 @@ def _plain_progress(out: TextIO) -> Callable[[int, int], None]:
             print(f"simulating: {done}/{total} requests ({tenth * 10}%)", file=out, flush=True)
 
     return show
-
-
-_HEAD = [
-    "provider", "reqs", "ok", "fail", "limited", "trips", "retries", "p50 s", "p95 s",
-    "tokens", "cost", "breaker",
-]  # fmt: skip
-
-
-def _provider_cells(name: str, row: dict[str, Any]) -> list[str]:
-    counts = ("requests", "successes", "failures", "rate_limited", "breaker_trips", "retries")
-    return [
-        name,
-        *(str(row[key]) for key in counts),
-        _num(row["latency_p50"]),
-        _num(row["latency_p95"]),
-        str(row["input_tokens"] + row["output_tokens"]),
-        f"{row['cost']:.4f}",
-        row["breaker_state"],
-    ]
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _summary(report: SimulationReport) -> list[str]:
-    r, s = report.requests, report.scenario
-    errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
-    return [
-        f"{r['total']} requests over {r['simulated_seconds']:.1f} simulated seconds "
-        f"(seed {s['seed']}, {report.wall_seconds:.1f} s real): {r['succeeded']} succeeded, "
-        f"{r['failed']} failed" + (f" ({errors})" if errors else ""),
-        f"latency seen by callers: p50 {_num(r['latency_p50'])} s, p95 {_num(r['latency_p95'])} s",
-    ]
-
-
-def _transition_cells(t: dict[str, Any]) -> list[str]:
-    return [f"{t['at']:8.3f}s", t["provider"], f"{t['from']} -> {t['to']}", t["reason"]]
-
-
-def _plain_report(report: SimulationReport, out: TextIO) -> None:
-    for line in _summary(report):
-        print(line, file=out)
-    print(file=out)
-    rows = [_provider_cells(n, row) for n, row in report.providers.items()]
-    _plain_table(_HEAD, rows, out)
-    print("\nbreaker transitions:", file=out)
-    if not report.transitions:
-        print("  none", file=out)
-    for t in report.transitions:
-        print("  " + "  ".join(_transition_cells(t)), file=out)
 
 
 def _plain_table(head: list[str], rows: list[list[str]], out: TextIO | None = None) -> None:
@@ -313,38 +262,3 @@ def _rich_console() -> Any:
     except ImportError:
         return None
     return Console()
-
-
-def _rich_report(report: SimulationReport, console: Any) -> None:
-    from rich import box
-    from rich.table import Table
-
-    def table(title: str, head: list[str], caption: str | None = None) -> Any:
-        t = Table(
-            title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
-            caption_justify="left", padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
-        )  # fmt: skip
-        for h in head:
-            left = h in ("provider", "change", "reason")
-            t.add_column(h, no_wrap=True, justify="left" if left else "right")
-        return t
-
-    for line in _summary(report):
-        console.print(line, highlight=False)
-    colours = {"closed": "green", "half_open": "yellow", "open": "red"}
-    # The breaker's final state colours the name: one column less, so 80 columns fit.
-    caption = "name colour: breaker at the end (green closed, yellow half-open, red open)"
-    providers = table("Providers", _HEAD[:-1], caption)
-    for name, row in report.providers.items():
-        *cells, state = _provider_cells(name, row)
-        cells[0] = f"[{colours.get(state, 'white')}]{name}[/]"
-        providers.add_row(*cells)
-    console.print(providers)
-    if not report.transitions:
-        console.print("no breaker transitions")
-        return
-    timeline = table("Breaker transitions", ["at", "provider", "change", "reason"])
-    for t in report.transitions:
-        at, provider, change, reason = _transition_cells(t)
-        timeline.add_row(at, provider, f"[{colours.get(t['to'], 'white')}]{change}[/]", reason)
-    console.print(timeline)

@@ -145,6 +145,17 @@ def test_simulate_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(report["providers"]) == {"primary", "secondary", "slow-backup"}
     assert (report["scenario"]["seed"], report["scenario"]["speed"]) == (3, None)  # unpaced
     assert report["transitions"][0]["provider"] == "primary"
+    # The facts the plain report prints are in the JSON too.
+    assert report["injected"][0] == {
+        "provider": "primary", "fault": "outage", "start": 3.0, "end": 6.0,
+        "effect": "every call fails fast with HTTP 503", "fate": "outage",
+        "hits": report["providers"]["primary"]["injected"]["outage"],
+    }  # fmt: skip
+    assert report["scenario"]["currency"] == "USD"
+    for row in report["providers"].values():
+        assert {"throttled", "rate_limited", "cost"} <= set(row)
+    assert report["requests"]["cost"] > 0
+    assert len(report["failures"]) == report["requests"]["failed"]
     _, again, _ = run(capsys, "simulate", "--json", "--seed", "3", *FAST)
     repeat = json.loads(again)
     assert repeat.pop("wall_seconds") >= 0
@@ -164,6 +175,15 @@ def test_simulate_the_configured_providers(
     assert report["scenario"]["faults"]["openai"]["outage"] == [3.0, 6.0]  # preferred: outage
     assert report["providers"]["local"]["successes"] == 0
     assert report["providers"]["local"]["injected"]["failure"] > 0
+    assert report["scenario"]["currency"] is None  # a config's prices have no stated currency
+    code, out, _ = run(capsys, "simulate", *FAST, "--fault", "local:failure_rate=1")
+    lines = out.splitlines()
+    local = next(line for line in lines if line.startswith("  local "))
+    assert local.split()[:6] == ["local", "random", "failures", "whole", "run", "100%"]
+    assert any(
+        line.startswith("cost: 0.0000, in the currency of the config's prices") for line in lines
+    )
+    assert "(config)" in lines[lines.index(next(x for x in lines if x.startswith("provider "))) + 1]
     code, out, _ = run(capsys, "simulate", "--json", "--no-config", *FAST)
     assert set(json.loads(out)["providers"]) == {"primary", "secondary", "slow-backup"}
 
@@ -174,15 +194,73 @@ def test_simulate_plain_output(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("120 requests over ")
-    header = next(line for line in lines if line.startswith("provider"))
-    assert header.split() == [
-        "provider", "reqs", "ok", "fail", "limited", "trips", "retries", "p50", "s", "p95", "s",
-        "tokens", "cost", "breaker",
+    # First what was injected: the traffic, then each provider's faults and when.
+    assert lines[:3] == [
+        "Scenario: 120 requests arriving evenly over 12 simulated seconds, at most 32 in flight "
+        "(seed 0)",
+        "Router: strategy cost_priority_round_robin, any model",
+        "Injected (t = simulated seconds from the start):",
+    ]
+    injected = lines[5 : lines.index("")]
+    assert [line.split()[:5] for line in injected[:2]] == [
+        ["primary", "outage", "t=2s", "to", "6s"],
+        ["primary", "latency", "whole", "run", "answers"],  # --fault replaced its failures
+    ]
+    assert "every call fails fast with HTTP 503" in injected[0]
+    burst = next(line for line in injected if "429 burst" in line)
+    assert burst.split()[:5] == ["secondary", "429", "burst", "t=7.56s", "to"]
+    assert "every call gets HTTP 429 with Retry-After 3s" in burst
+    # Then the results: cost with its unit, the provider's 429s apart from the router's skips.
+    results = lines.index(next(line for line in lines if line.startswith("Results: ")))
+    assert lines[results].startswith("Results: 120 of 120 requests succeeded, 0 failed, in ")
+    assert lines[results + 2].startswith("cost: ")
+    assert lines[results + 2].endswith(
+        " USD, from the config's prices per 1k tokens (each answer: 60 input + 150 output tokens)"
+    )
+    top = lines.index(next(line for line in lines if line.startswith("provider ")))
+    head = [line.split() for line in lines[top : top + 3]]
+    assert head == [
+        ["provider", "reqs", "ok", "failed", "429s", "skipped", "trips", "retries", "p50", "s",
+         "p95", "s", "cost", "breaker"],
+        ["from", "the", "by", "router", "(USD)"],
+        ["provider", "limits"],
     ]  # fmt: skip
-    assert "breaker transitions:" in lines
-    assert any("primary  closed -> open" in line for line in lines)
+    assert any(line.startswith("  skipped: not called, the router held it back") for line in lines)
+    assert lines[lines.index("Failed requests:") + 1] == "  none"
+    assert "Breaker transitions:" in lines
+    assert any("  primary  closed -> open" in line for line in lines)
     assert err.splitlines()[-1] == "simulating: 120/120 requests (100%)"
+
+
+def test_simulate_explains_each_failed_request(capsys: pytest.CaptureFixture[str]) -> None:
+    down = [f"--fault={name}:outage=2-6" for name in ("primary", "secondary", "slow-backup")]
+    code, out, _ = run(capsys, "simulate", "--no-config", *FAST, *down)
+    assert code == 0
+    lines = out.splitlines()
+    results = next(line for line in lines if line.startswith("Results: "))
+    assert results.startswith("Results: 96 of 120 requests succeeded, 24 failed, in ")
+    failed = lines[lines.index("Failed requests:") + 1 : lines.index("Breaker transitions:") - 1]
+    assert failed[0] == (
+        "  3 requests sent between t=2.0s and t=2.2s failed: AllProvidersFailedError: "
+        "primary raised HTTPStatusError: HTTP 503; secondary raised HTTPStatusError: HTTP 503; "
+        "slow-backup raised HTTPStatusError: HTTP 503"
+    )
+    assert (
+        "  18 requests sent between t=2.5s and t=4.2s failed: NoProviderAvailableError: "
+        "no provider could take it: primary circuit open; secondary circuit open; "
+        "slow-backup circuit open"
+    ) in failed
+    assert sum(int(line.split()[0]) for line in failed) == 24  # every failure, once
+    _, out, _ = run(capsys, "simulate", "--json", "--no-config", *FAST, *down)
+    failures = json.loads(out)["failures"]
+    assert len(failures) == 24
+    assert failures[0] == {
+        "request": 20, "sent_at": 2.0, "failed_at": failures[0]["failed_at"],
+        "error": "AllProvidersFailedError",
+        "reason": "primary raised HTTPStatusError: HTTP 503; secondary raised "
+        "HTTPStatusError: HTTP 503; slow-backup raised HTTPStatusError: HTTP 503",
+    }  # fmt: skip
+    assert failures[0]["failed_at"] >= 2.0
 
 
 def test_simulate_with_rich_on_a_terminal(
@@ -191,12 +269,18 @@ def test_simulate_with_rich_on_a_terminal(
     from rich.console import Console
 
     screen = io.StringIO()
-    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    console = Console(file=screen, force_terminal=True, width=80, color_system=None)
     monkeypatch.setattr(_cli, "_rich_console", lambda: console)
     code, _, _ = run(capsys, "simulate", *FAST)
     text = screen.getvalue()
     assert code == 0
+    assert "Scenario: 120 requests arriving evenly over 12 simulated seconds" in text
+    assert "Injected" in text
+    assert "t=3s to 6s" in text
     assert "Providers" in text
+    for label in ("429s", "from the", "skipped", "by router", "(USD)", "Failed requests:"):
+        assert label in text
+    assert "…" not in text  # nothing cut short at 80 columns
     assert "Breaker transitions" in text
     assert "closed -> open" in text
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from router_middleware._scenario import Fault, Scenario, default_scenario, parse_fault
+from router_middleware.sim import Fault, Scenario, default_scenario, parse_fault
 
 
 def test_parse_fault() -> None:

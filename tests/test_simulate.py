@@ -1,20 +1,36 @@
-"""The simulation engine and the simulated providers."""
+"""The simulation engine, its report for people, and the simulated providers."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import statistics
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from router_middleware import RouterConfig
+from router_middleware import (
+    AllProvidersFailedError,
+    DeadlineExceededError,
+    NoProviderAvailableError,
+    ProviderTimeoutError,
+    RouterConfig,
+)
 from router_middleware._classify import default_classifier
-from router_middleware._scenario import Fault, Scenario, default_scenario, scenario_for
-from router_middleware._simulate import simulate
-from router_middleware.testing import FakeClock, Hang, HTTPStatusError, SimulatedProvider
+from router_middleware.sim import Fault, Scenario, default_scenario, scenario_for, simulate
+from router_middleware.sim._report import write_report
+from router_middleware.sim._run import _provider_rows, _reason
+from router_middleware.testing import (
+    FakeClock,
+    Hang,
+    HTTPStatusError,
+    SimulatedProvider,
+    http_error,
+)
 
 
 def comparable(report: Any) -> dict[str, Any]:
@@ -59,11 +75,171 @@ def test_the_default_scenario_shows_every_mechanism(default_run: dict[str, Any])
     assert primary["retries"] > 0
     assert slow["timeouts"] >= slow["injected"]["hang"] > 0  # every hang ends in a timeout
     assert slow["latency_p50"] > 3 * primary["latency_p50"]
-    # Every answer is paid for: 60 input and 150 output tokens each.
-    for row in providers.values():
+    # Every answer is paid for: 60 input and 150 output tokens each, at USD prices per 1k.
+    assert default_run["scenario"]["currency"] == "USD"
+    assert default_run["scenario"]["tokens_per_answer"] == {"input": 60, "output": 150}
+    prices = {p.name: p.models[0] for p in default_scenario().config.providers}
+    for name, row in providers.items():
         assert row["input_tokens"] == 60 * row["successes"]
         assert row["output_tokens"] == 150 * row["successes"]
-        assert row["cost"] > 0
+        price = prices[name]
+        per_answer = 60 * price.cost_per_1k_input_tokens + 150 * price.cost_per_1k_output_tokens
+        assert row["cost"] == pytest.approx(row["successes"] * per_answer / 1000, abs=1e-6)
+    total = sum(row["cost"] for row in providers.values())
+    assert requests["cost"] == pytest.approx(total)
+    assert 0.1 < requests["cost"] < 1.0  # list prices: cents, not tens of dollars
+
+
+def test_the_report_says_what_was_injected_and_what_it_hit(default_run: dict[str, Any]) -> None:
+    found = {(i["provider"], i["fault"]): i for i in default_run["injected"]}
+    outage = found["primary", "outage"]
+    assert (outage["start"], outage["end"]) == (15.0, 30.0)
+    assert outage["effect"] == "every call fails fast with HTTP 503"
+    assert outage["hits"] == default_run["providers"]["primary"]["injected"]["outage"]
+    burst = found["secondary", "429 burst"]
+    assert (burst["start"], burst["end"]) == (pytest.approx(37.8), 45.0)
+    assert burst["effect"] == "every call gets HTTP 429 with Retry-After 3s"
+    assert burst["hits"] == default_run["providers"]["secondary"]["injected"]["rate_limited"]
+    hangs = found["slow-backup", "hangs"]
+    assert (hangs["start"], hangs["end"]) == (None, None)  # the whole run
+    assert hangs["effect"] == "3% of calls never answer (cut by the 5s attempt timeout)"
+    assert hangs["hits"] == default_run["providers"]["slow-backup"]["injected"]["hang"] > 0
+    slow = found["slow-backup", "latency"]
+    assert (slow["effect"], slow["hits"]) == ("answers take 1.5s (median), 4s (p95)", None)
+    assert ("secondary", "outage") not in found
+
+
+def test_each_failed_request_is_reported_with_its_time_and_cause() -> None:
+    cfg = RouterConfig.model_validate(
+        {
+            "providers": [{"name": "a", "models": [{"name": "m"}]}],
+            "retry": {"attempts": 1},
+            "circuit_breaker": {"threshold": 2, "reset_timeout_seconds": 100},
+            "max_wait_seconds": 0,
+        }
+    )
+    scenario = Scenario(cfg, {"a": Fault(outage=(2.0, 50.0))}, requests=10, duration_seconds=5.0)
+    report = simulate(replace(scenario, speed=math.inf))
+    assert report.requests["failed"] == len(report.failures) == 6  # sent at 2.0s to 4.5s
+    assert [f["sent_at"] for f in report.failures] == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+    assert [f["request"] for f in report.failures] == [4, 5, 6, 7, 8, 9]
+    first, second, *rest = report.failures
+    assert (first["error"], first["reason"]) == (
+        "AllProvidersFailedError",
+        "a raised HTTPStatusError: HTTP 503",
+    )
+    assert first["failed_at"] >= first["sent_at"]
+    assert second["error"] == "AllProvidersFailedError"  # the breaker's second failure
+    assert {(f["error"], f["reason"]) for f in rest} == {
+        ("NoProviderAvailableError", "no provider could take it: a circuit open")
+    }
+    assert report.requests["errors"] == {
+        "AllProvidersFailedError": 2,
+        "NoProviderAvailableError": 4,
+    }
+    out = io.StringIO()
+    write_report(report, out)
+    text = out.getvalue()
+    assert (
+        "  2 requests sent between t=2.0s and t=2.5s failed: AllProvidersFailedError: "
+        "a raised HTTPStatusError: HTTP 503\n"
+    ) in text
+    assert (
+        "  4 requests sent between t=3.0s and t=4.5s failed: NoProviderAvailableError: "
+        "no provider could take it: a circuit open\n"
+    ) in text
+
+
+def test_a_failure_reason_names_each_providers_part() -> None:
+    skipped = {"a": "circuit open", "b": "rate limited for 0.125s", "c": "at max concurrency"}
+    assert _reason(NoProviderAvailableError("m", skipped, 0.125)) == (
+        "no provider could take it: a circuit open; b rate limited; c at max concurrency"
+    )
+    errors = {"a": http_error(503), "b": ProviderTimeoutError("b", "attempt", 5.0)}
+    failed = AllProvidersFailedError("m", errors, 3, skipped={"c": "rate limited for 2.5s"})
+    assert _reason(failed) == (
+        "a raised HTTPStatusError: HTTP 503; b raised ProviderTimeoutError: attempt timeout "
+        "after 5s; c skipped: rate limited"
+    )
+    late = DeadlineExceededError("m", {"a": ConnectionError("reset")}, 2, "deadline 15s")
+    assert _reason(late) == "deadline 15s exceeded: a raised ConnectionError: reset"
+    assert _reason(AllProvidersFailedError("m", {})) == "no provider tried"
+    assert _reason(RuntimeError()) == "RuntimeError"
+
+
+def test_a_providers_own_429s_are_reported_apart_from_the_routers_skips() -> None:
+    snapshot = {
+        "p": {
+            "total_requests": 20, "successful_requests": 5, "failed_requests": 2,
+            "throttled": 4, "rate_limited_requests": 9, "circuit_breaker_trips": 0,
+            "retries": 1, "fallbacks": 0, "timeouts": 0, "latency_p50": 0.1,
+            "latency_p95": 0.2, "input_tokens": 300, "output_tokens": 750, "cost": 0.01,
+            "circuit_breaker_state": "closed",
+        }
+    }  # fmt: skip
+    provider = SimulatedProvider(clock=FakeClock())
+    row = _provider_rows(snapshot, {"p": provider})["p"]
+    assert (row["throttled"], row["rate_limited"], row["failures"]) == (4, 9, 2)
+    del snapshot["p"]["throttled"]  # a router that does not count them yet
+    assert _provider_rows(snapshot, {"p": provider})["p"]["throttled"] == 0
+
+    report = simulate(default_scenario(requests=30, duration_seconds=3.0, speed=math.inf))
+    report.providers["secondary"].update(throttled=4, rate_limited=9)
+    out = io.StringIO()
+    write_report(report, out)
+    lines = out.getvalue().splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("provider "))
+    head = lines[top : top + 3]
+    assert head[0].split()[4:6] == ["429s", "skipped"]
+    assert head[1].split() == ["from", "the", "by", "router", "(USD)"]
+    assert head[2].split() == ["provider", "limits"]
+    secondary = next(line for line in lines if line.startswith("secondary "))
+    assert secondary.split()[4:6] == ["4", "9"]
+    # Right-aligned under their headers.
+    assert secondary.index(" 4 ") + 2 == head[1].index("from the") + len("from the")
+    assert secondary.index(" 9 ") + 2 == head[2].index("limits") + len("limits")
+
+
+def test_the_plain_report_opens_with_the_scenario() -> None:
+    report = simulate(default_scenario(requests=30, duration_seconds=3.0, speed=math.inf))
+    out = io.StringIO()
+    write_report(report, out)
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [
+        "Scenario: 30 requests arriving evenly over 3 simulated seconds, at most 32 in flight "
+        "(seed 0)",
+        "Router: strategy cost_priority_round_robin, any model",
+        "Injected (t = simulated seconds from the start):",
+    ]
+    outage = next(line for line in lines if "outage" in line)
+    hits = report.providers["primary"]["injected"]["outage"]
+    assert outage.split() == [
+        "primary", "outage", "t=0.75s", "to", "1.5s", "every", "call", "fails", "fast",
+        "with", "HTTP", "503", str(hits),
+    ]  # fmt: skip
+    assert lines.index(outage) < next(i for i, x in enumerate(lines) if x.startswith("Results"))
+    cost = next(line for line in lines if line.startswith("cost: "))
+    assert cost == (
+        f"cost: {report.requests['cost']:.4f} USD, from the config's prices per 1k tokens "
+        "(each answer: 60 input + 150 output tokens)"
+    )
+    failed = lines[lines.index("Failed requests:") + 1]
+    assert failed.startswith("  1 request sent at t=2.7s failed: AllProvidersFailedError: ")
+    assert failed.endswith("; secondary skipped: cooling down (Retry-After)")
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["router_middleware.sim", "router_middleware.testing", "router_middleware.sim._provider"],
+)
+def test_the_fakes_import_in_any_order(first: str) -> None:
+    code = (
+        f"import {first}\n"
+        "from router_middleware import sim, testing\n"
+        "assert testing.SimulatedProvider is sim.SimulatedProvider\n"
+        "assert testing.run_virtual is sim.run_virtual\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_same_seed_gives_the_same_run() -> None:

@@ -7,7 +7,7 @@ seconds, timeouts and backoffs mean what the configuration says, and a run with 
 same seed gives the same counts. What to run, a :class:`Scenario`, comes from ``_scenario``.
 
 Example:
-    >>> from router_middleware._scenario import default_scenario
+    >>> from router_middleware.sim import default_scenario
     >>> report = simulate(default_scenario(requests=60, duration_seconds=6.0, speed=math.inf))
     >>> report.requests["total"], sorted(report.providers)
     (60, ['primary', 'secondary', 'slow-backup'])
@@ -18,17 +18,24 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._breaker import BreakerTransition
-from ._router import ResilientRouter
-from ._scenario import Fault, Scenario
+from .._breaker import BreakerTransition
+from .._errors import (
+    AllProvidersFailedError,
+    DeadlineExceededError,
+    NoProviderAvailableError,
+    ProviderError,
+)
+from .._router import ResilientRouter
+from ._provider import SimulatedProvider
+from ._scenario import Fault, Scenario, injections
 from ._virtual import LoopClock, VirtualLoop
-from .testing import SimulatedProvider
 
 __all__ = ["SimulationReport", "simulate"]
 
@@ -40,12 +47,23 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class SimulationReport:
-    """What happened: request outcomes, per-provider counts, breaker transitions.
+    """What happened: what was injected, request outcomes, per-provider counts, breaker
+    transitions and why each failed request failed. Times are simulated seconds from the
+    start of the run.
 
-    ``requests`` holds ``total``, ``succeeded``, ``failed``, ``errors`` (by type),
-    ``served_by`` (provider -> answers), ``latency_p50``/``latency_p95`` (seconds, as
-    the caller saw them) and ``simulated_seconds``. ``providers`` holds each provider's
-    router metrics and the faults it injected; ``transitions`` each breaker change.
+    ``scenario`` describes the run (traffic, seed, ``currency`` of the prices, the
+    ``tokens_per_answer``). ``injected`` lists each provider's faults (see
+    :func:`~router_middleware.sim._scenario.injections`) with ``hits``, the calls each
+    fault hit. ``requests`` holds ``total``, ``succeeded``, ``failed``, ``errors`` (by
+    type), ``served_by`` (provider -> answers), ``latency_p50``/``latency_p95`` (seconds,
+    as the caller saw them), ``cost`` (the sum over providers) and ``simulated_seconds``.
+    ``providers`` holds each provider's router metrics: ``throttled`` counts the
+    provider's own 429s, ``rate_limited`` the turns the router itself skipped it (its rate
+    limit, concurrency cap or a Retry-After cool-down), ``cost`` is tokens times the
+    config's prices per 1k tokens; ``injected`` counts the fates its calls met.
+    ``transitions`` lists each breaker change; ``failures`` each failed request:
+    ``request`` (its index), ``sent_at`` (its arrival), ``failed_at`` (``None``: still
+    running when the run stopped), ``error`` (the exception type) and ``reason``.
     ``wall_seconds`` is the real time the run took (the one value a seed does not fix).
     """
 
@@ -54,6 +72,8 @@ class SimulationReport:
     providers: dict[str, dict[str, Any]]
     transitions: list[dict[str, Any]]
     wall_seconds: float
+    injected: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form."""
@@ -71,6 +91,9 @@ def _percentile(values: list[float], p: float) -> float | None:
 
 
 # -- running ---------------------------------------------------------------------------------
+
+# Input and output tokens of every simulated answer (failures use none).
+_USAGE = (60, 150)
 
 
 def simulate(scenario: Scenario, on_progress: Progress | None = None) -> SimulationReport:
@@ -124,7 +147,7 @@ def _providers(scenario: Scenario, clock: LoopClock) -> dict[str, SimulatedProvi
             seed=random.Random(f"{scenario.seed}:{pc.name}").getrandbits(32),
             clock=clock,
             epoch=clock.now(),
-            usage=(60, 150),
+            usage=_USAGE,
         )
     return built
 
@@ -156,7 +179,7 @@ async def _drive(
     gap = scenario.duration_seconds / total
     slots = asyncio.Semaphore(scenario.concurrency)
     latencies: list[float] = []
-    errors: dict[str, int] = {}
+    failures: list[dict[str, Any]] = []
     served: dict[str, int] = {}
     done = 0
 
@@ -168,7 +191,8 @@ async def _drive(
             try:
                 message = await router.ainvoke(f"request {i}", model=scenario.model)
             except Exception as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                ended = clock.now() - start
+                failures.append(_failure(i, i * gap, ended, type(exc).__name__, _reason(exc)))
             else:
                 name = message.response_metadata["router"]["provider"]
                 served[name] = served.get(name, 0) + 1
@@ -181,12 +205,17 @@ async def _drive(
     # A request outliving its arrival time plus the deadline is stuck: stop waiting.
     grace = (config.deadline_seconds or 60.0) + config.max_wait_seconds + 1.0
     await asyncio.wait(tasks, timeout=scenario.duration_seconds + grace)
-    stuck = sum(not t.done() for t in tasks)
-    for task in tasks:
+    unfinished = f"no answer {grace:g}s after the last arrival, when the run stopped"
+    for i, task in enumerate(tasks):
+        if not task.done():
+            failures.append(_failure(i, i * gap, None, "Unfinished", unfinished))
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    if stuck:
-        errors["Unfinished"] = stuck
+    failures.sort(key=lambda f: (f["sent_at"], f["request"]))
+    errors: dict[str, int] = {}
+    for f in failures:
+        errors[f["error"]] = errors.get(f["error"], 0) + 1
+    rows = _provider_rows(router.metrics()["providers"], providers)
     return SimulationReport(
         scenario=_describe(scenario),
         requests={
@@ -197,12 +226,71 @@ async def _drive(
             "served_by": {n: served.get(n, 0) for n in providers},
             "latency_p50": _round(_percentile(latencies, 50)),
             "latency_p95": _round(_percentile(latencies, 95)),
+            "cost": round(sum(row["cost"] for row in rows.values()), 6),
             "simulated_seconds": round(clock.now() - start, 3),
         },
-        providers=_provider_rows(router, providers),
+        providers=rows,
         transitions=transitions,
         wall_seconds=0.0,
+        injected=_injected(scenario, providers),
+        failures=failures,
     )
+
+
+def _injected(
+    scenario: Scenario, providers: Mapping[str, SimulatedProvider]
+) -> list[dict[str, Any]]:
+    """The scenario's injections, each with the calls it hit."""
+    found = injections(scenario)
+    for i in found:
+        fate = i["fate"]
+        i["hits"] = None if fate is None else providers[i["provider"]].faults.get(fate, 0)
+    return found
+
+
+def _failure(
+    request: int, sent: float, failed: float | None, error: str, reason: str
+) -> dict[str, Any]:
+    return {
+        "request": request,
+        "sent_at": round(sent, 3),
+        "failed_at": None if failed is None else round(failed, 3),
+        "error": error,
+        "reason": reason,
+    }
+
+
+# A skip reason's wait ("rate limited for 0.125s") differs between requests skipped
+# for the same cause; without it, such failures group together.
+_WAIT = re.compile(r" for \d+(\.\d+)?s$")
+
+
+def _reason(exc: Exception) -> str:
+    """Why a request failed, in one line naming each provider's part.
+
+    Example:
+        >>> skipped = {"a": "circuit open", "b": "rate limited for 0.2s"}
+        >>> _reason(NoProviderAvailableError("m", skipped, retry_after=0.2))
+        'no provider could take it: a circuit open; b rate limited'
+    """
+    if isinstance(exc, NoProviderAvailableError):
+        why = "; ".join(f"{n} {_WAIT.sub('', w)}" for n, w in exc.reasons.items())
+        return f"no provider could take it: {why}"
+    if isinstance(exc, AllProvidersFailedError):
+        # Without the attempt count: requests that met the same faults group together.
+        parts = [f"{n} raised {_error(e)}" for n, e in exc.errors.items()]
+        parts += [f"{n} skipped: {_WAIT.sub('', w)}" for n, w in exc.skipped.items()]
+        why = "; ".join(parts) or "no provider tried"
+        return f"{exc.limit} exceeded: {why}" if isinstance(exc, DeadlineExceededError) else why
+    return _error(exc)
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, ProviderError):
+        text = text.removeprefix(f"provider {exc.provider!r}: ")
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
 
 
 def _round(value: float | None) -> float | None:
@@ -210,15 +298,17 @@ def _round(value: float | None) -> float | None:
 
 
 def _provider_rows(
-    router: ResilientRouter, providers: Mapping[str, SimulatedProvider]
+    snapshot: Mapping[str, Mapping[str, Any]], providers: Mapping[str, SimulatedProvider]
 ) -> dict[str, dict[str, Any]]:
-    snapshot = router.metrics()["providers"]
+    """Each provider's row from a ``router.metrics()["providers"]`` snapshot."""
     rows = {}
     for name, m in snapshot.items():
         rows[name] = {
             "requests": m["total_requests"],
             "successes": m["successful_requests"],
             "failures": m["failed_requests"],
+            # A metrics snapshot from before the router counted them has no "throttled".
+            "throttled": m.get("throttled", 0),
             "rate_limited": m["rate_limited_requests"],
             "breaker_trips": m["circuit_breaker_trips"],
             "retries": m["retries"],
@@ -245,5 +335,7 @@ def _describe(scenario: Scenario) -> dict[str, Any]:
         "speed": None if math.isinf(scenario.speed) else scenario.speed,
         "model": scenario.model,
         "strategy": scenario.config.strategy,
+        "currency": scenario.currency,
+        "tokens_per_answer": {"input": _USAGE[0], "output": _USAGE[1]},
         "faults": {n: asdict(f) for n, f in scenario.faults.items()},
     }

@@ -2,7 +2,8 @@
 
 :func:`default_scenario` is a minute of three providers showing every mechanism;
 :func:`scenario_for` gives a deployment's own providers the same roles by priority;
-:func:`parse_fault` reads the ``--fault`` option of ``llm-router simulate``.
+:func:`parse_fault` reads the ``--fault`` option of ``llm-router simulate``;
+:func:`injections` lists what a scenario makes each provider do, for reports.
 
 Example:
     >>> scenario = default_scenario(requests=60, duration_seconds=6.0)
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._config import (
+from .._config import (
     CircuitBreakerConfig,
     ModelConfig,
     ProviderConfig,
@@ -27,7 +28,14 @@ from ._config import (
     TimeoutConfig,
 )
 
-__all__ = ["Fault", "Scenario", "default_scenario", "parse_fault", "scenario_for"]
+__all__ = [
+    "Fault",
+    "Scenario",
+    "default_scenario",
+    "injections",
+    "parse_fault",
+    "scenario_for",
+]
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,8 @@ class Scenario:
     ``requests`` arrive evenly over ``duration_seconds`` (all at once when 0), at most
     ``concurrency`` in flight; ``speed`` is simulated seconds per real second
     (``math.inf``: as fast as possible). Providers without a fault are healthy.
+    ``currency`` names what the configured prices are in (``None``: unknown, the
+    config's own unit).
     """
 
     config: RouterConfig
@@ -133,6 +143,7 @@ class Scenario:
     seed: int = 0
     speed: float = 10.0
     model: str | None = None
+    currency: str | None = None
 
     def __post_init__(self) -> None:
         if self.requests < 1 or self.concurrency < 1:
@@ -156,6 +167,7 @@ def default_scenario(**overrides: Any) -> Scenario:
     """Three providers over a minute: an outage and recovery, a 429 burst, a slow backup.
 
     ``primary`` is cheap, preferred and rate limited, so overflow goes to ``secondary``;
+    prices are per 1k tokens, in USD, at the scale of today's small hosted models;
     it goes down from 25% to 50% of the run (its breaker opens, probes, closes again).
     ``secondary`` answers 429 with ``Retry-After`` from 63% to 75%. ``slow-backup`` is
     slow and sometimes hangs, which its attempt timeout cuts short. Times scale with
@@ -167,19 +179,19 @@ def default_scenario(**overrides: Any) -> Scenario:
             ProviderConfig(
                 name="primary",
                 priority=1,
-                models=_model("chat", 0.15, 0.6),
+                models=_model("chat", 0.00015, 0.0006),
                 rate_limit=RateLimitConfig(requests_per_second=8, max_concurrent=8),
             ),
             ProviderConfig(
                 name="secondary",
                 priority=2,
-                models=_model("chat", 0.2, 0.8),
+                models=_model("chat", 0.0008, 0.004),
                 rate_limit=RateLimitConfig(requests_per_second=6),
             ),
             ProviderConfig(
                 name="slow-backup",
                 priority=3,
-                models=_model("chat", 0.3, 0.9),
+                models=_model("chat", 0.0025, 0.01),
                 rate_limit=RateLimitConfig(max_concurrent=16),
             ),
         ],
@@ -191,7 +203,7 @@ def default_scenario(**overrides: Any) -> Scenario:
         max_wait_seconds=2.0,
         deadline_seconds=15.0,
     )
-    scenario = Scenario(config, {}, **overrides)
+    scenario = Scenario(config, {}, **{"currency": "USD", **overrides})
     return replace(scenario, faults=_default_faults(config, scenario.duration_seconds))
 
 
@@ -209,14 +221,69 @@ def _default_faults(config: RouterConfig, duration: float) -> dict[str, Fault]:
     span = duration or 60.0
     ranked = sorted(config.providers, key=lambda p: p.priority)
     roles = [
-        Fault(failure_rate=0.01, outage=(0.25 * span, 0.5 * span)),
+        Fault(failure_rate=0.01, outage=(round(0.25 * span, 3), round(0.5 * span, 3))),
         Fault(
             latency_seconds=0.5,
             latency_p95_seconds=1.2,
             failure_rate=0.02,
-            rate_limit_burst=(0.63 * span, 0.75 * span),
+            rate_limit_burst=(round(0.63 * span, 3), round(0.75 * span, 3)),
             retry_after_seconds=3.0,
         ),
         Fault(latency_seconds=1.5, latency_p95_seconds=4.0, hang_rate=0.03),
     ]
     return {p.name: role for p, role in zip(ranked, roles, strict=False)}
+
+
+def injections(scenario: Scenario) -> list[dict[str, Any]]:
+    """What each provider of ``scenario`` is made to do, one entry per fault.
+
+    Each entry has ``provider``, ``fault`` (``outage``, ``429 burst``, ``hangs``,
+    ``random failures``, ``latency``), ``start``/``end`` (simulated seconds; ``None``:
+    the whole run), ``effect`` (a short sentence) and ``fate``, the key of
+    ``SimulatedProvider.faults`` that counts the calls it hit (``None`` for latency).
+
+    Example:
+        >>> [(i["fault"], i["start"], i["end"]) for i in injections(default_scenario())][:2]
+        [('outage', 15.0, 30.0), ('random failures', None, None)]
+    """
+    config = scenario.config
+    attempt, deadline = config.timeouts.attempt_seconds, config.deadline_seconds
+    if attempt is not None:
+        ends = f"cut by the {attempt:g}s attempt timeout"
+    elif deadline is not None:
+        ends = f"no attempt timeout: cut by the {deadline:g}s deadline"
+    else:
+        ends = "no timeout cuts them"
+    found: list[dict[str, Any]] = []
+    for pc in config.providers:
+        f = scenario.faults.get(pc.name, Fault())
+        rows: list[tuple[str, tuple[float, float] | None, str, str | None]] = []
+        if f.outage:
+            rows.append(("outage", f.outage, "every call fails fast with HTTP 503", "outage"))
+        if f.rate_limit_burst:
+            effect = f"every call gets HTTP 429 with Retry-After {f.retry_after_seconds:g}s"
+            rows.append(("429 burst", f.rate_limit_burst, effect, "rate_limited"))
+        if f.hang_rate:
+            effect = f"{_percent(f.hang_rate)} of calls never answer ({ends})"
+            rows.append(("hangs", None, effect, "hang"))
+        if f.failure_rate:
+            effect = f"{_percent(f.failure_rate)} of calls raise ConnectionError"
+            rows.append(("random failures", None, effect, "failure"))
+        effect = f"answers take {f.latency_seconds:g}s (median), {f.latency_p95_seconds:g}s (p95)"
+        rows.append(("latency", None, effect, None))
+        found += [
+            {
+                "provider": pc.name,
+                "fault": kind,
+                "start": None if window is None else window[0],
+                "end": None if window is None else window[1],
+                "effect": effect,
+                "fate": fate,
+            }
+            for kind, window, effect, fate in rows
+        ]
+    return found
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
