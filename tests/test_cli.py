@@ -14,7 +14,7 @@ import pytest
 
 from router_middleware import _cli
 from router_middleware._cli import main
-from router_middleware._settings_reference import env_reference
+from router_middleware.settings import env_reference
 
 FAST = ["--requests", "120", "--duration", "12"]  # not a terminal: unpaced
 

@@ -19,13 +19,13 @@ from router_middleware import (
     RetryConfig,
     RouterConfig,
 )
-from router_middleware._settings import (
+from router_middleware.settings import (
     ProviderSettings,
     RouterSettings,
+    env_reference,
     reload_from_settings,
     router_from_settings,
 )
-from router_middleware._settings_reference import env_reference
 from router_middleware.testing import ScriptedChatModel, http_error
 
 from . import test_seed as seed_examples

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from router_middleware import RouterConfig
-from router_middleware._settings_reference import env_reference
+from router_middleware.settings import env_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
