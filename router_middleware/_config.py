@@ -206,7 +206,7 @@ class RetryConfig(_Config):
 
     enabled: bool = Field(True, description="Whether to retry on the same provider at all.")
     attempts: Count = Field(
-        3, le=100, description="Tries on one provider, the first included (1: no retry)."
+        3, le=10_000, description="Tries on one provider, the first included (1: no retry)."
     )
     initial_backoff_seconds: WaitSeconds = Field(0.1, description="Wait before the first retry.")
     max_backoff_seconds: WaitSeconds = Field(1.0, description="Cap on any wait between two tries.")
@@ -380,7 +380,7 @@ class RouterFields(_Config):
         120.0, description="Limit on one request end to end, retries included."
     )
     max_attempts: Count = Field(
-        10, le=1000, description="The most provider calls one request may make."
+        10, le=10_000, description="The most provider calls one request may make."
     )
     max_cooldown_seconds: Seconds = Field(
         300.0, description="Cap on how long one Retry-After keeps a provider cooling down."

@@ -73,7 +73,7 @@ def test_check_lists_every_problem_and_fails(
     assert (code, out) == (1, "")
     assert err.splitlines() == [
         "invalid router configuration (3 problem(s)):",
-        "  - strategy: unknown strategy 'fastest'; expected one of round_robin, "
+        "  - strategy: unknown strategy; expected one of round_robin, "
         "cost_priority_round_robin [env LLM_ROUTER_STRATEGY]",
         "  - providers.a.priority: Input should be greater than or equal to 0 "
         "[env LLM_ROUTER_PROVIDERS__A__PRIORITY]",
@@ -126,7 +126,8 @@ def test_show_with_an_invalid_configuration_fails(
     break_config(monkeypatch)
     code, out, err = run(capsys, "config", "show")
     assert (code, out) == (1, "")
-    assert "unknown strategy 'fastest'" in err
+    assert "strategy: unknown strategy; expected one of" in err
+    assert "fastest" not in err
 
 
 def test_reference_prints_the_env_reference(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,7 +80,9 @@ def router_from_settings(
         ConfigurationError: listing every problem, each naming the field or variable.
     """
     if router_class is None:
-        from .._router import ResilientRouter as router_class
+        from .._router import ResilientRouter
+
+        router_class = ResilientRouter
     settings = settings if settings is not None else RouterSettings()
     cfg = settings.to_router_config()
     if cfg.providers:

@@ -6,7 +6,7 @@ it is written; a field without one fails the generation, so the reference cannot
 behind the models.
 
 Example:
-    >>> "| `LLM_ROUTER_RETRY__ATTEMPTS` | integer >= 1 <= 100 | `3` |" in env_reference()
+    >>> "| `LLM_ROUTER_RETRY__ATTEMPTS` | integer >= 1 <= 10,000 | `3` |" in env_reference()
     True
 """
 
