@@ -476,6 +476,20 @@ def test_a_secret_never_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert "| secret or `none` |" in env_reference(SettingsWithSecret)
 
 
+class SettingsWithHidden(RouterSettings):
+    token: str = Field("", repr=False, description="A credential that is no secret type.")
+
+
+def test_explain_and_shown_leave_out_repr_false_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``explain()`` (what ``config show`` prints) listed fields its repr hides."""
+    setenv(monkeypatch, LLM_ROUTER_TOKEN=CANARY)
+    settings = SettingsWithHidden()
+    assert settings.token == CANARY
+    assert CANARY not in repr(list(settings.explain()))
+    assert "token" not in settings.shown()
+    assert settings.shown()["retry"]["attempts"] == 3
+
+
 @pytest.mark.parametrize(
     "env",
     [

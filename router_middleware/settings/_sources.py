@@ -137,9 +137,9 @@ def _variables(
         value: Any = raw
         if not raw.strip():
             # An empty variable is more often a slip than a wish to unset: say how to.
-            how = "`none` to turn it off, or " if optional else ""
+            how = "`none` to turn it off, " if optional else ""
             problems.append(
-                f"{var}: empty; give a value, {how}remove the variable for the default [{source}]"
+                f"{var}: empty; give a value, {how}or remove the variable for the default [{source}]"
             )
             continue
         if optional and raw.strip().lower() in ("none", "null"):
