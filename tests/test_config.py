@@ -188,9 +188,10 @@ async def test_the_lowest_time_limits_end_a_request_cleanly() -> None:
                            "idle_seconds": 0.001}}  # fmt: skip
     router = ResilientRouter({"a": FakeListChatModel(responses=["ok"])}, config)
     try:
-        assert (await router.ainvoke("hi", model="m")).content == "ok"
+        outcome: Any = await router.ainvoke("hi", model="m")
     except RouterError as exc:
-        assert "timeout" in str(exc).lower()
+        outcome = exc
+    assert getattr(outcome, "content", None) == "ok" or "timeout" in str(outcome).lower()
 
 
 # -- defect: a boolean was read as a number (True as 1) ---------------------------------------

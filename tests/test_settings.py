@@ -613,3 +613,21 @@ def test_settings_fields_mirror_the_config() -> None:
         "handler",
     }
     assert set(RouterConfig.model_fields) <= set(RouterSettings.model_fields)
+
+
+def test_importing_the_package_skips_settings_and_settings_skip_the_router() -> None:
+    """``import router_middleware`` stays free of pydantic-settings; no import cycle either."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, router_middleware\n"
+        "assert 'pydantic_settings' not in sys.modules\n"
+        "assert not any(m.startswith('router_middleware.settings') for m in sys.modules)\n"
+        "from router_middleware import RouterSettings\n"
+        "assert RouterSettings.__module__ == 'router_middleware.settings._model'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    binding = (ROOT / "router_middleware" / "settings" / "_binding.py").read_text()
+    top_level = [line for line in binding.splitlines() if line.startswith("from .._router")]
+    assert top_level == []  # only under TYPE_CHECKING or inside a function

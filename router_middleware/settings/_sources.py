@@ -139,7 +139,8 @@ def _variables(
             # An empty variable is more often a slip than a wish to unset: say how to.
             how = "`none` to turn it off, " if optional else ""
             problems.append(
-                f"{var}: empty; give a value, {how}or remove the variable for the default [{source}]"
+                f"{var}: empty; give a value, {how}or remove the variable for the default"
+                f" [{source}]"
             )
             continue
         if optional and raw.strip().lower() in ("none", "null"):
