@@ -5,6 +5,12 @@ TypeScript library's shape is accepted as well: camelCase keys, milliseconds
 (``initialBackoffMs``), ``tokensPerSecond`` for the request rate and a ``resilience``
 section holding ``retry`` and ``circuitBreaker``; it is translated on the way in.
 
+Each field's type, bounds, default and description are written here once: the
+deployment settings (``router_middleware.settings``) inherit them through
+``RouterFields`` and ``ProviderFields``, and ``docs/ENV.md`` is generated from them.
+Numbers are bounded so that the limiter's and the breaker's arithmetic stays finite,
+and a boolean is never read as a number. Messages name fields, never their values.
+
 Example:
     >>> cfg = RouterConfig.model_validate({
     ...     "loadBalancingStrategy": "round_robin",
@@ -36,8 +42,6 @@ from pydantic_core import PydanticCustomError
 from ._errors import ConfigurationError
 
 __all__ = [
-    "MAX_SECONDS",
-    "MIN_SECONDS",
     "CircuitBreakerConfig",
     "FieldProblem",
     "ModelConfig",
@@ -49,6 +53,7 @@ __all__ = [
     "RouterFields",
     "TimeoutConfig",
     "format_validation_error",
+    "unserved_default",
 ]
 
 # Bounds that keep the limiter's and the breaker's float arithmetic finite: a window of
