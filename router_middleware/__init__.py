@@ -56,7 +56,7 @@ from ._strategies import (
 from ._types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
-    from ._settings import ProviderSettings, RouterSettings
+    from .settings import ProviderSettings, RouterSettings
 
 __version__ = "0.1.0"
 
@@ -65,9 +65,9 @@ def __getattr__(name: str) -> Any:
     # pydantic-settings costs ~20 ms to import; code that never reads the environment
     # through it should not pay that on ``import router_middleware``.
     if name in ("RouterSettings", "ProviderSettings"):
-        from . import _settings
+        from . import settings
 
-        return getattr(_settings, name)
+        return getattr(settings, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

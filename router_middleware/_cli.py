@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._errors import ConfigurationError
-from ._settings import RouterSettings
-from ._settings_origin import Origin
-from ._settings_reference import env_reference
+from .settings import RouterSettings, env_reference
+from .settings._origin import Origin
 from .sim import Fault, Scenario, default_scenario, parse_fault, scenario_for, simulate
 from .sim._report import print_rich_report, write_report
 
@@ -149,7 +148,7 @@ def _show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     rows = [(path, value, _origin(origin)) for path, value, origin in settings.explain()]
     if args.json:
-        config = settings.model_dump(mode="json")
+        config = settings.shown()
         sources = {path: origin for path, _, origin in rows}
         print(json.dumps({"valid": True, "config": config, "sources": sources}, indent=2))
         return OK

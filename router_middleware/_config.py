@@ -5,6 +5,12 @@ TypeScript library's shape is accepted as well: camelCase keys, milliseconds
 (``initialBackoffMs``), ``tokensPerSecond`` for the request rate and a ``resilience``
 section holding ``retry`` and ``circuitBreaker``; it is translated on the way in.
 
+Each field's type, bounds, default and description are written here once: the
+deployment settings (``router_middleware.settings``) inherit them through
+``RouterFields`` and ``ProviderFields``, and ``docs/ENV.md`` is generated from them.
+Numbers are bounded so that the limiter's and the breaker's arithmetic stays finite,
+and a boolean is never read as a number. Messages name fields, never their values.
+
 Example:
     >>> cfg = RouterConfig.model_validate({
     ...     "loadBalancingStrategy": "round_robin",
@@ -19,27 +25,72 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ._errors import ConfigurationError
 
 __all__ = [
     "CircuitBreakerConfig",
+    "FieldProblem",
     "ModelConfig",
     "ProviderConfig",
+    "ProviderFields",
     "RateLimitConfig",
     "RetryConfig",
     "RouterConfig",
+    "RouterFields",
     "TimeoutConfig",
     "format_validation_error",
+    "unserved_default",
 ]
 
-PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Bounds that keep the limiter's and the breaker's float arithmetic finite: a window of
+# 1e-320 s overflows ``now // (window / 10)``, a burst of 10**400 overflows ``float()``.
+MIN_SECONDS = 0.001
+MAX_SECONDS = 10**7
+MAX_COUNT = 10**9
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic reads True as 1 in lax mode; a boolean in a number field is a mistake.
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "Input should be a number, not a boolean")
+    return value
+
+
+_NotBool = BeforeValidator(_not_bool)
+
+
+Number = Annotated[float, _NotBool, Field(allow_inf_nan=False)]
+Count = Annotated[int, _NotBool, Field(ge=1)]
+Seconds = Annotated[Number, Field(ge=MIN_SECONDS, le=MAX_SECONDS)]
+WaitSeconds = Annotated[Number, Field(ge=0, le=MAX_SECONDS)]
+Cost = Annotated[Number, Field(ge=0, le=10**6)]
+
+
+class FieldProblem(ValueError):
+    """A model-level check that blames one field, so the message can name it.
+
+    Example:
+        >>> FieldProblem("models", "items 0 and 1 have the same name").field
+        'models'
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 def _translate(data: Any, keys: Mapping[str, tuple[str, float]]) -> Any:
@@ -60,8 +111,35 @@ def _translate(data: Any, keys: Mapping[str, tuple[str, float]]) -> Any:
     return out
 
 
+def _repeated(names: list[str]) -> str | None:
+    """``"items 0 and 2 have the same name"`` for the first repeat, by position only."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            return f"items {first[name]} and {i} have the same name"
+        first[name] = i
+    return None
+
+
+def unserved_default(default_model: str | None, models: Iterable[ModelConfig]) -> None:
+    """Raise when providers serve models but none of them is ``default_model``."""
+    served = {m.name for m in models}
+    if default_model is not None and served and default_model not in served:
+        raise FieldProblem(
+            "default_model", f"no provider serves this model ({len(served)} model(s) configured)"
+        )
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # The seed's key for a field -> (our field, the factor from its unit to ours).
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_keys(cls, data: Any) -> Any:
+        return _translate(data, cls._seed)
 
 
 class ModelConfig(_Config):
@@ -72,22 +150,20 @@ class ModelConfig(_Config):
         'gpt-4o-mini'
     """
 
-    name: Annotated[str, Field(min_length=1)]
-    cost_per_1k_input_tokens: Cost = 0.0
-    cost_per_1k_output_tokens: Cost = 0.0
-    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    name: Annotated[str, Field(min_length=1)] = Field(
+        description="The model's name, as requests name it."
+    )
+    cost_per_1k_input_tokens: Cost = Field(0.0, description="Price of 1,000 input tokens.")
+    cost_per_1k_output_tokens: Cost = Field(0.0, description="Price of 1,000 output tokens.")
+    max_tokens: Count | None = Field(
+        None, le=MAX_COUNT, description="The model's token limit (informational)."
+    )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(
-            data,
-            {
-                "costPer1kInputTokens": ("cost_per_1k_input_tokens", 1),
-                "costPer1kOutputTokens": ("cost_per_1k_output_tokens", 1),
-                "maxTokens": ("max_tokens", 1),
-            },
-        )
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "costPer1kInputTokens": ("cost_per_1k_input_tokens", 1),
+        "costPer1kOutputTokens": ("cost_per_1k_output_tokens", 1),
+        "maxTokens": ("max_tokens", 1),
+    }
 
     @property
     def average_cost_per_1k(self) -> float:
@@ -101,21 +177,24 @@ class RateLimitConfig(_Config):
     ``burst`` defaults to ``max(1, ceil(requests_per_second))``: one second's worth.
     """
 
-    requests_per_second: PositiveSeconds | None = None
-    burst: Annotated[int, Field(gt=0)] | None = None
-    max_concurrent: Annotated[int, Field(gt=0)] | None = None
+    requests_per_second: Number | None = Field(
+        None,
+        ge=MIN_SECONDS,
+        le=MAX_COUNT,
+        description="Token-bucket refill rate; none for no rate limit.",
+    )
+    burst: Count | None = Field(
+        None, le=MAX_COUNT, description="Bucket size; by default one second's worth of requests."
+    )
+    max_concurrent: Count | None = Field(
+        None, le=MAX_COUNT, description="Calls in flight at once; none for no cap."
+    )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(
-            data,
-            {
-                "tokensPerSecond": ("requests_per_second", 1),
-                "requestsPerSecond": ("requests_per_second", 1),
-                "maxConcurrent": ("max_concurrent", 1),
-            },
-        )
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "tokensPerSecond": ("requests_per_second", 1),
+        "requestsPerSecond": ("requests_per_second", 1),
+        "maxConcurrent": ("max_concurrent", 1),
+    }
 
     @property
     def effective_burst(self) -> int:
@@ -130,28 +209,26 @@ class RetryConfig(_Config):
     ``attempts`` is the total number of tries on one provider (1 = no retry), as in the seed.
     """
 
-    enabled: bool = True
-    attempts: Annotated[int, Field(ge=1)] = 3
-    initial_backoff_seconds: NonNegativeSeconds = 0.1
-    max_backoff_seconds: NonNegativeSeconds = 1.0
-    multiplier: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 2.0
-    jitter: bool = True
+    enabled: bool = Field(True, description="Whether to retry on the same provider at all.")
+    attempts: Count = Field(
+        3, le=10_000, description="Tries on one provider, the first included (1: no retry)."
+    )
+    initial_backoff_seconds: WaitSeconds = Field(0.1, description="Wait before the first retry.")
+    max_backoff_seconds: WaitSeconds = Field(1.0, description="Cap on any wait between two tries.")
+    multiplier: Number = Field(
+        2.0, ge=1, le=100, description="Growth of the wait from one retry to the next."
+    )
+    jitter: bool = Field(True, description="Draw each wait between 0 and its value (full jitter).")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(
-            data,
-            {
-                "initialBackoffMs": ("initial_backoff_seconds", 0.001),
-                "maxBackoffMs": ("max_backoff_seconds", 0.001),
-            },
-        )
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "initialBackoffMs": ("initial_backoff_seconds", 0.001),
+        "maxBackoffMs": ("max_backoff_seconds", 0.001),
+    }
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryConfig:
         if self.max_backoff_seconds < self.initial_backoff_seconds:
-            raise ValueError("max_backoff_seconds must be >= initial_backoff_seconds")
+            raise FieldProblem("max_backoff_seconds", "must be >= initial_backoff_seconds")
         return self
 
     @property
@@ -168,27 +245,34 @@ class CircuitBreakerConfig(_Config):
     least ``minimum_calls`` calls in the window failed at that rate or more.
     """
 
-    enabled: bool = True
-    threshold: Annotated[int, Field(ge=1)] = 5
-    sampling_duration_seconds: PositiveSeconds = 60.0
-    reset_timeout_seconds: PositiveSeconds = 30.0
-    half_open_max_calls: Annotated[int, Field(ge=1)] = 1
-    failure_rate_threshold: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
-    minimum_calls: Annotated[int, Field(ge=1)] = 10
+    enabled: bool = Field(True, description="Whether failures can open the breaker.")
+    # The breaker keeps up to ``threshold`` failure times: the cap bounds that memory.
+    threshold: Count = Field(
+        5, le=10_000, description="Failures within the sampling window that open it."
+    )
+    sampling_duration_seconds: Seconds = Field(
+        60.0, description="The window failures are counted in."
+    )
+    reset_timeout_seconds: Seconds = Field(
+        30.0, description="How long it stays open before a probe."
+    )
+    half_open_max_calls: Count = Field(
+        1, le=10_000, description="Probe calls let through at once when half-open."
+    )
+    failure_rate_threshold: Number | None = Field(
+        None, gt=0, le=1, description="Also open at this failure share (0-1)."
+    )
+    minimum_calls: Count = Field(
+        10, le=MAX_COUNT, description="Calls needed in the window before the rate counts."
+    )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(
-            data,
-            {
-                "samplingDurationMs": ("sampling_duration_seconds", 0.001),
-                "resetTimeoutMs": ("reset_timeout_seconds", 0.001),
-                "halfOpenMaxCalls": ("half_open_max_calls", 1),
-                "failureRateThreshold": ("failure_rate_threshold", 1),
-                "minimumCalls": ("minimum_calls", 1),
-            },
-        )
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "samplingDurationMs": ("sampling_duration_seconds", 0.001),
+        "resetTimeoutMs": ("reset_timeout_seconds", 0.001),
+        "halfOpenMaxCalls": ("half_open_max_calls", 1),
+        "failureRateThreshold": ("failure_rate_threshold", 1),
+        "minimumCalls": ("minimum_calls", 1),
+    }
 
 
 class TimeoutConfig(_Config):
@@ -198,60 +282,74 @@ class TimeoutConfig(_Config):
     wait for a stream's first chunk; ``idle_seconds`` the silence between two chunks.
     """
 
-    attempt_seconds: PositiveSeconds | None = None
-    first_token_seconds: PositiveSeconds | None = None
-    idle_seconds: PositiveSeconds | None = None
+    attempt_seconds: Seconds | None = Field(
+        None, description="Limit on one whole call; none for no limit."
+    )
+    first_token_seconds: Seconds | None = Field(
+        None, description="Limit on the wait for a stream's first chunk."
+    )
+    idle_seconds: Seconds | None = Field(
+        None, description="Limit on silence between two chunks of a stream."
+    )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(
-            data,
-            {
-                "attemptMs": ("attempt_seconds", 0.001),
-                "firstTokenMs": ("first_token_seconds", 0.001),
-                "idleMs": ("idle_seconds", 0.001),
-            },
-        )
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "attemptMs": ("attempt_seconds", 0.001),
+        "firstTokenMs": ("first_token_seconds", 0.001),
+        "idleMs": ("idle_seconds", 0.001),
+    }
 
 
-class ProviderConfig(_Config):
+class ProviderFields(_Config):
+    """What a deployment can set about one provider: :class:`ProviderConfig` less the name.
+
+    The settings (``router_middleware.settings``) key providers by name, so they take
+    these fields as they are.
+    """
+
+    type: Literal["openai", "anthropic", "google", "ollama", "custom"] = Field(
+        "custom", description="The provider's kind (informational, as in the seed)."
+    )
+    enabled: bool = Field(True, description="Whether the provider takes requests.")
+    priority: Number = Field(1, ge=0, le=10**6, description="Lower is preferred.")
+    models: list[ModelConfig] = Field(min_length=1, description="The models it serves.")
+    rate_limit: RateLimitConfig = Field(RateLimitConfig(), description="Admission limits.")
+    retry: RetryConfig | None = Field(None, description="Overrides the router-wide retry.")
+    circuit_breaker: CircuitBreakerConfig | None = Field(
+        None, description="Overrides the router-wide circuit breaker."
+    )
+    timeouts: TimeoutConfig | None = Field(None, description="Overrides the router-wide timeouts.")
+
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "rateLimit": ("rate_limit", 1),
+        "circuitBreaker": ("circuit_breaker", 1),
+    }
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> ProviderFields:
+        repeated = _repeated([m.name for m in self.models])
+        if repeated:
+            raise FieldProblem("models", repeated)
+        return self
+
+
+class ProviderConfig(ProviderFields):
     """One provider: the models it serves, its priority and its limits.
 
     ``retry``, ``circuit_breaker`` and ``timeouts`` override the router-wide defaults
     for this provider when given. ``handler`` exists for seed parity (the seed puts the
     handler in the config); a handler passed to the router by name takes precedence.
+
+    Example:
+        >>> ProviderConfig(name="a", models=[{"name": "m"}], priority=2).priority
+        2.0
     """
 
-    name: Annotated[str, Field(min_length=1)]
-    type: Literal["openai", "anthropic", "google", "ollama", "custom"] = "custom"
-    enabled: bool = True
-    priority: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1
-    models: Annotated[list[ModelConfig], Field(min_length=1)]
-    rate_limit: RateLimitConfig = RateLimitConfig()
-    retry: RetryConfig | None = None
-    circuit_breaker: CircuitBreakerConfig | None = None
-    timeouts: TimeoutConfig | None = None
-    handler: Annotated[Any, Field(exclude=True, repr=False)] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(
-            data,
-            {
-                "rateLimit": ("rate_limit", 1),
-                "circuitBreaker": ("circuit_breaker", 1),
-            },
-        )
-
-    @model_validator(mode="after")
-    def _unique_models(self) -> ProviderConfig:
-        names = [m.name for m in self.models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"provider {self.name!r} lists model(s) twice: {', '.join(dupes)}")
-        return self
+    name: Annotated[str, Field(min_length=1)] = Field(
+        description="The provider's name; runnables are matched to it by name."
+    )
+    handler: Annotated[Any, Field(exclude=True, repr=False)] = Field(
+        None, description="A callable serving requests (seed parity); code given by name wins."
+    )
 
     def model(self, name: str) -> ModelConfig | None:
         """The configuration of model ``name`` if this provider serves it."""
@@ -261,7 +359,50 @@ class ProviderConfig(_Config):
         return None
 
 
-class RouterConfig(_Config):
+class RouterFields(_Config):
+    """The router-wide fields: :class:`RouterConfig` less its providers.
+
+    The settings hold providers keyed by name rather than as a list, and take the
+    rest as it is, so each field's type, default and description is written here once.
+    """
+
+    strategy: Annotated[str, Field(min_length=1)] = Field(
+        "round_robin",
+        description="How providers are ordered: `round_robin` or `cost_priority_round_robin`.",
+    )
+    default_model: str | None = Field(
+        None, description="The model of requests that name none; some provider must serve it."
+    )
+    retry: RetryConfig = Field(RetryConfig(), description="Retries on one provider.")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        CircuitBreakerConfig(), description="When a failing provider leaves rotation."
+    )
+    timeouts: TimeoutConfig = Field(TimeoutConfig(), description="Per-attempt time limits.")
+    max_wait_seconds: WaitSeconds = Field(
+        5.0, description="How long a request may wait for a provider with free capacity."
+    )
+    deadline_seconds: Seconds | None = Field(
+        120.0, description="Limit on one request end to end, retries included."
+    )
+    max_attempts: Count = Field(
+        10, le=10_000, description="The most provider calls one request may make."
+    )
+    max_cooldown_seconds: Seconds = Field(
+        300.0, description="Cap on how long one Retry-After keeps a provider cooling down."
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from ._strategies import strategy_names
+
+        if value not in strategy_names():
+            # The value may be anything pasted into the wrong place: name, never quote, it.
+            raise ValueError(f"unknown strategy; expected one of {', '.join(strategy_names())}")
+        return value
+
+
+class RouterConfig(RouterFields):
     """The whole router: strategy, providers and resilience defaults.
 
     ``max_wait_seconds`` is how long a request may wait for a provider with capacity when
@@ -270,33 +411,25 @@ class RouterConfig(_Config):
     ``Retry-After`` cools it down for at most ``max_cooldown_seconds``.
     """
 
-    strategy: Annotated[str, Field(min_length=1)] = "round_robin"
-    default_model: str | None = None
-    providers: list[ProviderConfig] = Field(default_factory=list)
-    retry: RetryConfig = RetryConfig()
-    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
-    timeouts: TimeoutConfig = TimeoutConfig()
-    max_wait_seconds: NonNegativeSeconds = 5.0
-    deadline_seconds: PositiveSeconds | None = 120.0
-    max_attempts: Annotated[int, Field(ge=1)] = 10
-    max_cooldown_seconds: PositiveSeconds = 300.0
+    providers: list[ProviderConfig] = Field(
+        default_factory=list, description="The providers, in the order given."
+    )
+
+    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
+        "loadBalancingStrategy": ("strategy", 1),
+        "load_balancing_strategy": ("strategy", 1),
+        "defaultModel": ("default_model", 1),
+        "circuitBreaker": ("circuit_breaker", 1),
+        "maxWaitMs": ("max_wait_seconds", 0.001),
+        "deadlineMs": ("deadline_seconds", 0.001),
+        "maxAttempts": ("max_attempts", 1),
+        "maxCooldownMs": ("max_cooldown_seconds", 0.001),
+    }
 
     @model_validator(mode="before")
     @classmethod
     def _seed_keys(cls, data: Any) -> Any:
-        data = _translate(
-            data,
-            {
-                "loadBalancingStrategy": ("strategy", 1),
-                "load_balancing_strategy": ("strategy", 1),
-                "defaultModel": ("default_model", 1),
-                "circuitBreaker": ("circuit_breaker", 1),
-                "maxWaitMs": ("max_wait_seconds", 0.001),
-                "deadlineMs": ("deadline_seconds", 0.001),
-                "maxAttempts": ("max_attempts", 1),
-                "maxCooldownMs": ("max_cooldown_seconds", 0.001),
-            },
-        )
+        data = _translate(data, cls._seed)
         if isinstance(data, dict) and "resilience" in data:
             resilience = data.pop("resilience")
             if not isinstance(resilience, Mapping):
@@ -311,22 +444,10 @@ class RouterConfig(_Config):
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:
-        from ._strategies import strategy_names
-
-        if self.strategy not in strategy_names():
-            raise ValueError(
-                f"unknown strategy {self.strategy!r}; expected one of {', '.join(strategy_names())}"
-            )
-        names = [p.name for p in self.providers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate provider name(s): {', '.join(dupes)}")
-        model = self.default_model
-        if model is not None and self.providers and not any(p.model(model) for p in self.providers):
-            served = sorted({m.name for p in self.providers for m in p.models})
-            raise ValueError(
-                f"default_model {model!r} is served by no provider (served: {', '.join(served)})"
-            )
+        repeated = _repeated([p.name for p in self.providers])
+        if repeated:
+            raise FieldProblem("providers", repeated)
+        unserved_default(self.default_model, (m for p in self.providers for m in p.models))
         return self
 
     @classmethod
@@ -352,9 +473,20 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
     """One readable line per pydantic error: ``providers.0.priority: must be >= 0``.
 
     Input values are left out on purpose, so a secret never reaches a message.
+
+    Example:
+        >>> try:
+        ...     RouterConfig(retry={"attempts": True})
+        ... except ValidationError as exc:
+        ...     format_validation_error(exc)
+        ['retry.attempts: Input should be a number, not a boolean']
     """
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{prefix}{where or '(root)'}: {err['msg']}")
+        loc = [str(p) for p in err["loc"]]
+        problem = (err.get("ctx") or {}).get("error")
+        if isinstance(problem, FieldProblem):
+            loc.append(problem.field)
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{prefix}{'.'.join(loc) or '(root)'}: {message}")
     return lines

@@ -34,7 +34,7 @@ from ._strategies import SelectionStrategy
 from ._types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
-    from ._settings import RouterSettings
+    from .settings import RouterSettings
 
 __all__ = ["ResilientRouter"]
 
@@ -173,7 +173,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             'x'
             >>> del os.environ["LLM_ROUTER_PROVIDERS__LOCAL__MODELS"]
         """
-        from ._settings import router_from_settings
+        from .settings import router_from_settings
 
         return router_from_settings(runnables, settings, router_class=cls, **kwargs)
 
@@ -239,7 +239,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         ``providers`` adds or replaces runnables; providers absent from the new config
         are dropped; the others keep their metrics and breaker state.
         """
-        from ._settings import RouterSettings, reload_from_settings
+        from .settings import RouterSettings, reload_from_settings
 
         if isinstance(config, RouterSettings):
             reload_from_settings(self, config, providers)

@@ -196,7 +196,7 @@ def test_a_listener_that_raises_does_not_break_routing(
             },
             "requests_per_second",
         ),
-        ({"strategy": "fastest"}, "unknown strategy 'fastest'"),
+        ({"strategy": "fastest"}, "strategy: unknown strategy; expected"),
         ({"providers": [{"name": "a", "models": [{"name": "m"}], "colour": "red"}]}, "colour"),
         ({"retry": {"attempts": 0}}, "retry.attempts"),
         ({"circuit_breaker": {"reset_timeout_seconds": float("inf")}}, "reset_timeout_seconds"),

@@ -14,7 +14,7 @@ import pytest
 
 from router_middleware import _cli
 from router_middleware._cli import main
-from router_middleware._settings_reference import env_reference
+from router_middleware.settings import env_reference
 
 FAST = ["--requests", "120", "--duration", "12"]  # not a terminal: unpaced
 
@@ -73,7 +73,7 @@ def test_check_lists_every_problem_and_fails(
     assert (code, out) == (1, "")
     assert err.splitlines() == [
         "invalid router configuration (3 problem(s)):",
-        "  - strategy: unknown strategy 'fastest'; expected one of round_robin, "
+        "  - strategy: unknown strategy; expected one of round_robin, "
         "cost_priority_round_robin [env LLM_ROUTER_STRATEGY]",
         "  - providers.a.priority: Input should be greater than or equal to 0 "
         "[env LLM_ROUTER_PROVIDERS__A__PRIORITY]",
@@ -126,7 +126,47 @@ def test_show_with_an_invalid_configuration_fails(
     break_config(monkeypatch)
     code, out, err = run(capsys, "config", "show")
     assert (code, out) == (1, "")
-    assert "unknown strategy 'fastest'" in err
+    assert "strategy: unknown strategy; expected one of" in err
+    assert "fastest" not in err
+
+
+CANARY = "sk-CANARY-91d0"
+
+
+@pytest.mark.parametrize("command", ["check", "show"])
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_config_commands_never_print_a_dotenv_value(
+    command: str,
+    json_flag: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """``config check`` printed ``LLM_ROUTER_CONFIG_FILE=<the value>: cannot read the file``."""
+    (tmp_path / ".env").write_text(
+        f"LLM_ROUTER_CONFIG_FILE={CANARY}\nLLM_ROUTER_DEFAULT_MODEL={CANARY}\n"
+        'LLM_ROUTER_PROVIDERS__A__MODELS=\'[{"name": "m"}]\'\n'
+    )
+    code, out, err = run(capsys, "config", command, *json_flag)
+    assert code == 1
+    assert CANARY not in out + err
+    text = out + err
+    assert "LLM_ROUTER_CONFIG_FILE: cannot read the file" in text
+    assert "default_model: no provider serves this model" in text
+    assert "[.env]" in text
+    assert "[.env LLM_ROUTER_DEFAULT_MODEL]" in text
+
+
+def test_show_never_prints_the_config_json_document(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("LLM_ROUTER_CONFIG_JSON='{\"max_attempts\": 7}'\n")
+    for flags in ([], ["--json"]):
+        code, out, _ = run(capsys, "config", "show", *flags)
+        assert code == 0
+        assert "7" in out  # the value it set is shown, with its origin
+        assert "config_json" not in out
+        assert '{"max_attempts": 7}' not in out
 
 
 def test_reference_prints_the_env_reference(capsys: pytest.CaptureFixture[str]) -> None:

@@ -241,10 +241,9 @@ def test_sync_stream_deadline_is_enforced_after_the_first_chunk() -> None:
         text=" ".join(f"w{i}" for i in range(9)), chunk_latency=0.3, clock=clock
     )
     router = ResilientRouter({"p": model}, {**_config(), "deadline_seconds": 1.0}, clock=clock)
-    got = []
+    got: list[Any] = []
     with pytest.raises(DeadlineExceededError):
-        for chunk in router.stream("hi", model="m"):
-            got.append(chunk.content)
+        got.extend(chunk.content for chunk in router.stream("hi", model="m"))
     assert 1 <= len(got) <= 4  # 0.3 s a chunk: the fourth chunk arrives past 1 s
     assert clock.now() <= 1.0 + 0.3
     assert model.in_flight == 0
@@ -255,10 +254,14 @@ async def test_async_stream_deadline_is_enforced_after_the_first_chunk() -> None
     model = ScriptedChatModel(text=" ".join(f"w{i}" for i in range(40)), chunk_latency=0.02)
     router = ResilientRouter({"p": model}, {**_config(), "deadline_seconds": 0.2})
     start = time.monotonic()
-    got = []
-    with pytest.raises(DeadlineExceededError):
+    got: list[Any] = []
+
+    async def read() -> None:
         async for chunk in router.astream("hi", model="m"):
             got.append(chunk.content)
+
+    with pytest.raises(DeadlineExceededError):
+        await read()
     assert time.monotonic() - start < 0.6  # the whole stream would take 0.8 s
     assert 1 <= len(got) < 40
     assert model.in_flight == 0

@@ -19,13 +19,13 @@ from router_middleware import (
     RetryConfig,
     RouterConfig,
 )
-from router_middleware._settings import (
+from router_middleware.settings import (
     ProviderSettings,
     RouterSettings,
+    env_reference,
     reload_from_settings,
     router_from_settings,
 )
-from router_middleware._settings_reference import env_reference
 from router_middleware.testing import ScriptedChatModel, http_error
 
 from . import test_seed as seed_examples
@@ -327,12 +327,12 @@ MODELS = '[{"name": "m"}]'
 INVALID: dict[str, tuple[dict[str, str], list[str]]] = {
     "unknown strategy": (
         {"LLM_ROUTER_STRATEGY": "fastest"},
-        ["strategy: unknown strategy 'fastest'", "[env LLM_ROUTER_STRATEGY]"],
+        ["strategy: unknown strategy; expected one of", "[env LLM_ROUTER_STRATEGY]"],
     ),
     "zero rate": (
         {"LLM_ROUTER_PROVIDERS__A__MODELS": MODELS,
          "LLM_ROUTER_PROVIDERS__A__RATE_LIMIT__REQUESTS_PER_SECOND": "0"},
-        ["providers.a.rate_limit.requests_per_second: Input should be greater than 0",
+        ["providers.a.rate_limit.requests_per_second: Input should be greater than or equal",
          "LLM_ROUTER_PROVIDERS__A__RATE_LIMIT__REQUESTS_PER_SECOND"],
     ),
     "negative priority": (
@@ -350,24 +350,24 @@ INVALID: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
     "zero timeout": (
         {"LLM_ROUTER_TIMEOUTS__ATTEMPT_SECONDS": "0"},
-        ["timeouts.attempt_seconds: Input should be greater than 0"],
+        ["timeouts.attempt_seconds: Input should be greater than or equal to 0.001"],
     ),
     "negative deadline": (
         {"LLM_ROUTER_DEADLINE_SECONDS": "-5"},
-        ["deadline_seconds: Input should be greater than 0"],
+        ["deadline_seconds: Input should be greater than or equal to 0.001"],
     ),
     "duplicate names": (
         {"LLM_ROUTER_PROVIDERS": '[{"name": "a", "models": [{"name": "m"}]},'
                                  ' {"name": "a", "models": [{"name": "m"}]}]'},
-        ["LLM_ROUTER_PROVIDERS: duplicate provider name 'a'"],
+        ["LLM_ROUTER_PROVIDERS: items 0 and 1 have the same name [env]"],
     ),
     "duplicate models": (
         {"LLM_ROUTER_PROVIDERS__A__MODELS": '[{"name": "m"}, {"name": "m"}]'},
-        ["providers.a.models: model(s) listed twice: m"],
+        ["providers.a.models: items 0 and 1 have the same name"],
     ),
     "default model nobody serves": (
         {"LLM_ROUTER_PROVIDERS__A__MODELS": MODELS, "LLM_ROUTER_DEFAULT_MODEL": "gpt-5"},
-        ["default_model: 'gpt-5' is served by no provider (served: m)",
+        ["default_model: no provider serves this model",
          "[env LLM_ROUTER_DEFAULT_MODEL]"],
     ),
     "malformed json": (
@@ -376,7 +376,8 @@ INVALID: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
     "unknown nested key": (
         {"LLM_ROUTER_RETRY__ATEMPTS": "3"},
-        ["retry.atempts: Extra inputs are not permitted [env LLM_ROUTER_RETRY__ATEMPTS]"],
+        ["LLM_ROUTER_RETRY__ATEMPTS: unknown setting; did you mean "
+         "LLM_ROUTER_RETRY__ATTEMPTS? [env]"],
     ),
     "unknown variable": (
         {"LLM_ROUTER_STRATEGYY": "round_robin"},
@@ -393,11 +394,12 @@ INVALID: dict[str, tuple[dict[str, str], list[str]]] = {
     ),
     "missing file": (
         {"LLM_ROUTER_CONFIG_FILE": "/nonexistent/router.toml"},
-        ["LLM_ROUTER_CONFIG_FILE=/nonexistent/router.toml: cannot read the file"],
+        ["LLM_ROUTER_CONFIG_FILE: cannot read the file (No such file or directory) [env]"],
     ),
-    "unsupported file": (
-        {"LLM_ROUTER_CONFIG_FILE": "router.ini"},
-        ["router.ini: cannot read the file"],
+    "unknown key in a JSON section": (
+        {"LLM_ROUTER_RETRY": '{"atempts": 3}'},
+        ["retry.atempts: Extra inputs are not permitted; did you mean retry.attempts? "
+         "[env LLM_ROUTER_RETRY]"],
     ),
 }  # fmt: skip
 
@@ -424,7 +426,7 @@ def test_file_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     expected = {
         bad_toml: "malformed TOML (Invalid value (at line 1, column 12))",
-        ini: "unsupported file type .ini",
+        ini: "LLM_ROUTER_CONFIG_FILE: unsupported file type; name a .toml, .json or .yaml",
         listed: "expected a mapping of settings, got list",
         clash: "duplicate provider name: 'OpenAI' and 'openai' are one name to variables",
     }
@@ -472,6 +474,20 @@ def test_a_secret_never_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert ("redis_url", "**********") in [(p, v) for p, v, _ in settings.explain()]
     assert "LLM_ROUTER_REDIS_URL" in env_reference(SettingsWithSecret)
     assert "| secret or `none` |" in env_reference(SettingsWithSecret)
+
+
+class SettingsWithHidden(RouterSettings):
+    token: str = Field("", repr=False, description="A credential that is no secret type.")
+
+
+def test_explain_and_shown_leave_out_repr_false_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``explain()`` (what ``config show`` prints) listed fields its repr hides."""
+    setenv(monkeypatch, LLM_ROUTER_TOKEN=CANARY)
+    settings = SettingsWithHidden()
+    assert settings.token == CANARY
+    assert CANARY not in repr(list(settings.explain()))
+    assert "token" not in settings.shown()
+    assert settings.shown()["retry"]["attempts"] == 3
 
 
 @pytest.mark.parametrize(
@@ -575,7 +591,7 @@ def test_reload_without_provider_settings_keeps_the_providers(
     assert list(router.providers) == ["solo"]
     assert router.router_config.retry.attempts == 5
     monkeypatch.setenv("LLM_ROUTER_DEFAULT_MODEL", "gpt-9")
-    with pytest.raises(ConfigurationError, match="default_model 'gpt-9' is served by no provider"):
+    with pytest.raises(ConfigurationError, match="default_model: no provider serves this model"):
         reload_from_settings(router)
 
 
@@ -597,3 +613,21 @@ def test_settings_fields_mirror_the_config() -> None:
         "handler",
     }
     assert set(RouterConfig.model_fields) <= set(RouterSettings.model_fields)
+
+
+def test_importing_the_package_skips_settings_and_settings_skip_the_router() -> None:
+    """``import router_middleware`` stays free of pydantic-settings; no import cycle either."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, router_middleware\n"
+        "assert 'pydantic_settings' not in sys.modules\n"
+        "assert not any(m.startswith('router_middleware.settings') for m in sys.modules)\n"
+        "from router_middleware import RouterSettings\n"
+        "assert RouterSettings.__module__ == 'router_middleware.settings._model'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    binding = (ROOT / "router_middleware" / "settings" / "_binding.py").read_text()
+    top_level = [line for line in binding.splitlines() if line.startswith("from .._router")]
+    assert top_level == []  # only under TYPE_CHECKING or inside a function

@@ -10,7 +10,6 @@ them all.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 import sys
@@ -23,14 +22,16 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from ._settings_origin import DEFAULT_ORIGIN, Origin, longest_prefix
-from ._settings_schema import (
+from ._origin import DEFAULT_ORIGIN, Origin, longest_prefix
+from ._schema import (
     DELIMITER,
     ENV_PREFIX,
     Key,
     annotation_at,
     canonical,
+    close_field,
     env_var,
+    first_unknown,
     is_complex,
     normalize_name,
     unwrap,
@@ -83,19 +84,30 @@ class LayeredSource(PydanticBaseSettingsSource):
         env = _variables(model, self._env, "env", problems)
         dotenv = _variables(model, self._dotenv, ".env", problems)
 
-        def meta(name: str) -> Any:
-            return next((d[name] for d, _ in (init, env, dotenv) if d.get(name) is not None), None)
+        def meta(name: str) -> tuple[Any, str, str]:
+            """The value of ``name``, the name problems give it, and the source that set it."""
+            for data, origin_of in (init, env, dotenv):
+                if data.get(name) is not None:
+                    origin = origin_of((name,))
+                    return data[name], origin.detail or name, origin.source
+            return None, "", ""
 
+        # Problems name the variable and its source, never its value: a secret pasted
+        # into LLM_ROUTER_CONFIG_FILE must not come back in a "cannot read" message.
         documents = []
-        if (path := meta("config_file")) is not None:
-            where = f"{env_var(['config_file'])}={path}"
-            doc = _read_file(Path(path), where, problems)
-            documents.append(_document(model, doc, Origin("file", str(path)), problems))
-        if (text := meta("config_json")) is not None:
-            doc = _parse_json(str(text), env_var(["config_json"]), problems)
-            documents.append(
-                _document(model, doc, Origin("json", env_var(["config_json"])), problems)
-            )
+        for name, kind in (("config_file", "file"), ("config_json", "json")):
+            value, where, source = meta(name)
+            if value is None:
+                continue
+            found_here: list[str] = []
+            if kind == "file":
+                doc = _read_file(Path(value), where, found_here)
+                origin = Origin("file", str(value))
+            else:
+                doc = _parse_json(str(value), where, found_here)
+                origin = Origin("json", env_var([name]))
+            documents.append(_document(model, doc, origin, where, found_here))
+            problems.extend(f"{p} [{source}]" for p in found_here)
         merged: dict[str, Any] = {}
         for data, origin_of in (*documents, dotenv, env, init):
             _merge(merged, data, origin_of, found.origins)
@@ -115,14 +127,23 @@ def _variables(
     ]
     # Sections before fields: a JSON value for a section, then single fields on top of it.
     for path, var, raw in sorted(found, key=lambda item: (len(item[0]), item[0])):
-        if path[0] not in model.model_fields or "" in path:
-            close = difflib.get_close_matches(path[0], list(model.model_fields), 1)
-            hint = f"; did you mean {env_var([close[0]])}?" if close else ""
+        if "" in path or first_unknown(model, path) is not None:
+            close = None if "" in path else close_field(model, path)
+            hint = f"; did you mean {env_var(close)}?" if close else ""
             problems.append(f"{var}: unknown setting{hint} [{source}]")
             continue
         target = annotation_at(model, path)
+        optional = unwrap(target)[2]
         value: Any = raw
-        if unwrap(target)[2] and raw.strip().lower() in ("", "none", "null"):
+        if not raw.strip():
+            # An empty variable is more often a slip than a wish to unset: say how to.
+            how = "`none` to turn it off, " if optional else ""
+            problems.append(
+                f"{var}: empty; give a value, {how}or remove the variable for the default"
+                f" [{source}]"
+            )
+            continue
+        if optional and raw.strip().lower() in ("none", "null"):
             value = None
         elif is_complex(target):
             known = len(problems)
@@ -191,9 +212,7 @@ def _read_file(path: Path, where: str, problems: list[str]) -> Any:
                 f"{where}: malformed YAML ({getattr(exc, 'problem', None) or 'syntax'}{at})"
             )
             return None
-    problems.append(
-        f"{where}: unsupported file type {suffix or '(none)'}; use .toml, .json or .yaml"
-    )
+    problems.append(f"{where}: unsupported file type; name a .toml, .json or .yaml file")
     return None
 
 
@@ -206,17 +225,17 @@ def _optional_module(name: str, where: str, problems: list[str]) -> Any:
         return None
 
 
-def _document(model: type[BaseModel], doc: Any, origin: Origin, problems: list[str]) -> Layer:
+def _document(
+    model: type[BaseModel], doc: Any, origin: Origin, where: str, problems: list[str]
+) -> Layer:
     data: dict[str, Any] = {}
     if isinstance(doc, Mapping):
         try:
             data = canonical(model, doc)
         except ValueError as exc:
-            problems.append(f"{origin.detail}: {exc}")
+            problems.append(f"{where}: {exc}")
     elif doc is not None:
-        problems.append(
-            f"{origin.detail}: expected a mapping of settings, got {type(doc).__name__}"
-        )
+        problems.append(f"{where}: expected a mapping of settings, got {type(doc).__name__}")
     return data, lambda _: origin
 
 

@@ -1,8 +1,13 @@
 """The Markdown reference of every ``LLM_ROUTER_*`` variable, generated from the models.
 
-``llm-router config reference`` prints it and ``docs/ENV.md`` holds it; a field without
-a description (its own or one from :data:`_HELP`) fails the generation, so the
-reference cannot fall behind the models.
+``llm-router config reference`` prints it and ``docs/ENV.md`` holds it. The text of
+each row is the field's description on the config models (``_config``), the one place
+it is written; a field without one fails the generation, so the reference cannot fall
+behind the models.
+
+Example:
+    >>> "| `LLM_ROUTER_RETRY__ATTEMPTS` | integer >= 1 <= 10,000 | `3` |" in env_reference()
+    True
 """
 
 from __future__ import annotations
@@ -16,36 +21,10 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-from ._settings import RouterSettings
-from ._settings_schema import DELIMITER, ENV_PREFIX, Key, annotation_at, env_var, submodel, unwrap
+from ._model import RouterSettings
+from ._schema import DELIMITER, ENV_PREFIX, Key, annotation_at, env_var, submodel, unwrap
 
 __all__ = ["env_reference"]
-
-_HELP = {
-    "ModelConfig.name": "The model's name, as requests name it.",
-    "ModelConfig.cost_per_1k_input_tokens": "Price of 1,000 input tokens.",
-    "ModelConfig.cost_per_1k_output_tokens": "Price of 1,000 output tokens.",
-    "ModelConfig.max_tokens": "The model's token limit (informational).",
-    "RateLimitConfig.requests_per_second": "Token-bucket refill rate; none for no rate limit.",
-    "RateLimitConfig.burst": "Bucket size; by default one second's worth of requests.",
-    "RateLimitConfig.max_concurrent": "Calls in flight at once; none for no cap.",
-    "RetryConfig.enabled": "Whether to retry on the same provider at all.",
-    "RetryConfig.attempts": "Tries on one provider, the first included (1: no retry).",
-    "RetryConfig.initial_backoff_seconds": "Wait before the first retry.",
-    "RetryConfig.max_backoff_seconds": "Cap on any wait between two tries.",
-    "RetryConfig.multiplier": "Growth of the wait from one retry to the next.",
-    "RetryConfig.jitter": "Draw each wait between 0 and its value (full jitter).",
-    "CircuitBreakerConfig.enabled": "Whether failures can open the breaker.",
-    "CircuitBreakerConfig.threshold": "Failures within the sampling window that open it.",
-    "CircuitBreakerConfig.sampling_duration_seconds": "The window failures are counted in.",
-    "CircuitBreakerConfig.reset_timeout_seconds": "How long it stays open before a probe.",
-    "CircuitBreakerConfig.half_open_max_calls": "Probe calls let through at once when half-open.",
-    "CircuitBreakerConfig.failure_rate_threshold": "Also open at this failure share (0-1).",
-    "CircuitBreakerConfig.minimum_calls": "Calls needed in the window before the rate counts.",
-    "TimeoutConfig.attempt_seconds": "Limit on one whole call; none for no limit.",
-    "TimeoutConfig.first_token_seconds": "Limit on the wait for a stream's first chunk.",
-    "TimeoutConfig.idle_seconds": "Limit on silence between two chunks of a stream.",
-}
 
 _REFERENCE_HEAD = """\
 # Environment variables
@@ -63,7 +42,10 @@ library's shape (camelCase keys, milliseconds, a `providers` list).
 - `<NAME>` is a provider's name, lower-cased, every other character run written `_`:
   `LLM_ROUTER_PROVIDERS__OPENAI_EU__PRIORITY` sets provider `OpenAI-EU` of the config
   file. A provider known only from variables is named by its lower-cased key.
-- Optional values take `none` to unset them, e.g. `LLM_ROUTER_DEADLINE_SECONDS=none`.
+- Optional values take `none` to unset them: `LLM_ROUTER_DEADLINE_SECONDS=none` means
+  no deadline. An empty variable is an error, not a way to unset one.
+- Numbers are bounded so the arithmetic on them stays finite: times from 0.001 s (or 0
+  for waits) to 10,000,000 s, counts up to the limits below. `true`/`false` are not numbers.
 - Unknown variables with the `LLM_ROUTER_` prefix are errors, not silently ignored.
 
 | Variable | Type | Default | Meaning |
@@ -88,7 +70,7 @@ def _rows(
     for name, field in model.model_fields.items():
         here = (*path, name)
         var = ENV_PREFIX + DELIMITER.join(here).upper()
-        text = field.description or _HELP.get(f"{model.__name__}.{name}")
+        text = field.description
         if text is None:
             raise ValueError(f"{model.__name__}.{name} needs a description for the reference")
         sub = submodel(field.annotation)
@@ -115,10 +97,10 @@ def _type(field: FieldInfo) -> str:
         text = (
             "secret" if kind is SecretStr else names.get(kind, getattr(kind, "__name__", str(kind)))
         )
-    for c in [*field.metadata, *constraints]:
-        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            if getattr(c, attr, None) is not None:
-                text += f" {sign} {getattr(c, attr)}"
+    for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        for c in [*constraints, *field.metadata]:
+            if (bound := getattr(c, attr, None)) is not None:
+                text += f" {sign} {bound:,}"
     return text + (" or `none`" if optional else "")
 
 

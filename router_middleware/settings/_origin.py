@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ._settings_schema import Key, env_var
+from .._config import FieldProblem
+from ._schema import Key, close_field, env_var
 
 __all__ = [
     "DEFAULT_ORIGIN",
-    "FieldProblem",
     "Origin",
     "describe_errors",
     "longest_prefix",
@@ -48,14 +48,6 @@ class Origin:
 DEFAULT_ORIGIN = Origin("default")
 
 
-class FieldProblem(ValueError):
-    """A model-level check that blames one field, so the message can name its origin."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
-
-
 def longest_prefix(known: Mapping[Key, Any], path: Key) -> Key | None:
     """The longest prefix of ``path`` that ``known`` has, if any."""
     return next((path[:n] for n in range(len(path), 0, -1) if path[:n] in known), None)
@@ -74,8 +66,14 @@ def sources_under(origins: Mapping[Key, Origin], path: Key) -> str:
     )
 
 
-def describe_errors(exc: ValidationError, origins: Mapping[Key, Origin]) -> list[str]:
-    """One line per error: the field, the reason, and where the value came from."""
+def describe_errors(
+    exc: ValidationError, origins: Mapping[Key, Origin], model: type[BaseModel]
+) -> list[str]:
+    """One line per error: the field, the reason, and where the value came from.
+
+    A value set as one JSON document (a list given as an object, say) has origins only
+    under its path, so those name it; an unknown key gets the field it may mean.
+    """
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = tuple(str(p) for p in err["loc"])
@@ -83,12 +81,15 @@ def describe_errors(exc: ValidationError, origins: Mapping[Key, Origin]) -> list
         if isinstance(problem, FieldProblem):
             loc = (*loc, problem.field)
         origin = lookup_origin(origins, loc)
-        where = f" [{origin}]" if origin is not None else ""
-        if origin is None and err["type"] == "missing":  # name what set its section, if any
-            near = sources_under(origins, loc[:-1])
+        below = sources_under(origins, loc)
+        where = f" [{origin}]" if origin is not None else f" [{below}]" if below else ""
+        if origin is None and not below and err["type"] == "missing":
+            near = sources_under(origins, loc[:-1])  # name what set its section, if any
             from_ = f"; {'.'.join(loc[:-1])} is from {near}" if near else ""
             where = f" [set {env_var(loc)}{from_}]"
-        lines.append(
-            f"{'.'.join(loc) or '(settings)'}: {err['msg'].removeprefix('Value error, ')}{where}"
-        )
+        hint = ""
+        if err["type"] == "extra_forbidden" and (close := close_field(model, loc)) is not None:
+            hint = f"; did you mean {'.'.join(close)}?"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{'.'.join(loc) or '(settings)'}: {message}{hint}{where}")
     return lines

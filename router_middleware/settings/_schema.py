@@ -8,9 +8,10 @@ them) so that sources, error messages and the variable reference need no per-fie
 
 from __future__ import annotations
 
+import difflib
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -22,7 +23,9 @@ __all__ = [
     "Key",
     "annotation_at",
     "canonical",
+    "close_field",
     "env_var",
+    "first_unknown",
     "is_complex",
     "normalize_name",
     "seed_translate",
@@ -98,6 +101,47 @@ def annotation_at(model: type[BaseModel], path: Iterable[str]) -> Any:
         else:
             return None
     return annotation
+
+
+def first_unknown(model: type[BaseModel], path: Sequence[str]) -> tuple[int, list[str]] | None:
+    """Where ``path`` leaves the schema: the first key naming no field, and the fields there.
+
+    Dict keys and list indexes are any key; past a plain value, nothing is a field.
+
+    Example:
+        >>> from router_middleware import RouterConfig
+        >>> first_unknown(RouterConfig, ["retry", "atempts"])[0]
+        1
+    """
+    annotation: Any = model
+    for i, key in enumerate(path):
+        sub = submodel(annotation)
+        if sub is not None:
+            if key not in sub.model_fields:
+                return i, list(sub.model_fields)
+            annotation = sub.model_fields[key].annotation
+            continue
+        inner = unwrap(annotation)[0]
+        if get_origin(inner) not in (dict, list):
+            return i, []
+        annotation = get_args(inner)[-1]
+    return None
+
+
+def close_field(model: type[BaseModel], path: Sequence[str]) -> Key | None:
+    """The path ``path`` was likely meant as, when a key in it names no field.
+
+    Example:
+        >>> from router_middleware import RouterConfig
+        >>> close_field(RouterConfig, ["providers", "0", "retry", "atempts"])
+        ('providers', '0', 'retry', 'attempts')
+    """
+    found = first_unknown(model, path)
+    if found is None:
+        return None
+    i, names = found
+    close = difflib.get_close_matches(path[i], names, 1)
+    return (*path[:i], close[0]) if close else None
 
 
 def is_complex(annotation: Any) -> bool:
