@@ -98,7 +98,8 @@ _TRIGGERS = (
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
-    return f"{match[match.lastindex or 0]}{MASK}"
+    keep = match[match.lastindex] if match.lastindex else ""
+    return f"{keep}{MASK}"
 
 
 class _Registry:

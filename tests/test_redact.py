@@ -23,6 +23,8 @@ from router_middleware import (
     UnknownProviderError,
 )
 from router_middleware._redact import (
+    _ALTERNATIVES,
+    _PATTERN,
     MASK,
     MIN_SECRET_LENGTH,
     _Registry,
@@ -54,6 +56,11 @@ KEY_SHAPED = {
     "slack": (SLACK_TOKEN, "xoxb-***"),
     "jwt": (JWT, "eyJ***"),
 }
+
+
+def test_each_alternative_keeps_exactly_one_group() -> None:
+    # The replacement keeps the group that matched: a second group would be kept instead.
+    assert _PATTERN.groups == len(_ALTERNATIVES)
 
 
 @pytest.mark.parametrize(("key", "masked"), KEY_SHAPED.values(), ids=list(KEY_SHAPED))
