@@ -20,11 +20,17 @@ Errors raised by the providers themselves (HTTP errors, ``ModelError`` subclasse
 not wrapped on their way out: they are kept in ``AllProvidersFailedError.errors`` and
 chained as ``__cause__``; errors the router must not handle (bugs in user code,
 ``KeyboardInterrupt``, content-policy refusals) propagate untouched.
+
+The message of every router error is scrubbed of credentials (see ``_redact``): provider
+errors quote request URLs and rejected keys, and a router error's ``str()`` and ``repr()``
+end up in logs. The provider's own error objects, kept as they are, are not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+from ._redact import describe, redact
 
 __all__ = [
     "AllProvidersFailedError",
@@ -47,18 +53,30 @@ def _model_label(model: str | None) -> str:
 
 
 class RouterError(Exception):
-    """Base class of every error the router raises itself."""
+    """Base class of every error the router raises itself.
+
+    String arguments are redacted, so its ``str()`` and ``repr()`` are safe to log
+    whatever text a subclass or a caller puts in.
+
+    Example:
+        >>> RouterError("rejected: Authorization: Bearer " + "t0k" * 6)
+        RouterError('rejected: Authorization: Bearer ***')
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigurationError(RouterError, ValueError):
     """The configuration is invalid.
 
     Attributes:
-        problems: one line per problem, each naming the field or env var at fault.
+        problems: one line per problem, each naming the field or env var at fault
+            (redacted: a rejected value may be a key).
     """
 
     def __init__(self, problems: Sequence[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.problems = [redact(p) for p in ([problems] if isinstance(problems, str) else problems)]
         head = "invalid router configuration"
         body = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{head}:\n{body}" if len(self.problems) > 1 else f"{head}: {body[4:]}")
@@ -104,7 +122,8 @@ class NoProviderAvailableError(RouterError):
 
     Attributes:
         model: the requested model.
-        reasons: provider name -> why it was skipped ("circuit open", "rate limited", ...).
+        reasons: provider name -> why it was skipped ("circuit open", "rate limited", ...),
+            redacted.
         retry_after: seconds until the earliest provider is expected to have room,
             or ``None`` when that cannot be known.
     """
@@ -116,7 +135,7 @@ class NoProviderAvailableError(RouterError):
         retry_after: float | None = None,
     ) -> None:
         self.model = model
-        self.reasons = dict(reasons)
+        self.reasons = {name: redact(why) for name, why in reasons.items()}
         self.retry_after = retry_after
         detail = "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
         after = f" (retry after {retry_after:.3f}s)" if retry_after is not None else ""
@@ -128,9 +147,19 @@ class AllProvidersFailedError(RouterError):
 
     Attributes:
         model: the requested model.
-        errors: provider name -> the last error that provider raised, in try order.
+        errors: provider name -> the last error that provider raised, in try order, as
+            raised (only the message is redacted).
         attempts: total provider calls made for this request.
-        skipped: provider name -> why it was not tried (still out of capacity, circuit open).
+        skipped: provider name -> why it was not tried (still out of capacity, circuit open),
+            redacted.
+
+    Example:
+        >>> failure = ConnectionError("GET https://example.com/v1?key=" + "k3y" * 8)
+        >>> err = AllProvidersFailedError("m", {"google": failure}, 1)
+        >>> str(err).split(": ", 1)[1]
+        'google: ConnectionError: GET https://example.com/v1?key=***'
+        >>> "k3yk3y" in str(failure)  # the provider's own error is left as it was
+        True
     """
 
     def __init__(
@@ -145,8 +174,8 @@ class AllProvidersFailedError(RouterError):
         self.model = model
         self.errors = dict(errors)
         self.attempts = attempts
-        self.skipped = dict(skipped or {})
-        detail = "; ".join(f"{n}: {type(e).__name__}: {e}" for n, e in self.errors.items())
+        self.skipped = {name: redact(why) for name, why in (skipped or {}).items()}
+        detail = "; ".join(f"{n}: {describe(e)}" for n, e in self.errors.items())
         if self.skipped:
             detail += "; skipped " + "; ".join(f"{n}: {w}" for n, w in self.skipped.items())
         if message is None:
