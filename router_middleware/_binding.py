@@ -17,13 +17,14 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableLambda
 
 from ._errors import ConfigurationError, InvalidProviderOutputError
+from ._redact import register_secrets_of
 from ._types import LLMRequest, message_from_handler_output, request_from_input
 
-__all__ = ["Binding", "ProviderTarget", "as_message"]
+__all__ = ["Binding", "ProviderTarget", "as_chunk", "as_message"]
 
 ProviderTarget = Runnable[Any, Any] | Callable[..., Any] | Mapping[str, Runnable[Any, Any]]
 """What serves a provider: a runnable (bound to the chosen model when the provider serves
@@ -49,6 +50,9 @@ class Binding:
     def __init__(self, name: str, target: ProviderTarget, models: tuple[str, ...]) -> None:
         self.name = name
         self.target = target
+        # Its keys may be echoed in its errors (an OpenAI 401 repeats the key): scrub them
+        # from every router error, log line and event.
+        register_secrets_of(target)
         self.is_handler, self._runnables = _runnables_for(name, target, models)
         for runnable in {id(r): r for r in self._runnables.values()}.values():
             _warn_if_self_retrying(name, runnable)
@@ -92,6 +96,18 @@ def as_message(value: Any, provider: str) -> BaseMessage:
         return AIMessage(value)
     raise InvalidProviderOutputError(
         provider, f"returned {type(value).__name__}; expected a message or a str"
+    )
+
+
+def as_chunk(value: Any, provider: str) -> BaseMessage:
+    """A streamed chunk as a message chunk, like :func:`as_message` for one answer (a
+    handler streams its whole answer as one message)."""
+    if isinstance(value, BaseMessage):
+        return value
+    if isinstance(value, str):
+        return AIMessageChunk(content=value)
+    raise InvalidProviderOutputError(
+        provider, f"streamed a {type(value).__name__}; expected message chunks or str"
     )
 
 

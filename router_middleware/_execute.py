@@ -27,7 +27,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 
-from ._binding import as_message
+from ._binding import as_chunk, as_message
 from ._clock import Clock
 from ._errors import ProviderTimeoutError
 from ._lease import Lease
@@ -191,10 +191,12 @@ class SyncChunks:
 
     def next(self) -> Any:
         chunk = next(self._source, END)
-        if chunk is not END and self._clock.now() > self._deadline:
+        if chunk is END:
+            return END
+        if self._clock.now() > self._deadline:
             self.close()
-            raise ProviderTimeoutError(self._provider, "deadline", self._deadline)
-        return chunk
+            raise ProviderTimeoutError(self._provider, "deadline", 0.0)
+        return as_chunk(chunk, self._provider)
 
     def close(self) -> None:
         close = getattr(self._source, "close", None)
@@ -276,7 +278,7 @@ class _ReadChunks:
             raise ProviderTimeoutError(self._provider, phase, limit or 0.0) from None
         self._phase = 1
         if kind == self._CHUNK:
-            return item
+            return as_chunk(item, self._provider)
         if kind == self._DONE:
             return END
         raise item
@@ -358,9 +360,10 @@ class AsyncChunks:
             limit, phase = max(left, 0.0), "deadline"
         token = var_child_runnable_config.set(self._config)
         try:
-            return await anext_within(self._source, self._provider, phase, limit)
+            chunk = await anext_within(self._source, self._provider, phase, limit)
         finally:
             var_child_runnable_config.reset(token)
+        return chunk if chunk is END else as_chunk(chunk, self._provider)
 
     async def close(self) -> None:
         close = getattr(self._source, "aclose", None)
@@ -388,6 +391,8 @@ async def open_stream_async(
         try:
             first_limit = _tighter(timeouts.first_token_seconds, timeout)
             first = await anext_within(source, name, "first_token", first_limit)
+            if first is not END:
+                first = as_chunk(first, name)
         except BaseException:
             await chunks.close()
             raise

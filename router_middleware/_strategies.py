@@ -236,7 +236,7 @@ def get_strategy(name: str) -> SelectionStrategy:
     factory = _REGISTRY.get(name)
     if factory is None:
         known = ", ".join(_REGISTRY)
-        raise ConfigurationError(f"strategy: unknown strategy {name!r}; expected one of {known}")
+        raise ConfigurationError(f"strategy: unknown strategy; expected one of {known}")
     strategy = factory()
     if not isinstance(strategy, SelectionStrategy):
         raise TypeError(f"strategy factory for {name!r} returned {type(strategy).__name__}")
