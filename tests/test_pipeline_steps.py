@@ -235,6 +235,34 @@ def test_open_breaker_yields_no_call_and_half_open_admits_one_trial() -> None:
     ]
 
 
+def test_open_breaker_provider_is_never_called_while_others_are_tried() -> None:
+    clock = FakeClock()
+    router, _ = make(
+        clock,
+        ("a", "b"),
+        circuit_breaker={"threshold": 1, "reset_timeout_seconds": 60},
+        retry={"attempts": 2, "initial_backoff_seconds": 0.01, "jitter": False},
+    )
+    router.provider("a").breaker.force_open()
+    calls: list[str] = []
+    plan = router.pipeline.run(ctx())
+
+    def play() -> None:
+        step = next(plan)
+        while True:
+            if isinstance(step, Call):
+                calls.append(step.lease.provider.name)
+                step = plan.send(http_error(503))
+            else:
+                step = plan.send(None)
+
+    with pytest.raises(AllProvidersFailedError) as info:
+        play()
+    assert calls == ["b"]  # b's breaker (threshold 1) opened too: no retry, no call to a
+    assert set(info.value.errors) == {"b"}
+    assert "circuit open" in info.value.skipped["a"]
+
+
 # -- bucket gate ----------------------------------------------------------------------------
 
 

@@ -138,6 +138,25 @@ def test_breaker_opened_by_attempt_one_fails_over_without_a_retry(mode: str) -> 
     assert [t["provider"] for t in trail] == ["a", "b"]
 
 
+def test_breaker_opened_by_attempt_one_seen_through_astream_events() -> None:
+    clock = FakeClock()
+    a = ScriptedChatModel(script=[Fail(http_error(503))], clock=clock)
+    b = ScriptedChatModel(text="from b", clock=clock)
+    router = two_providers(clock, a, b, {"circuit_breaker": {"threshold": 1}})
+
+    async def custom() -> list[str]:
+        return [
+            e["name"]
+            async for e in router.astream_events("hi", version="v2")
+            if e["event"] == "on_custom_event"
+        ]
+
+    names = asyncio.run(custom())
+    assert names == ["router_breaker_change", "router_failover"]
+    assert clock.slept == []
+    assert router.provider("a").metrics.retries == 0
+
+
 # -- (8) a Retry-After dated decades ahead parks a provider for max_cooldown_seconds -------
 
 DATE_2099 = "Wed, 21 Oct 2099 07:28:00 GMT"
