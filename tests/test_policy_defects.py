@@ -441,23 +441,7 @@ def test_a_model_that_is_not_a_str_is_invalid_input(mode: str) -> None:
     assert a.calls == 0
 
 
-_NONE_CHUNK_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a stream's chunks are never checked (_execute.py open_stream_sync/"
-    "open_stream_async and SyncChunks/AsyncChunks.next skip as_message): a provider "
-    "streaming None hands None to the caller and counts as a success",
-)
-
-
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "invoke",
-        "ainvoke",
-        pytest.param("stream", marks=_NONE_CHUNK_BUG),
-        pytest.param("astream", marks=_NONE_CHUNK_BUG),
-    ],
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_a_provider_answering_none_is_a_typed_error_naming_it(mode: str) -> None:
     clock = FakeClock()
     router = ResilientRouter(
