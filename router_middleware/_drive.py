@@ -20,16 +20,11 @@ from langchain_core.runnables import RunnableConfig
 from ._binding import Binding
 from ._clock import Clock
 from ._context import RequestContext
-from ._execute import (
-    attempt_config,
-    call_async,
-    call_sync,
-    open_stream_async,
-    open_stream_sync,
-)
+from ._execute import attempt_config, call_async, call_sync
 from ._lease import Lease
 from ._pipeline import Plan
 from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
+from ._streams import open_stream_async, open_stream_sync
 from ._waiting import wait_for_slot, wait_for_slot_async
 
 __all__ = ["adrive", "afinish", "annotate", "drive", "finish"]

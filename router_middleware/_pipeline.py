@@ -26,7 +26,6 @@ from ._clock import Clock
 from ._config import RouterConfig
 from ._context import RequestContext
 from ._errors import (
-    AllProvidersFailedError,
     DeadlineExceededError,
     IncompleteStreamError,
     NoProviderAvailableError,
@@ -37,6 +36,7 @@ from ._lease import Lease, admit
 from ._metrics import cost_of, usage_from_message
 from ._observe import AttemptEnd, Observer
 from ._provider import Provider
+from ._request import RequestState, Skipped, all_failed, out_of_time, pass_on_spare_slots
 from ._retry import plan_retry
 from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
 from ._strategies import SelectionStrategy
@@ -51,58 +51,6 @@ _MIN_PAUSE = 1e-6
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 Plan = Generator[Step, Any, Lease]
-
-
-class _Request:
-    """What one request has done so far."""
-
-    __slots__ = (
-        "admitted",
-        "attempts",
-        "candidates",
-        "ctx",
-        "deadline",
-        "done",
-        "errors",
-        "limited",
-        "trail",
-    )
-
-    def __init__(self, ctx: RequestContext, candidates: list[Provider], deadline: float) -> None:
-        self.ctx = ctx
-        self.candidates = candidates
-        self.deadline = deadline
-        self.attempts = 0
-        self.errors: dict[str, BaseException] = {}
-        self.done: set[str] = set()
-        self.trail: list[dict[str, Any]] = []
-        self.limited: set[str] | None = None
-        self.admitted: set[str] | None = None
-
-
-class _Skipped:
-    """The providers one pass over the candidates could not admit, and when to look again."""
-
-    __slots__ = ("blocked", "reasons", "soonest")
-
-    def __init__(self) -> None:
-        self.reasons: dict[str, str] = {}
-        self.soonest = math.inf
-        self.blocked: list[tuple[Provider, int]] = []
-        """Providers a slot release can unblock, with their slot snapshot."""
-
-    def note(self, name: str, reason: str, wait: float) -> None:
-        self.reasons[name] = reason
-        if wait < self.soonest:
-            self.soonest = wait
-
-
-def _pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider) -> None:
-    """A request woken by a release was admitted at ``taken``: a slot freed elsewhere for it
-    would otherwise wait unclaimed, so wake the next waiter of every such provider."""
-    for provider, _ in woke_from:
-        if provider is not taken and provider.limiter.wait_time() != math.inf:
-            provider.slots.notify()
 
 
 class Pipeline:
@@ -161,7 +109,7 @@ class Pipeline:
         """Route one request; returns the lease of the attempt that answered."""
         candidates = self.candidates(ctx.model)
         deadline = math.inf if self._deadline is None else self.clock.now() + self._deadline
-        req = _Request(ctx, candidates, deadline)
+        req = RequestState(ctx, candidates, deadline)
         try:
             return (yield from self._route(req))
         finally:
@@ -170,29 +118,29 @@ class Pipeline:
                 for name in req.limited - (req.admitted or set()):
                     self.observer.request_ended(name, "rate_limited")
 
-    def _route(self, req: _Request) -> Plan:
+    def _route(self, req: RequestState) -> Plan:
         wait_left = self._max_wait
         woke_from: list[tuple[Provider, int]] = []
         model = req.ctx.model
         while True:
-            skipped = _Skipped()
+            skipped = Skipped()
             for provider in self.strategy.order(req.candidates, model):
                 if provider.name in req.done:
                     continue
                 lease = yield from self._admit(provider, req, skipped)
                 if lease is None:
                     continue
-                _pass_on_spare_slots(woke_from, provider)
+                pass_on_spare_slots(woke_from, provider)
                 served = yield from self._serve(lease, req)
                 if served is not None:
                     return served
             if len(req.done) == len(req.candidates) or not skipped.reasons:
-                raise self._all_failed(req, skipped.reasons)
+                raise all_failed(req, skipped.reasons)
             now = self.clock.now()
             budget = min(wait_left, req.deadline - now)
             if budget <= 0 or (not skipped.blocked and skipped.soonest > budget):
                 if req.errors:
-                    raise self._all_failed(req, skipped.reasons)
+                    raise all_failed(req, skipped.reasons)
                 soonest = skipped.soonest if skipped.soonest != math.inf else None
                 raise NoProviderAvailableError(model, skipped.reasons, soonest)
             # Never a pause too short to move a clock: asyncio runs timers due within its
@@ -209,7 +157,7 @@ class Pipeline:
             woke_from = skipped.blocked if woken else []
 
     def _admit(
-        self, provider: Provider, req: _Request, skipped: _Skipped
+        self, provider: Provider, req: RequestState, skipped: Skipped
     ) -> Generator[Step, Any, Lease | None]:
         """The provider's lease for the next attempt, or ``None`` with the reason noted."""
         # Read before trying, so a release between a refusal and the wait is not lost.
@@ -231,7 +179,7 @@ class Pipeline:
 
     # -- execute with retry, record, fall back --------------------------------------------
 
-    def _serve(self, lease: Lease, req: _Request) -> Generator[Step, Any, Lease | None]:
+    def _serve(self, lease: Lease, req: RequestState) -> Generator[Step, Any, Lease | None]:
         """Try one admitted provider, retrying it as the policy allows.
 
         Returns the served lease, or ``None`` once the request has left this provider.
@@ -248,7 +196,7 @@ class Pipeline:
             if req.attempts >= self._max_attempts or now >= req.deadline:
                 lease.ignore()
                 self.observer.attempt_ended(AttemptEnd(name, model, lease.attempt, "ignored"))
-                raise self._out_of_time(req)
+                raise out_of_time(req, self._max_attempts, self._deadline)
             req.attempts += 1
             lease.attempt = req.attempts
             tries += 1
@@ -314,7 +262,7 @@ class Pipeline:
             )
             return None
 
-    def _deliver(self, lease: Lease, result: Any, req: _Request) -> Generator[Step, Any, Lease]:
+    def _deliver(self, lease: Lease, result: Any, req: RequestState) -> Generator[Step, Any, Lease]:
         """Hand the answer over, then settle the lease on how delivery ended."""
         if req.ctx.stream and result[0] is not EMPTY:
             lease.first_chunk = self.clock.now() - lease.started
@@ -422,22 +370,6 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
-
-    def _all_failed(self, req: _Request, skipped: dict[str, str]) -> AllProvidersFailedError:
-        exc = AllProvidersFailedError(req.ctx.model, req.errors, req.attempts, skipped=skipped)
-        if req.errors:
-            exc.__cause__ = list(req.errors.values())[-1]
-        return exc
-
-    def _out_of_time(self, req: _Request) -> DeadlineExceededError:
-        if req.attempts >= self._max_attempts:
-            limit = f"max_attempts {self._max_attempts}"
-        else:
-            limit = f"deadline {self._deadline:g}s"
-        exc = DeadlineExceededError(req.ctx.model, req.errors, req.attempts, limit)
-        if req.errors:
-            exc.__cause__ = list(req.errors.values())[-1]
-        return exc
 
 
 def _retried(end: AttemptEnd) -> AttemptEnd:

@@ -23,8 +23,8 @@ from langchain_core.runnables.config import (
 from ._context import RequestContext
 from ._drive import adrive, afinish, annotate, drive, finish
 from ._errors import InvalidInputError
-from ._execute import END
 from ._pipeline import EMPTY
+from ._streams import END
 from ._types import check_input
 
 if TYPE_CHECKING:

@@ -1,0 +1,90 @@
+"""What one request has done so far, and the errors that say how it ended.
+
+The pipeline keeps one :class:`RequestState` per request and one :class:`Skipped` per
+pass over the candidates; both are plain records, read and written by the pipeline only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._context import RequestContext
+from ._errors import AllProvidersFailedError, DeadlineExceededError
+from ._provider import Provider
+
+__all__ = ["RequestState", "Skipped", "all_failed", "out_of_time", "pass_on_spare_slots"]
+
+
+class RequestState:
+    """What one request has done so far."""
+
+    __slots__ = (
+        "admitted",
+        "attempts",
+        "candidates",
+        "ctx",
+        "deadline",
+        "done",
+        "errors",
+        "limited",
+        "trail",
+    )
+
+    def __init__(self, ctx: RequestContext, candidates: list[Provider], deadline: float) -> None:
+        self.ctx = ctx
+        self.candidates = candidates
+        self.deadline = deadline
+        self.attempts = 0
+        self.errors: dict[str, BaseException] = {}
+        self.done: set[str] = set()
+        self.trail: list[dict[str, Any]] = []
+        self.limited: set[str] | None = None
+        self.admitted: set[str] | None = None
+
+
+class Skipped:
+    """The providers one pass over the candidates could not admit, and when to look again."""
+
+    __slots__ = ("blocked", "reasons", "soonest")
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+        self.soonest = math.inf
+        self.blocked: list[tuple[Provider, int]] = []
+        """Providers a slot release can unblock, with their slot snapshot."""
+
+    def note(self, name: str, reason: str, wait: float) -> None:
+        self.reasons[name] = reason
+        if wait < self.soonest:
+            self.soonest = wait
+
+
+def pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider) -> None:
+    """A request woken by a release was admitted at ``taken``: a slot freed elsewhere for it
+    would otherwise wait unclaimed, so wake the next waiter of every such provider."""
+    for provider, _ in woke_from:
+        if provider is not taken and provider.limiter.wait_time() != math.inf:
+            provider.slots.notify()
+
+
+def all_failed(req: RequestState, skipped: dict[str, str]) -> AllProvidersFailedError:
+    """Every candidate failed or was skipped; the last provider error is the cause."""
+    exc = AllProvidersFailedError(req.ctx.model, req.errors, req.attempts, skipped=skipped)
+    if req.errors:
+        exc.__cause__ = list(req.errors.values())[-1]
+    return exc
+
+
+def out_of_time(
+    req: RequestState, max_attempts: int, deadline: float | None
+) -> DeadlineExceededError:
+    """The request's deadline or its cap on attempts ran out first."""
+    if req.attempts >= max_attempts:
+        limit = f"max_attempts {max_attempts}"
+    else:
+        limit = f"deadline {deadline:g}s"
+    exc = DeadlineExceededError(req.ctx.model, req.errors, req.attempts, limit)
+    if req.errors:
+        exc.__cause__ = list(req.errors.values())[-1]
+    return exc
