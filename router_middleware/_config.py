@@ -28,17 +28,21 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ._config_base import (
+    MAX_COUNT,
+    MIN_SECONDS,
+    ConfigModel,
+    Cost,
+    Count,
+    FieldProblem,
+    Number,
+    Seconds,
+    WaitSeconds,
+    repeated,
+    translate,
+)
 from ._errors import ConfigurationError
 
 __all__ = [
@@ -56,70 +60,6 @@ __all__ = [
     "unserved_default",
 ]
 
-# Bounds that keep the limiter's and the breaker's float arithmetic finite: a window of
-# 1e-320 s overflows ``now // (window / 10)``, a burst of 10**400 overflows ``float()``.
-MIN_SECONDS = 0.001
-MAX_SECONDS = 10**7
-MAX_COUNT = 10**9
-
-
-def _not_bool(value: Any) -> Any:
-    # pydantic reads True as 1 in lax mode; a boolean in a number field is a mistake.
-    if isinstance(value, bool):
-        raise PydanticCustomError("bool_not_number", "Input should be a number, not a boolean")
-    return value
-
-
-_NotBool = BeforeValidator(_not_bool)
-
-
-Number = Annotated[float, _NotBool, Field(allow_inf_nan=False)]
-Count = Annotated[int, _NotBool, Field(ge=1)]
-Seconds = Annotated[Number, Field(ge=MIN_SECONDS, le=MAX_SECONDS)]
-WaitSeconds = Annotated[Number, Field(ge=0, le=MAX_SECONDS)]
-Cost = Annotated[Number, Field(ge=0, le=10**6)]
-
-
-class FieldProblem(ValueError):
-    """A model-level check that blames one field, so the message can name it.
-
-    Example:
-        >>> FieldProblem("models", "items 0 and 1 have the same name").field
-        'models'
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
-
-
-def _translate(data: Any, keys: Mapping[str, tuple[str, float]]) -> Any:
-    """Rename seed (camelCase) keys to ours, scaling millisecond values to seconds."""
-    if not isinstance(data, Mapping):
-        return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in keys:
-            name, scale = keys[key]
-            if name in data:
-                raise ValueError(f"both {key!r} and {name!r} given; use one")
-            if scale != 1 and isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = value * scale
-            out[name] = value
-        else:
-            out[key] = value
-    return out
-
-
-def _repeated(names: list[str]) -> str | None:
-    """``"items 0 and 2 have the same name"`` for the first repeat, by position only."""
-    first: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in first:
-            return f"items {first[name]} and {i} have the same name"
-        first[name] = i
-    return None
-
 
 def unserved_default(default_model: str | None, models: Iterable[ModelConfig]) -> None:
     """Raise when providers serve models but none of them is ``default_model``."""
@@ -130,19 +70,7 @@ def unserved_default(default_model: str | None, models: Iterable[ModelConfig]) -
         )
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-    # The seed's key for a field -> (our field, the factor from its unit to ours).
-    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_keys(cls, data: Any) -> Any:
-        return _translate(data, cls._seed)
-
-
-class ModelConfig(_Config):
+class ModelConfig(ConfigModel):
     """A model a provider serves, with its price.
 
     Example:
@@ -171,7 +99,7 @@ class ModelConfig(_Config):
         return (self.cost_per_1k_input_tokens + self.cost_per_1k_output_tokens) / 2
 
 
-class RateLimitConfig(_Config):
+class RateLimitConfig(ConfigModel):
     """Per-provider admission limits. ``None`` means unlimited.
 
     ``burst`` defaults to ``max(1, ceil(requests_per_second))``: one second's worth.
@@ -203,7 +131,7 @@ class RateLimitConfig(_Config):
         return max(1, math.ceil(self.requests_per_second or 1))
 
 
-class RetryConfig(_Config):
+class RetryConfig(ConfigModel):
     """Retries on one provider: exponential backoff with full jitter.
 
     ``attempts`` is the total number of tries on one provider (1 = no retry), as in the seed.
@@ -237,7 +165,7 @@ class RetryConfig(_Config):
         return self.attempts if self.enabled else 1
 
 
-class CircuitBreakerConfig(_Config):
+class CircuitBreakerConfig(ConfigModel):
     """When a provider is taken out of rotation, and how it comes back.
 
     The breaker opens after ``threshold`` counted failures within
@@ -275,7 +203,7 @@ class CircuitBreakerConfig(_Config):
     }
 
 
-class TimeoutConfig(_Config):
+class TimeoutConfig(ConfigModel):
     """Per-attempt time limits; ``None`` disables one.
 
     ``attempt_seconds`` bounds a whole non-streaming call; ``first_token_seconds`` the
@@ -299,7 +227,7 @@ class TimeoutConfig(_Config):
     }
 
 
-class ProviderFields(_Config):
+class ProviderFields(ConfigModel):
     """What a deployment can set about one provider: :class:`ProviderConfig` less the name.
 
     The settings (``router_middleware.settings``) key providers by name, so they take
@@ -326,9 +254,9 @@ class ProviderFields(_Config):
 
     @model_validator(mode="after")
     def _unique_models(self) -> ProviderFields:
-        repeated = _repeated([m.name for m in self.models])
-        if repeated:
-            raise FieldProblem("models", repeated)
+        again = repeated([m.name for m in self.models])
+        if again:
+            raise FieldProblem("models", again)
         return self
 
 
@@ -359,7 +287,7 @@ class ProviderConfig(ProviderFields):
         return None
 
 
-class RouterFields(_Config):
+class RouterFields(ConfigModel):
     """The router-wide fields: :class:`RouterConfig` less its providers.
 
     The settings hold providers keyed by name rather than as a list, and take the
@@ -429,12 +357,12 @@ class RouterConfig(RouterFields):
     @model_validator(mode="before")
     @classmethod
     def _seed_keys(cls, data: Any) -> Any:
-        data = _translate(data, cls._seed)
+        data = translate(data, cls._seed)
         if isinstance(data, dict) and "resilience" in data:
             resilience = data.pop("resilience")
             if not isinstance(resilience, Mapping):
                 raise ValueError("'resilience' must be a mapping with 'retry'/'circuitBreaker'")
-            for key, value in _translate(
+            for key, value in translate(
                 resilience, {"circuitBreaker": ("circuit_breaker", 1)}
             ).items():
                 if key in data:
@@ -444,9 +372,9 @@ class RouterConfig(RouterFields):
 
     @model_validator(mode="after")
     def _consistent(self) -> RouterConfig:
-        repeated = _repeated([p.name for p in self.providers])
-        if repeated:
-            raise FieldProblem("providers", repeated)
+        again = repeated([p.name for p in self.providers])
+        if again:
+            raise FieldProblem("providers", again)
         unserved_default(self.default_model, (m for p in self.providers for m in p.models))
         return self
 
