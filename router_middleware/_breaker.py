@@ -88,7 +88,7 @@ class CircuitBreaker:
         self._clock = clock
         self._name = name
         self._store: StateStore = store if store is not None else InMemoryStore()
-        self._key = f"{name}:breaker"
+        self._key = self._store.key(f"{name}:breaker")
         # Copy-on-write, so emitting iterates a snapshot without holding any lock.
         self._listeners: tuple[_Listener, ...] = tuple(listeners)
         self._listeners_lock = threading.Lock()

@@ -92,7 +92,7 @@ class CooldownGate(Gate):
     __slots__ = ("_clock", "_key", "_store", "max_seconds")
 
     def __init__(self, name: str, store: StateStore, clock: Clock, max_seconds: float) -> None:
-        self._key = f"{name}:cooldown"
+        self._key = store.key(f"{name}:cooldown")
         self._store = store
         self._clock = clock
         self.max_seconds = max_seconds
@@ -167,13 +167,18 @@ class BreakerGate(Gate):
 class RequestBucketGate(Gate):
     """The provider's request rate: one token per attempt, retries included."""
 
-    __slots__ = ("bucket",)
+    __slots__ = ("_args", "_clock", "_take", "bucket")
 
-    def __init__(self, bucket: TokenBucket) -> None:
+    def __init__(self, bucket: TokenBucket, clock: Clock) -> None:
         self.bucket = bucket
+        self._clock = clock
+        # The bucket's own store operation, bound once: this runs on every attempt.
+        self._take = bucket.store.take_tokens
+        self._args = (bucket.rate, bucket.burst, 1.0)
 
     def enter(self, lease: Lease) -> Refusal | None:
-        wait = self.bucket.try_acquire()
+        rate, burst, cost = self._args
+        wait = self._take(self.bucket.key, self._clock.now(), rate, burst, cost)
         if wait:
             return Refusal(f"rate limited for {wait:.3f}s", wait)
         return None

@@ -109,13 +109,15 @@ class Lease:
         self.outcome = outcome
         self.verdict = verdict
         gates = self.provider.gates
+        lock = self._lock
+        if lock is None:
+            # Gates run in admission order, so the breaker hears before the slot is freed.
+            for gate in gates[: self._held]:
+                gate.exit(self)
+            return
         for gate in gates[: self._held]:
             if not gate.holds_call:
                 gate.exit(self)
-        lock = self._lock
-        if lock is None:
-            self._exit_call_holders()
-            return
         with lock:
             call_over = not self._running
         if call_over:

@@ -60,7 +60,7 @@ class TokenBucket:
         self.burst = burst
         self._clock = clock
         self._store: StateStore = store if store is not None else InMemoryStore()
-        self._key = key
+        self._key = self._store.key(key)
 
     def try_acquire(self, cost: float = 1.0) -> float:
         """Take ``cost`` tokens: ``0.0`` if taken, else the exact seconds to wait.
@@ -70,6 +70,15 @@ class TokenBucket:
         """
         self._check(cost)
         return self._store.take_tokens(self._key, self._clock.now(), self.rate, self.burst, cost)
+
+    @property
+    def store(self) -> StateStore:
+        return self._store
+
+    @property
+    def key(self) -> str:
+        """This bucket's key in its store."""
+        return self._key
 
     def refund(self, cost: float = 1.0) -> None:
         """Give back ``cost`` tokens taken by a :meth:`try_acquire` whose call never ran."""
@@ -126,15 +135,16 @@ class ConcurrencyLimiter:
             raise ValueError(f"max_concurrent must be >= 1 or None, got {max_concurrent!r}")
         self.max_concurrent = max_concurrent
         self._store: StateStore = store if store is not None else InMemoryStore()
-        self._key = key
+        self._key = self._store.key(key)
         self._high_water = 0
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free."""
-        if not self._store.acquire_slot(self._key, self.max_concurrent):
+        used = self._store.acquire_slot(self._key, self.max_concurrent)
+        if not used:
             return False
-        # A racy maximum is fine: it is a display figure, read with the count it follows.
-        self._high_water = max(self._high_water, self._store.slots_in_use(self._key))
+        if used > self._high_water:  # racy across threads, and only a display figure
+            self._high_water = used
         return True
 
     def release(self) -> None:

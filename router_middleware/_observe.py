@@ -84,59 +84,83 @@ class Observer:
 
 
 class Observers(Observer):
-    """Several observers as one, in order; one that raises is logged, not fatal."""
+    """Several observers as one, in order; one that raises is logged, not fatal.
+
+    Each event goes only to the observers that override its method: the hot path pays
+    nothing for events nobody listens to.
+    """
+
+    _EVENTS = (
+        "attempt_started",
+        "attempt_ended",
+        "request_ended",
+        "retried",
+        "breaker_changed",
+        "waited",
+        "cooled_down",
+    )
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
-        self._observers = tuple(observers)
+        self._observers: tuple[Observer, ...] = ()
+        self._by_event: dict[str, tuple[Observer, ...]] = dict.fromkeys(self._EVENTS, ())
+        for observer in observers:
+            self.add(observer)
 
     def add(self, observer: Observer) -> None:
         self._observers = (*self._observers, observer)
+        self._by_event = {
+            event: tuple(
+                o
+                for o in self._observers
+                if getattr(type(o), event, None) is not getattr(Observer, event)
+            )
+            for event in self._EVENTS
+        }
 
-    # One loop per method, no closure per call: this runs for every attempt.
     def attempt_started(self, provider: str, model: str, attempt: int) -> None:
-        for o in self._observers:
+        for o in self._by_event["attempt_started"]:
             try:
                 o.attempt_started(provider, model, attempt)
             except Exception:
                 _failed(o, "attempt_started")
 
     def attempt_ended(self, end: AttemptEnd) -> None:
-        for o in self._observers:
+        for o in self._by_event["attempt_ended"]:
             try:
                 o.attempt_ended(end)
             except Exception:
                 _failed(o, "attempt_ended")
 
     def request_ended(self, provider: str, outcome: str) -> None:
-        for o in self._observers:
+        for o in self._by_event["request_ended"]:
             try:
                 o.request_ended(provider, outcome)
             except Exception:
                 _failed(o, "request_ended")
 
     def retried(self, provider: str, attempt: int, delay: float) -> None:
-        for o in self._observers:
+        for o in self._by_event["retried"]:
             try:
                 o.retried(provider, attempt, delay)
             except Exception:
                 _failed(o, "retried")
 
     def breaker_changed(self, transition: BreakerTransition) -> None:
-        for o in self._observers:
+        for o in self._by_event["breaker_changed"]:
             try:
                 o.breaker_changed(transition)
             except Exception:
                 _failed(o, "breaker_changed")
 
     def waited(self, providers: Sequence[str], seconds: float, woken: bool) -> None:
-        for o in self._observers:
+        for o in self._by_event["waited"]:
             try:
                 o.waited(providers, seconds, woken)
             except Exception:
                 _failed(o, "waited")
 
     def cooled_down(self, provider: str, seconds: float) -> None:
-        for o in self._observers:
+        for o in self._by_event["cooled_down"]:
             try:
                 o.cooled_down(provider, seconds)
             except Exception:

@@ -15,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
-
-from cachetools import LRUCache
 
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
@@ -74,23 +71,20 @@ class Pipeline:
             *([classifier] if classifier else [])
         )
         self._sequence = itertools.count(1)
-        # Bounded: callers may ask for any model name, known or not. Locked: cachetools
-        # caches are not thread-safe, and threads and the event loop share this one.
-        self._candidates: LRUCache[str | None, list[Provider]] = LRUCache(maxsize=256)
-        self._candidates_lock = threading.Lock()
+        # Only models some provider serves (and None) are ever stored: the cache is bounded
+        # by the config. A race computes a list twice, harmlessly.
+        self._candidates: dict[str | None, list[Provider]] = {}
         self._deadline = config.deadline_seconds
         self._max_wait = config.max_wait_seconds
         self._max_attempts = config.max_attempts
 
     def invalidate(self) -> None:
         """Forget cached candidate lists (a provider was enabled or disabled)."""
-        with self._candidates_lock:
-            self._candidates.clear()
+        self._candidates = {}
 
     def candidates(self, model: str | None) -> list[Provider]:
         """Enabled providers serving ``model`` (any enabled provider when ``None``)."""
-        with self._candidates_lock:
-            found = self._candidates.get(model)
+        found = self._candidates.get(model)
         if found is not None:
             return found
         found = [
@@ -99,8 +93,7 @@ class Pipeline:
         if not found:
             served = sorted({m for p in self.providers.values() if p.enabled for m in p.models})
             raise NoProviderForModelError(model, served)
-        with self._candidates_lock:
-            self._candidates[model] = found
+        self._candidates[model] = found
         return found
 
     # -- select, admit ---------------------------------------------------------------------
@@ -110,72 +103,67 @@ class Pipeline:
         candidates = self.candidates(ctx.model)
         deadline = math.inf if self._deadline is None else self.clock.now() + self._deadline
         req = RequestState(ctx, candidates, deadline)
+        wait_left = self._max_wait
+        woke_from: list[tuple[Provider, int]] = []
+        model = ctx.model
         try:
-            return (yield from self._route(req))
+            while True:
+                skipped = Skipped()
+                for provider in self.strategy.order(candidates, model):
+                    if provider.name in req.done:
+                        continue
+                    lease = self._admit(provider, req, skipped)
+                    if lease.transitions:
+                        yield from self._announce(lease)
+                    if lease.outcome is not None:  # refused
+                        continue
+                    pass_on_spare_slots(woke_from, provider)
+                    served = yield from self._serve(lease, req)
+                    if served is not None:
+                        return served
+                if len(req.done) == len(candidates) or not skipped.reasons:
+                    raise all_failed(req, skipped.reasons)
+                now = self.clock.now()
+                budget = min(wait_left, req.deadline - now)
+                if budget <= 0 or (not skipped.blocked and skipped.soonest > budget):
+                    if req.errors:
+                        raise all_failed(req, skipped.reasons)
+                    soonest = skipped.soonest if skipped.soonest != math.inf else None
+                    raise NoProviderAvailableError(model, skipped.reasons, soonest)
+                # Never a pause too short to move a clock: asyncio runs timers due within
+                # its clock resolution at once, and a virtual-time loop would then spin.
+                pause = max(min(skipped.soonest, budget), _MIN_PAUSE)
+                woken = False
+                if skipped.blocked:
+                    woken = yield WaitForSlot(pause, [(p.slots, s) for p, s in skipped.blocked])
+                else:
+                    yield Pause(pause)
+                waited = self.clock.now() - now
+                self.observer.waited(list(skipped.reasons), waited, woken)
+                wait_left -= waited if woken else max(waited, pause)
+                woke_from = skipped.blocked if woken else []
         finally:
             if req.limited:
                 # One provider request each, and only where the request was never admitted.
                 for name in req.limited - (req.admitted or set()):
                     self.observer.request_ended(name, "rate_limited")
 
-    def _route(self, req: RequestState) -> Plan:
-        wait_left = self._max_wait
-        woke_from: list[tuple[Provider, int]] = []
-        model = req.ctx.model
-        while True:
-            skipped = Skipped()
-            for provider in self.strategy.order(req.candidates, model):
-                if provider.name in req.done:
-                    continue
-                lease = yield from self._admit(provider, req, skipped)
-                if lease is None:
-                    continue
-                pass_on_spare_slots(woke_from, provider)
-                served = yield from self._serve(lease, req)
-                if served is not None:
-                    return served
-            if len(req.done) == len(req.candidates) or not skipped.reasons:
-                raise all_failed(req, skipped.reasons)
-            now = self.clock.now()
-            budget = min(wait_left, req.deadline - now)
-            if budget <= 0 or (not skipped.blocked and skipped.soonest > budget):
-                if req.errors:
-                    raise all_failed(req, skipped.reasons)
-                soonest = skipped.soonest if skipped.soonest != math.inf else None
-                raise NoProviderAvailableError(model, skipped.reasons, soonest)
-            # Never a pause too short to move a clock: asyncio runs timers due within its
-            # clock resolution at once, and a virtual-time loop would then spin.
-            pause = max(min(skipped.soonest, budget), _MIN_PAUSE)
-            woken = False
-            if skipped.blocked:
-                woken = yield WaitForSlot(pause, [(p.slots, s) for p, s in skipped.blocked])
-            else:
-                yield Pause(pause)
-            waited = self.clock.now() - now
-            self.observer.waited(list(skipped.reasons), waited, woken)
-            wait_left -= waited if woken else max(waited, pause)
-            woke_from = skipped.blocked if woken else []
-
-    def _admit(
-        self, provider: Provider, req: RequestState, skipped: Skipped
-    ) -> Generator[Step, Any, Lease | None]:
-        """The provider's lease for the next attempt, or ``None`` with the reason noted."""
+    def _admit(self, provider: Provider, req: RequestState, skipped: Skipped) -> Lease:
+        """The provider's lease for the next attempt; refused (``outcome`` set), the reason
+        is noted in ``skipped``."""
         # Read before trying, so a release between a refusal and the wait is not lost.
         since = provider.slots.snapshot()
         model = req.ctx.model if req.ctx.model is not None else provider.models[0]
         lease, refusal = admit(provider, model, req.attempts + 1, self.clock.now())
-        if lease.transitions:
-            yield from self._announce(lease)
-        if refusal is None:
-            return lease
-        skipped.note(provider.name, refusal.reason, refusal.wait)
-        if refusal.queue is not None:
-            skipped.blocked.append((provider, since))
-        if refusal.limited:
-            if req.limited is None:
-                req.limited = set()
-            req.limited.add(provider.name)
-        return None
+        if refusal is not None:
+            skipped.note(provider.name, refusal.reason, refusal.wait)
+            if refusal.queue is not None:
+                skipped.blocked.append((provider, since))
+            if refusal.limited:
+                if req.limited is None:
+                    req.limited = set()
+                req.limited.add(provider.name)
+        return lease
 
     # -- execute with retry, record, fall back --------------------------------------------
 
@@ -215,7 +203,16 @@ class Pipeline:
                 }
             )
             if not failed:
-                return (yield from self._deliver(lease, result, req))
+                # Delivered: hand the answer over, then settle on how delivery ended.
+                if req.ctx.stream and result[0] is not EMPTY:
+                    lease.first_chunk = self.clock.now() - lease.started
+                outcome = yield Deliver(lease, result, req.deadline, req.trail)
+                if outcome is not None:
+                    yield from self._broke_after_start(lease, outcome, req)
+                self._succeeded(lease)
+                if lease.transitions:
+                    yield from self._announce(lease)
+                return lease
 
             latency = self.clock.now() - now
             verdict = yield from self._judge(lease, result, latency, stream_started=False)
@@ -262,40 +259,37 @@ class Pipeline:
             )
             return None
 
-    def _deliver(self, lease: Lease, result: Any, req: RequestState) -> Generator[Step, Any, Lease]:
-        """Hand the answer over, then settle the lease on how delivery ended."""
-        if req.ctx.stream and result[0] is not EMPTY:
-            lease.first_chunk = self.clock.now() - lease.started
-        outcome = yield Deliver(lease, result, req.deadline, req.trail)
+    def _succeeded(self, lease: Lease) -> None:
+        provider = lease.provider
+        message = lease.message
+        tokens_in, tokens_out = usage_from_message(message) if message is not None else (0, 0)
+        cost = 0.0
+        if tokens_in or tokens_out:
+            model_cfg = provider.config.model(lease.model)
+            if model_cfg is not None:
+                cost = cost_of(model_cfg, tokens_in, tokens_out)
+        lease.succeed(message)
+        self.observer.attempt_ended(
+            AttemptEnd(
+                provider.name,
+                lease.model,
+                lease.attempt,
+                "succeeded",
+                latency=self.clock.now() - lease.started,
+                first_chunk=lease.first_chunk,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost=cost,
+            )
+        )
+
+    def _broke_after_start(
+        self, lease: Lease, error: BaseException, req: RequestState
+    ) -> Generator[Step, Any, None]:
+        """A stream failed after its first chunk: no failover, the error reaches the caller."""
         provider = lease.provider
         latency = self.clock.now() - lease.started
-        if outcome is None:
-            message = lease.message
-            tokens_in, tokens_out = usage_from_message(message) if message is not None else (0, 0)
-            cost = 0.0
-            if tokens_in or tokens_out:
-                model_cfg = provider.config.model(lease.model)
-                if model_cfg is not None:
-                    cost = cost_of(model_cfg, tokens_in, tokens_out)
-            lease.succeed(message)
-            self.observer.attempt_ended(
-                AttemptEnd(
-                    provider.name,
-                    lease.model,
-                    lease.attempt,
-                    "succeeded",
-                    latency=latency,
-                    first_chunk=lease.first_chunk,
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                    cost=cost,
-                )
-            )
-            if lease.transitions:
-                yield from self._announce(lease)
-            return lease
-        # The stream broke after its first chunk: no failover, the error reaches the caller.
-        verdict = yield from self._judge(lease, outcome, latency, stream_started=True)
+        verdict = yield from self._judge(lease, error, latency, stream_started=True)
         self.observer.attempt_ended(
             AttemptEnd(
                 provider.name,
@@ -307,16 +301,16 @@ class Pipeline:
                 first_chunk=lease.first_chunk,
             )
         )
-        if isinstance(outcome, ProviderTimeoutError) and outcome.phase == "deadline":
+        if isinstance(error, ProviderTimeoutError) and error.phase == "deadline":
             limit = f"deadline {self._deadline:g}s"
             raise DeadlineExceededError(
-                req.ctx.model, {provider.name: outcome}, req.attempts, limit
-            ) from outcome
-        if verdict.kind is ErrorKind.TRANSIENT and not isinstance(outcome, IncompleteStreamError):
+                req.ctx.model, {provider.name: error}, req.attempts, limit
+            ) from error
+        if verdict.kind is ErrorKind.TRANSIENT and not isinstance(error, IncompleteStreamError):
             raise IncompleteStreamError(
-                provider.name, f"the stream broke after its first chunk ({type(outcome).__name__})"
-            ) from outcome
-        raise outcome
+                provider.name, f"the stream broke after its first chunk ({type(error).__name__})"
+            ) from error
+        raise error
 
     def _judge(
         self, lease: Lease, error: BaseException, latency: float, *, stream_started: bool

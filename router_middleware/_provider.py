@@ -99,7 +99,7 @@ class Provider:
         if self.breaker.config.enabled:
             gates.append(BreakerGate(self.breaker, self.slots))
         if self.limiter.bucket is not None:
-            gates.append(RequestBucketGate(self.limiter.bucket))
+            gates.append(RequestBucketGate(self.limiter.bucket, clock))
         gates.append(ConcurrencyGate(self.limiter.concurrency, self.slots))
         self.gates: tuple[Gate, ...] = tuple(gates)
 

@@ -9,8 +9,9 @@ a provider call or an ``await``; a shared backend runs each operation as one ser
 script, one round trip per decision. Every operation has an async form (``a`` + name)
 for backends whose operations are I/O.
 
-Keys are ``<provider>:<what>`` under the store's ``namespace``; :meth:`forget` drops
-every key of a provider that left the configuration.
+A policy asks once for its key (:meth:`StateStore.key`: ``<provider>:<what>`` under the
+store's ``namespace``) and passes it to every operation; :meth:`forget` drops every key
+of a provider that left the configuration.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class StateStore(Protocol):
 
     namespace: str
 
+    def key(self, name: str) -> str:
+        """The stored key of ``name`` (``<provider>:<what>``), namespaced."""
+        ...
+
     def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
         """Take ``cost`` tokens: ``0.0`` if taken, else the seconds until they will be there."""
         ...
@@ -50,8 +55,9 @@ class StateStore(Protocol):
         """Tokens available now (for display)."""
         ...
 
-    def acquire_slot(self, key: str, cap: int | None) -> bool:
-        """Take one of ``cap`` slots (``None``: count without a cap); False when full."""
+    def acquire_slot(self, key: str, cap: int | None) -> int:
+        """Take one of ``cap`` slots (``None``: count without a cap): the slots now in use,
+        or 0 when full."""
         ...
 
     def release_slot(self, key: str) -> None:
@@ -111,12 +117,15 @@ class InMemoryStore:
 
     Example:
         >>> store = InMemoryStore()
-        >>> store.take_tokens("openai:bucket", 0.0, rate=1, burst=1, cost=1)
+        >>> bucket, slots = store.key("openai:bucket"), store.key("openai:slots")
+        >>> bucket
+        'router:openai:bucket'
+        >>> store.take_tokens(bucket, 0.0, rate=1, burst=1, cost=1)
         0.0
-        >>> store.take_tokens("openai:bucket", 0.0, rate=1, burst=1, cost=1)
+        >>> store.take_tokens(bucket, 0.0, rate=1, burst=1, cost=1)
         1.0
-        >>> store.acquire_slot("openai:slots", cap=1), store.acquire_slot("openai:slots", cap=1)
-        (True, False)
+        >>> store.acquire_slot(slots, cap=1), store.acquire_slot(slots, cap=1)
+        (1, 0)
         >>> store
         InMemoryStore(namespace='router', keys=2)
         >>> store.forget("openai")
@@ -130,60 +139,55 @@ class InMemoryStore:
         self._data: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _key(self, key: str) -> str:
-        return f"{self.namespace}:{key}"
+    def key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
 
     # -- token buckets ---------------------------------------------------------------------
 
     def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
-        k = self._key(key)
         with self._lock:
-            state, wait = take_tokens(self._data.get(k), now, rate, burst, cost)
-            self._data[k] = state
+            state, wait = take_tokens(self._data.get(key), now, rate, burst, cost)
+            self._data[key] = state
         return wait
 
     def refund_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> None:
-        k = self._key(key)
         with self._lock:
-            self._data[k] = refund_tokens(self._data.get(k), now, rate, burst, cost)
+            self._data[key] = refund_tokens(self._data.get(key), now, rate, burst, cost)
 
     def peek_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
-        state: BucketState | None = self._data.get(self._key(key))
+        state: BucketState | None = self._data.get(key)
         return peek_tokens(state, now, rate, burst, cost)
 
     def tokens(self, key: str, now: float, rate: float, burst: float) -> float:
-        return level(self._data.get(self._key(key)), now, rate, burst)
+        return level(self._data.get(key), now, rate, burst)
 
     # -- concurrency slots -----------------------------------------------------------------
 
-    def acquire_slot(self, key: str, cap: int | None) -> bool:
-        k = self._key(key)
+    def acquire_slot(self, key: str, cap: int | None) -> int:
         with self._lock:
-            used = self._data.get(k, 0)
+            used = self._data.get(key, 0)
             if cap is not None and used >= cap:
-                return False
-            self._data[k] = used + 1
-        return True
+                return 0
+            self._data[key] = used = used + 1
+        return int(used)
 
     def release_slot(self, key: str) -> None:
-        k = self._key(key)
         with self._lock:
-            used = self._data.get(k)
+            used = self._data.get(key)
             if used:
-                self._data[k] = used - 1
+                self._data[key] = used - 1
 
     def slots_in_use(self, key: str) -> int:
-        return int(self._data.get(self._key(key), 0))
+        return int(self._data.get(key, 0))
 
     # -- circuit breakers ------------------------------------------------------------------
 
     def breaker_acquire(
         self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
     ) -> tuple[int | None, Transitions]:
-        k = self._key(key)
         with self._lock:
-            rec, result = algo.acquire(self._data.get(k), now, cfg, name)
-            self._data[k] = rec
+            rec, result = algo.acquire(self._data.get(key), now, cfg, name)
+            self._data[key] = rec
         return result
 
     def breaker_report(
@@ -195,46 +199,43 @@ class InMemoryStore:
         generation: int,
         outcome: int,
     ) -> Transitions:
-        k = self._key(key)
         with self._lock:
-            rec, moved = algo.report(self._data.get(k), now, cfg, name, generation, outcome)
-            self._data[k] = rec
+            rec, moved = algo.report(self._data.get(key), now, cfg, name, generation, outcome)
+            self._data[key] = rec
         return moved
 
     def breaker_command(
         self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
     ) -> tuple[BreakerRecord, Transitions]:
         fn = _COMMANDS[command]
-        k = self._key(key)
         with self._lock:
-            rec, moved = fn(self._data.get(k), now, cfg, name)
-            self._data[k] = rec
+            rec, moved = fn(self._data.get(key), now, cfg, name)
+            self._data[key] = rec
         return rec, moved
 
     def breaker_record(self, key: str) -> BreakerRecord | None:
-        rec: BreakerRecord | None = self._data.get(self._key(key))
+        rec: BreakerRecord | None = self._data.get(key)
         return rec
 
     # -- cool-downs ------------------------------------------------------------------------
 
     def set_cooldown(self, key: str, until: float) -> float:
-        k = self._key(key)
         with self._lock:
-            until = max(until, self._data.get(k, 0.0))
-            self._data[k] = until
+            until = max(until, self._data.get(key, 0.0))
+            self._data[key] = until
         return until
 
     def clear_cooldown(self, key: str) -> None:
         with self._lock:
-            self._data.pop(self._key(key), None)
+            self._data.pop(key, None)
 
     def cooldown_until(self, key: str) -> float:
-        return float(self._data.get(self._key(key), 0.0))
+        return float(self._data.get(key, 0.0))
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def forget(self, provider: str) -> int:
-        prefix = self._key(f"{provider}:")
+        prefix = self.key(f"{provider}:")
         with self._lock:
             gone = [k for k in self._data if k.startswith(prefix)]
             for k in gone:
@@ -256,7 +257,7 @@ class InMemoryStore:
     ) -> None:
         self.refund_tokens(key, now, rate, burst, cost)
 
-    async def aacquire_slot(self, key: str, cap: int | None) -> bool:
+    async def aacquire_slot(self, key: str, cap: int | None) -> int:
         return self.acquire_slot(key, cap)
 
     async def arelease_slot(self, key: str) -> None:

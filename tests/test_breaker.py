@@ -42,7 +42,7 @@ class Rig:
 
     @property
     def record(self) -> Any:
-        return self.store.breaker_record("p:breaker")
+        return self.store.breaker_record(self.store.key("p:breaker"))
 
     def permit(self) -> Permit:
         permit = self.breaker.try_acquire()
@@ -437,7 +437,7 @@ def test_concurrent_threads_keep_the_trial_limit() -> None:
     def work(seed: int) -> None:
         for i in range(2000):
             permit = breaker.try_acquire()
-            rec = store.breaker_record("p:breaker")
+            rec = store.breaker_record(store.key("p:breaker"))
             in_flight = rec.in_flight if rec is not None else 0  # nothing stored yet: closed
             if in_flight > 2:
                 over_limit.append(in_flight)
@@ -651,7 +651,7 @@ class BreakerMachine(RuleBasedStateMachine):
     def matches_the_model(self) -> None:
         self._lazy()
         assert self.breaker.state is self.state
-        rec = self.store.breaker_record("m:breaker")
+        rec = self.store.breaker_record(self.store.key("m:breaker"))
         assert rec.in_flight == self.in_flight
         live = sum(1 for _, gen in self.held if gen == self.gen)
         if self.state is HALF_OPEN:
