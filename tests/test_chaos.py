@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -255,3 +257,154 @@ def test_threaded_chaos_on_the_real_clock() -> None:
             assert outcome == TEXT
     assert sum(not isinstance(o, BaseException) for o in outcomes) > 200
     check_common(router, models)
+
+
+class Poison(Exception):
+    """A provider error the (buggy) custom classifier below cannot handle."""
+
+
+class ClassifierBug(Exception):
+    pass
+
+
+def buggy_classifier(exc: BaseException) -> None:
+    if isinstance(exc, Poison):
+        raise ClassifierBug("the classifier itself failed")
+    return None
+
+
+def poisoned(seed: int) -> Callable[[], BaseException]:
+    mix = error_mix(seed)
+    rng = random.Random(seed)
+    return lambda: Poison("poison") if rng.random() < 0.05 else mix()
+
+
+def check_endings(router: ResilientRouter, models: dict[str, ChaosProvider]) -> None:
+    """No slot, permit or provider call outlives its request; the accounting adds up."""
+    check_common(router, models)
+    for name in CAPS:
+        assert models[name].in_flight == 0, name  # every provider call, stream included, ended
+        record = router.store.breaker_record(router.store.key(f"{name}:breaker"))
+        assert record is None or record.in_flight == 0, name  # no half-open trial left taken
+
+
+def test_async_chaos_with_every_ending_in_virtual_time() -> None:
+    """Hung calls cut by timeouts, streams closed by their consumer after one chunk,
+    requests cancelled at random (in backoffs, waits and calls), a classifier that raises,
+    and a reload every 20 ms, all at once."""
+    loop = VirtualLoop()
+    clock = LoopClock(loop)
+    models = providers(clock)
+    models["flaky"].failure = poisoned(2)
+    router = router_over(models, clock)
+    router.classifier = buggy_classifier
+    config = router.router_config
+    router.apply_config(config)  # the classifier reaches the pipeline through a reload
+    rng = random.Random(7)
+    plan = sorted((rng.uniform(0, 30), rng.random()) for _ in range(3000))
+    ended: list[tuple[str, Any]] = []
+
+    async def one(at: float, fate: float) -> None:
+        await asyncio.sleep(at - loop.time())
+        if fate < 0.1:  # a consumer that stops after the first chunk
+            chunks = router.astream("q")
+            try:
+                await chunks.__anext__()
+            except (Exception, StopAsyncIteration) as exc:
+                ended.append(("closed", exc))
+                return
+            await chunks.aclose()
+            ended.append(("closed", None))
+        elif fate < 0.3:
+            outcome: Any = "".join([str(c.content) async for c in router.astream("q")])
+            ended.append(("stream", outcome))
+        else:
+            ended.append(("invoke", (await router.ainvoke("q")).content))
+
+    async def reloads() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            router.apply_config(config)
+
+    async def main() -> list[Any]:
+        reloader = asyncio.create_task(reloads())
+        tasks = [asyncio.create_task(one(at, fate)) for at, fate in plan]
+        for task in rng.sample(tasks, 300):  # cancelled at a random moment of their life
+            loop.call_later(rng.uniform(0, 31), task.cancel)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        reloader.cancel()
+        return outcomes
+
+    try:
+        outcomes = loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+    cancelled = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    bugs = sum(isinstance(o, ClassifierBug) for o in outcomes)
+    for o in outcomes:
+        if isinstance(o, BaseException) and not isinstance(
+            o, (asyncio.CancelledError, ClassifierBug)
+        ):
+            assert isinstance(o, (RouterError, ModelRefusalError)) or "502" in str(o), repr(o)
+    assert cancelled > 100 and bugs > 0, (cancelled, bugs)
+    assert sum(kind == "closed" for kind, _ in ended) > 100
+    assert sum(o is None for o in outcomes) > 2000
+    check_endings(router, models)
+    assert sum(p.metrics.cancelled for p in router.providers.values()) > 0
+
+
+def test_threaded_chaos_with_every_ending_on_the_real_clock() -> None:
+    clock = SystemClock()
+    models = providers(clock)
+    for model in models.values():
+        model.latency, model.latency_p95, model.hang_seconds = 0.002, None, 0.3
+        model.outages, model.rate_limit_bursts = [], []
+        model.hang_rate = 0.05
+    models["flaky"].failure = poisoned(2)
+    router = router_over(models, clock, timeout=0.05)
+    router.classifier = buggy_classifier
+    config = router.router_config
+    router.apply_config(config)
+    stop = threading.Event()
+
+    def reloads() -> None:
+        while not stop.wait(0.005):
+            router.apply_config(config)
+
+    def one(i: int) -> Any:
+        try:
+            if i % 4 == 0:  # a consumer that stops after the first chunk
+                chunks = router.stream("q")
+                next(chunks, None)
+                chunks.close()
+                return "closed"
+            if i % 4 == 1:
+                return "".join(str(c.content) for c in router.stream("q"))
+            return router.invoke("q").content
+        except Exception as exc:
+            return exc
+
+    reloader = threading.Thread(target=reloads)
+    reloader.start()
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            outcomes = list(pool.map(one, range(400)))
+    finally:
+        stop.set()
+        reloader.join()
+        for model in models.values():
+            model.release_hangs()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            assert isinstance(outcome, (RouterError, ModelRefusalError, ClassifierBug)) or (
+                "502" in str(outcome)
+            ), repr(outcome)
+    assert sum(not isinstance(o, BaseException) for o in outcomes) > 250
+    # Hung calls hold their slots until they return; once released, nothing is left.
+    deadline = time.monotonic() + 5
+    for thread in threading.enumerate():
+        if thread.name.startswith(("router-attempt-", "router-stream-")):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    assert not [t for t in threading.enumerate() if t.name.startswith("router-")]
+    check_endings(router, models)
