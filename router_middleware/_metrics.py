@@ -345,8 +345,9 @@ class ProviderMetrics:
     def __repr__(self) -> str:
         return (
             f"ProviderMetrics(total={self.total_requests}, ok={self.successful_requests}, "
-            f"failed={self.failed_requests}, rate_limited={self.rate_limited_requests}, "
-            f"cancelled={self.cancelled}, avg={self.average_response_time:.3f}s)"
+            f"failed={self.failed_requests}, throttled={self.throttled}, "
+            f"rate_limited={self.rate_limited_requests}, cancelled={self.cancelled}, "
+            f"avg={self.average_response_time:.3f}s)"
         )
 
 

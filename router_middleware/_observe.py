@@ -64,7 +64,8 @@ class Observer:
         """A provider call is about to start."""
 
     def attempt_ended(self, end: AttemptEnd) -> None:
-        """A provider attempt ended."""
+        """A provider attempt ended; told once what follows is known (so after
+        :meth:`retried` when the router retries: ``end.ends_request`` says which)."""
 
     def request_ended(self, provider: str, outcome: str) -> None:
         """A provider request ended without an attempt of its own:

@@ -238,7 +238,8 @@ def test_repr_shows_live_counters() -> None:
     m.record_success(0.5)
     m.record_failure(None)
     assert repr(m) == (
-        "ProviderMetrics(total=2, ok=1, failed=1, rate_limited=0, cancelled=0, avg=0.500s)"
+        "ProviderMetrics(total=2, ok=1, failed=1, throttled=0, rate_limited=0, cancelled=0, "
+        "avg=0.500s)"
     )
 
 

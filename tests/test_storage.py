@@ -1,0 +1,109 @@
+"""Storage as domain operations: each atomic, namespaced, forgettable, sync and async."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from router_middleware import CircuitBreakerConfig, InMemoryStore, StateStore
+from router_middleware._breaker_algorithm import FAILURE, SUCCESS, BreakerState
+
+
+def test_the_in_memory_store_is_a_state_store() -> None:
+    assert isinstance(InMemoryStore(), StateStore)
+
+
+def test_keys_are_namespaced_so_two_routers_can_share_a_backend() -> None:
+    a, b = InMemoryStore("tenant-a"), InMemoryStore("tenant-b")
+    assert a.key("p:bucket") == "tenant-a:p:bucket"
+    assert a.key("p:bucket") != b.key("p:bucket")
+
+
+def test_token_operations() -> None:
+    store = InMemoryStore()
+    k = store.key("p:bucket")
+    assert store.take_tokens(k, 0.0, 2.0, 2, 1.0) == 0.0
+    assert store.take_tokens(k, 0.0, 2.0, 2, 1.0) == 0.0
+    assert store.take_tokens(k, 0.0, 2.0, 2, 1.0) == 0.5  # the exact refill time
+    assert store.peek_tokens(k, 0.25, 2.0, 2, 1.0) == 0.25
+    store.refund_tokens(k, 0.0, 2.0, 2, 1.0)
+    assert store.tokens(k, 0.0, 2.0, 2) == 1.0
+    assert store.take_tokens(k, 0.0, 2.0, 2, 3.0) == math.inf  # could never pass
+
+
+def test_slot_operations_hold_a_cap_across_threads() -> None:
+    store = InMemoryStore()
+    k = store.key("p:slots")
+    taken: list[int] = []
+
+    def grab() -> None:
+        for _ in range(1000):
+            used = store.acquire_slot(k, 7)
+            if used:
+                taken.append(used)
+                store.release_slot(k)
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert taken and max(taken) <= 7
+    assert store.slots_in_use(k) == 0
+    store.release_slot(k)  # a stray release never goes below zero
+    assert store.slots_in_use(k) == 0
+
+
+def test_breaker_operations_run_the_algorithm() -> None:
+    store = InMemoryStore()
+    k = store.key("p:breaker")
+    cfg = CircuitBreakerConfig(threshold=1, reset_timeout_seconds=10)
+    generation, moved = store.breaker_acquire(k, 0.0, cfg, "p")
+    assert generation == 0 and moved == ()
+    moved = store.breaker_report(k, 0.0, cfg, "p", generation, FAILURE)
+    assert [t.to_state for t in moved] == [BreakerState.OPEN]
+    assert store.breaker_acquire(k, 1.0, cfg, "p")[0] is None
+    generation, moved = store.breaker_acquire(k, 10.0, cfg, "p")
+    assert [t.to_state for t in moved] == [BreakerState.HALF_OPEN]
+    assert generation is not None
+    store.breaker_report(k, 10.0, cfg, "p", generation, SUCCESS)
+    record, _ = store.breaker_command(k, "observe", 10.0, cfg, "p")
+    assert record.state == BreakerState.CLOSED
+
+
+def test_cooldowns_keep_the_later_end_and_clear() -> None:
+    store = InMemoryStore()
+    k = store.key("p:cooldown")
+    assert store.cooldown_until(k) == 0.0
+    assert store.set_cooldown(k, 10.0) == 10.0
+    assert store.set_cooldown(k, 5.0) == 10.0  # a shorter Retry-After does not shorten it
+    store.clear_cooldown(k)
+    assert store.cooldown_until(k) == 0.0
+
+
+def test_forget_drops_every_key_of_one_provider_only() -> None:
+    store = InMemoryStore()
+    for provider in ("a", "ab"):
+        store.acquire_slot(store.key(f"{provider}:slots"), None)
+        store.set_cooldown(store.key(f"{provider}:cooldown"), 1.0)
+    assert len(store) == 4
+    assert store.forget("a") == 2
+    assert len(store) == 2
+    assert store.slots_in_use(store.key("ab:slots")) == 1
+
+
+async def test_async_forms_do_what_the_sync_ones_do() -> None:
+    sync, asynchronous = InMemoryStore(), InMemoryStore()
+    k = sync.key("p:bucket")
+    for _ in range(3):
+        assert await asynchronous.atake_tokens(k, 0.0, 1.0, 2, 1.0) == sync.take_tokens(
+            k, 0.0, 1.0, 2, 1.0
+        )
+    s = sync.key("p:slots")
+    assert await asynchronous.aacquire_slot(s, 1) == sync.acquire_slot(s, 1) == 1
+    assert await asynchronous.aacquire_slot(s, 1) == sync.acquire_slot(s, 1) == 0
+    await asynchronous.arelease_slot(s)
+    assert asynchronous.slots_in_use(s) == 0
+    c = sync.key("p:cooldown")
+    assert await asynchronous.aset_cooldown(c, 3.0) == sync.set_cooldown(c, 3.0)
+    assert await asynchronous.acooldown_until(c) == sync.cooldown_until(c) == 3.0
