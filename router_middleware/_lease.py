@@ -26,6 +26,7 @@ from ._classification import Classification
 from ._gates import Refusal
 
 if TYPE_CHECKING:
+    from ._context import RequestContext
     from ._provider import Provider
 
 __all__ = ["Lease", "admit"]
@@ -37,6 +38,7 @@ class Lease:
     Attributes:
         provider, model, attempt: who is called, for which model, the request's attempt
             number (1-based).
+        context: the request (its input, options, run config), for gates that weigh it.
         started: clock time of admission.
         outcome: ``None`` until settled, then ``"succeeded"``, ``"failed"``,
             ``"ignored"`` or ``"cancelled"``.
@@ -52,6 +54,7 @@ class Lease:
         "_lock",
         "_running",
         "attempt",
+        "context",
         "cooldown",
         "first_chunk",
         "message",
@@ -64,8 +67,16 @@ class Lease:
         "verdict",
     )
 
-    def __init__(self, provider: Provider, model: str, attempt: int, started: float) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        model: str,
+        attempt: int,
+        started: float,
+        context: RequestContext | None = None,
+    ) -> None:
         self.provider = provider
+        self.context = context
         self.model = model
         self.attempt = attempt
         self.started = started
@@ -155,14 +166,20 @@ class Lease:
         )
 
 
-def admit(provider: Provider, model: str, attempt: int, now: float) -> tuple[Lease, Refusal | None]:
+def admit(
+    provider: Provider,
+    model: str,
+    attempt: int,
+    now: float,
+    context: RequestContext | None = None,
+) -> tuple[Lease, Refusal | None]:
     """Run ``provider``'s gates for one attempt.
 
     Returns the lease holding all they granted and ``None``; or, refused, a lease that
     holds nothing (everything taken before the refusal given back; its ``transitions``
     still report what the breaker did) and the first :class:`Refusal`.
     """
-    lease = Lease(provider, model, attempt, now)
+    lease = Lease(provider, model, attempt, now, context)
     gates = provider.gates
     for i, gate in enumerate(gates):
         refusal = gate.enter(lease)

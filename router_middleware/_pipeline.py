@@ -154,7 +154,7 @@ class Pipeline:
         # Read before trying, so a release between a refusal and the wait is not lost.
         since = provider.slots.snapshot()
         model = req.ctx.model if req.ctx.model is not None else provider.models[0]
-        lease, refusal = admit(provider, model, req.attempts + 1, self.clock.now())
+        lease, refusal = admit(provider, model, req.attempts + 1, self.clock.now(), req.ctx)
         if refusal is not None:
             skipped.note(provider.name, refusal.reason, refusal.wait)
             if refusal.queue is not None:
@@ -243,7 +243,7 @@ class Pipeline:
                     except BaseException:
                         self.observer.attempt_ended(end)  # the request ends here, cancelled
                         raise
-                again, refusal = admit(provider, model, req.attempts + 1, self.clock.now())
+                again, refusal = admit(provider, model, req.attempts + 1, self.clock.now(), req.ctx)
                 if again.transitions:
                     yield from self._announce(again)
                 if refusal is None:

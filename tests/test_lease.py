@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -134,3 +135,38 @@ def test_repr_shows_the_live_state() -> None:
     lease.detach()
     lease.succeed()
     assert repr(lease) == "Lease(provider='p', model='m', attempt=2, succeeded)"
+
+
+def test_a_new_limit_is_one_gate_class_that_reads_the_request() -> None:
+    """A context-window check as a gate: nothing in the pipeline changes."""
+
+    class ContextWindow(Gate):
+        __slots__ = ("limit",)
+
+        def __init__(self, limit: int) -> None:
+            self.limit = limit
+
+        def enter(self, lease: Lease) -> Refusal | None:
+            assert lease.context is not None
+            if lease.context.estimated_tokens() > self.limit:
+                return Refusal("prompt over the context window", math.inf, limited=False)
+            return None
+
+    small, large = ScriptedChatModel(text="small"), ScriptedChatModel(text="large")
+    router = ResilientRouter(
+        {"small": small, "large": large},
+        {
+            "providers": [
+                provider_config("small", priority=1),
+                provider_config("large", priority=2),
+            ],
+            "strategy": "cost_priority_round_robin",
+        },
+        clock=FakeClock(),
+    )
+    small_state = router.providers["small"]
+    small_state.gates = (*small_state.gates, ContextWindow(20))
+    assert router.invoke("short").content == "small"
+    assert router.invoke("long " * 50).content == "large"
+    assert small.calls == 1
+    assert small_state.limiter.in_flight == 0  # the gates before it gave back what they took
