@@ -138,7 +138,7 @@ class CostPriorityRoundRobin:
         ['B', 'C', 'A']
     """
 
-    __slots__ = ("_lock", "_ranked")
+    __slots__ = ("_last", "_lock", "_ranked")
 
     name: str = "cost_priority_round_robin"
 
@@ -149,6 +149,9 @@ class CostPriorityRoundRobin:
             LRUCache(maxsize=256)
         )
         self._lock = threading.Lock()
+        # The last ranking served, as one tuple (replaced whole, so a racing reader sees an
+        # old or a new one, never a mix): most requests ask for the same model as the last.
+        self._last: tuple[Sequence[Any] | None, str | None, list[_Rank]] = (None, None, [])
 
     def scores(self, candidates: Sequence[Candidate], model: str | None) -> list[float]:
         """Each candidate's score for ``model``, in input order: lower is better."""
@@ -183,15 +186,20 @@ class CostPriorityRoundRobin:
             yield candidates[pick[1]]
 
     def _ranking(self, candidates: Sequence[Candidate], model: str | None) -> list[_Rank]:
+        last_candidates, last_model, last_ranked = self._last
+        if last_candidates is candidates and last_model == model:
+            return last_ranked
         key = (id(candidates), model)
         with self._lock:
             hit = self._ranked.get(key)
         if hit is not None and hit[0] is candidates:
+            self._last = (candidates, model, hit[1])
             return hit[1]
         ranked = sorted((s, i) for i, s in enumerate(self.scores(candidates, model)))
         with self._lock:
             # Holding ``candidates`` keeps its id from being reused while cached.
             self._ranked[key] = (candidates, ranked)
+        self._last = (candidates, model, ranked)
         return ranked
 
     def __repr__(self) -> str:
