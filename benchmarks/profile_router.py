@@ -317,7 +317,7 @@ def _call_layers(
             {
                 "step": "sync: call_sync(timeout=None) - provider.invoke",
                 "ns": statistics.median(diffs),
-                "note": "contextvar + as_message",
+                "note": "contextvar (the provider's config then merges it; the floor sets it too)",
             }
         )
     except Exception as exc:
@@ -446,6 +446,8 @@ def pyinstrument_tree(calls: int) -> str | None:
 
 Patches = dict[tuple[ModuleType, str], Any]
 
+FLOOR = "(the floor itself: its p50, not above it)"
+
 
 def _gaps(
     variants: list[Variant],
@@ -482,7 +484,7 @@ def _gaps(
                 failed[v.name] = f"n/a ({type(exc).__name__}: {exc})"
                 variants.remove(v)
         gaps: dict[str, dict[str, list[float]]] = {
-            mode: {v.name: [] for v in variants[1:]} for mode in ("sync", "async")
+            mode: {FLOOR: [], **{v.name: [] for v in variants[1:]}} for mode in ("sync", "async")
         }
         for r in range(rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
@@ -496,6 +498,7 @@ def _gaps(
                     else:
                         samples = loop.run_until_complete(time_async(v, calls))
                     p50[v.name] = statistics.median(samples) / 1000
+                gaps[mode][FLOOR].append(p50[variants[0].name])
                 for v in variants[1:]:
                     gaps[mode][v.name].append(p50[v.name] - p50[variants[0].name])
     finally:

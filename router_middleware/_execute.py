@@ -143,7 +143,13 @@ def _in_thread(lease: Lease, timeout: float, fn: Callable[[], Any]) -> Any:
             done.set()
 
     lease.detach()
-    threading.Thread(target=run, name=f"router-attempt-{lease.provider.name}", daemon=True).start()
+    try:
+        threading.Thread(
+            target=run, name=f"router-attempt-{lease.provider.name}", daemon=True
+        ).start()
+    except BaseException:  # no thread, so no call: nothing will report its end
+        lease.call_ended()
+        raise
     if not done.wait(timeout):
         raise ProviderTimeoutError(lease.provider.name, "attempt", timeout)
     ok, value = box[0]

@@ -98,12 +98,16 @@ class _ReadChunks:
         self._lease = lease
         lease.detach()
         context = contextvars.copy_context()
-        threading.Thread(
-            target=context.run,
-            args=(self._pump, open_source),
-            name=f"router-stream-{self._provider}",
-            daemon=True,
-        ).start()
+        try:
+            threading.Thread(
+                target=context.run,
+                args=(self._pump, open_source),
+                name=f"router-stream-{self._provider}",
+                daemon=True,
+            ).start()
+        except BaseException:  # no reader, so no stream: nothing will report its end
+            lease.call_ended()
+            raise
 
     def _pump(self, open_source: Callable[[], Iterator[Any]]) -> None:
         source: Iterator[Any] | None = None

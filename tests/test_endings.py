@@ -266,3 +266,23 @@ async def test_async_stream_deadline_is_enforced_after_the_first_chunk() -> None
     assert 1 <= len(got) < 40
     assert model.in_flight == 0
     assert router.providers["p"].limiter.in_flight == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+def test_a_worker_thread_that_cannot_start_leaves_no_slot_taken(
+    stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = ResilientRouter(
+        {"p": ScriptedChatModel()}, _config(attempt_seconds=1.0, first_token_seconds=1.0)
+    )
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RouterError, match="can't start new thread"):
+        if stream:
+            list(router.stream("hi", model="m"))
+        else:
+            router.invoke("hi", model="m")
+    assert router.providers["p"].limiter.in_flight == 0
