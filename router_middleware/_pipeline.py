@@ -29,6 +29,7 @@ from ._errors import (
     NoProviderForModelError,
     ProviderTimeoutError,
 )
+from ._gates import Refusal
 from ._lease import Lease, admit
 from ._metrics import cost_of, usage_from_message
 from ._observe import AttemptEnd, Observer
@@ -108,21 +109,34 @@ class Pipeline:
         model = ctx.model
         try:
             while True:
-                skipped = Skipped()
+                skipped = None  # made on the first refusal: most requests never see one
                 for provider in self.strategy.order(candidates, model):
                     if provider.name in req.done:
                         continue
-                    lease = self._admit(provider, req, skipped)
+                    # Read before trying, so a release between a refusal and the wait is
+                    # not lost.
+                    since = provider.slots.snapshot()
+                    lease, refusal = admit(
+                        provider,
+                        model if model is not None else provider.models[0],
+                        req.attempts + 1,
+                        self.clock.now(),
+                        ctx,
+                    )
                     if lease.transitions:
                         yield from self._announce(lease)
-                    if lease.outcome is not None:  # refused
+                    if refusal is not None:
+                        if skipped is None:
+                            skipped = Skipped()
+                        self._refused(provider, refusal, since, req, skipped)
                         continue
                     pass_on_spare_slots(woke_from, provider)
                     served = yield from self._serve(lease, req)
                     if served is not None:
                         return served
-                if len(req.done) == len(candidates) or not skipped.reasons:
-                    raise all_failed(req, skipped.reasons)
+                # Every candidate tried and failed, or none refused that a wait could help.
+                if skipped is None or len(req.done) == len(candidates):
+                    raise all_failed(req, skipped.reasons if skipped else {})
                 now = self.clock.now()
                 budget = min(wait_left, req.deadline - now)
                 if budget <= 0 or (not skipped.blocked and skipped.soonest > budget):
@@ -148,22 +162,17 @@ class Pipeline:
                 for name in req.limited - (req.admitted or set()):
                     self.observer.request_ended(name, "rate_limited")
 
-    def _admit(self, provider: Provider, req: RequestState, skipped: Skipped) -> Lease:
-        """The provider's lease for the next attempt; refused (``outcome`` set), the reason
-        is noted in ``skipped``."""
-        # Read before trying, so a release between a refusal and the wait is not lost.
-        since = provider.slots.snapshot()
-        model = req.ctx.model if req.ctx.model is not None else provider.models[0]
-        lease, refusal = admit(provider, model, req.attempts + 1, self.clock.now(), req.ctx)
-        if refusal is not None:
-            skipped.note(provider.name, refusal.reason, refusal.wait)
-            if refusal.queue is not None:
-                skipped.blocked.append((provider, since))
-            if refusal.limited:
-                if req.limited is None:
-                    req.limited = set()
-                req.limited.add(provider.name)
-        return lease
+    def _refused(
+        self, provider: Provider, refusal: Refusal, since: int, req: RequestState, skipped: Skipped
+    ) -> None:
+        """Note why ``provider`` was not admitted, and what would end the wait for it."""
+        skipped.note(provider.name, refusal.reason, refusal.wait)
+        if refusal.queue is not None:
+            skipped.blocked.append((provider, since))
+        if refusal.limited:
+            if req.limited is None:
+                req.limited = set()
+            req.limited.add(provider.name)
 
     # -- execute with retry, record, fall back --------------------------------------------
 
