@@ -148,7 +148,7 @@ def provider_state(router: ResilientRouter) -> dict[str, tuple[int, int]]:
     store = router.store
     out = {}
     for name, p in router.providers.items():
-        record = store.get(f"breaker:{name}")
+        record = store.breaker_record(store.key(f"{name}:breaker"))
         window = len(getattr(record, "failures", ()))
         if hasattr(record, "_replace"):
             record = record._replace(failures=(), buckets=())
@@ -157,10 +157,11 @@ def provider_state(router: ResilientRouter) -> dict[str, tuple[int, int]]:
             p.slots,
             p.limiter.concurrency,
             p.backoff,
-            p.cooldown_until,
+            p.gates,
             p.last_selected,
             record,
-            store.get(f"ratelimit:{name}"),
+            # The bucket's and the slot count's stored values (plain tuples and ints).
+            {k: v for k, v in store._data.items() if k.startswith(store.key(f"{name}:"))},
         ]
         out[name] = (deep_size(parts), window)
     return out
