@@ -347,7 +347,8 @@ def test_async_chaos_with_every_ending_in_virtual_time() -> None:
             o, (asyncio.CancelledError, ClassifierBug)
         ):
             assert isinstance(o, (RouterError, ModelRefusalError)) or "502" in str(o), repr(o)
-    assert cancelled > 100 and bugs > 0, (cancelled, bugs)
+    assert cancelled > 100, cancelled
+    assert bugs > 0
     assert sum(kind == "closed" for kind, _ in ended) > 100
     assert sum(o is None for o in outcomes) > 2000
     check_endings(router, models)

@@ -280,9 +280,12 @@ def test_a_worker_thread_that_cannot_start_leaves_no_slot_taken(
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    with pytest.raises(RouterError, match="can't start new thread"):
+
+    def call() -> Any:
         if stream:
-            list(router.stream("hi", model="m"))
-        else:
-            router.invoke("hi", model="m")
+            return list(router.stream("hi", model="m"))
+        return router.invoke("hi", model="m")
+
+    with pytest.raises(RouterError, match="can't start new thread"):
+        call()
     assert router.providers["p"].limiter.in_flight == 0

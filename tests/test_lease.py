@@ -62,7 +62,8 @@ def test_gates_exit_in_admission_order_and_a_refusal_undoes_the_earlier_ones() -
     log: list[str] = []
     provider.gates = (Spy("a", log), Spy("b", log), Spy("c", log, refuse=True))
     lease, refusal = admit(provider, "m", 1, 0.0)
-    assert refusal is not None and refusal.reason == "no"
+    assert refusal is not None
+    assert refusal.reason == "no"
     assert log == ["enter a", "enter b", "enter c", "undo b", "undo a"]
     log.clear()
     provider.gates = (Spy("a", log), Spy("b", log))

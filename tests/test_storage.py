@@ -48,7 +48,8 @@ def test_slot_operations_hold_a_cap_across_threads() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert taken and max(taken) <= 7
+    assert taken
+    assert max(taken) <= 7
     assert store.slots_in_use(k) == 0
     store.release_slot(k)  # a stray release never goes below zero
     assert store.slots_in_use(k) == 0
@@ -59,7 +60,8 @@ def test_breaker_operations_run_the_algorithm() -> None:
     k = store.key("p:breaker")
     cfg = CircuitBreakerConfig(threshold=1, reset_timeout_seconds=10)
     generation, moved = store.breaker_acquire(k, 0.0, cfg, "p")
-    assert generation == 0 and moved == ()
+    assert generation == 0
+    assert moved == ()
     moved = store.breaker_report(k, 0.0, cfg, "p", generation, FAILURE)
     assert [t.to_state for t in moved] == [BreakerState.OPEN]
     assert store.breaker_acquire(k, 1.0, cfg, "p")[0] is None
