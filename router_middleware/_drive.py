@@ -50,7 +50,7 @@ def drive(
         elif isinstance(step, Deliver):
             return step
         else:
-            step = _carry_out(plan, step, clock, run)
+            step = _resume(plan, *_capture(step, clock, run))
 
 
 def finish(
@@ -60,7 +60,7 @@ def finish(
     try:
         step: Step = plan.send(outcome)
         while True:
-            step = _carry_out(plan, step, clock, run)
+            step = _resume(plan, *_capture(step, clock, run))
     except StopIteration:
         return
 
@@ -81,21 +81,32 @@ def _call(
     return call_sync(lease, runnable, payload, config, options, step.timeout)
 
 
-def _carry_out(plan: Plan, step: Step, clock: Clock, run: CallbackManagerForChainRun) -> Step:
+def _resume(plan: Plan, answer: Any, error: BaseException | None) -> Step:
+    """Hand a step's answer back to the plan, or throw in what carrying it out raised.
+
+    A plain function: its ``StopIteration`` (the plan ended) reaches the async callers as
+    is, where escaping a helper coroutine would turn it into a ``RuntimeError``.
+    """
+    return plan.send(answer) if error is None else plan.throw(error)
+
+
+def _capture(
+    step: Step, clock: Clock, run: CallbackManagerForChainRun
+) -> tuple[Any, BaseException | None]:
+    """Carry out a non-call step on this thread: its answer, or what it raised."""
     try:
-        answer: Any = None
         if isinstance(step, Emit):
             if run.handlers:
                 run.get_child().on_custom_event(step.name, step.data, run_id=run.run_id)
         elif isinstance(step, WaitForSlot):
-            answer = wait_for_slot(step.blocked, step.seconds)
+            return wait_for_slot(step.blocked, step.seconds), None
         elif isinstance(step, (Sleep, Pause)):
             clock.sleep(step.seconds)
         else:
             raise TypeError(f"unexpected routing step {step!r} after delivery")
     except BaseException as exc:
-        return plan.throw(exc)
-    return plan.send(answer)
+        return None, exc
+    return None, None
 
 
 async def adrive(
@@ -134,12 +145,7 @@ async def adrive(
         elif isinstance(step, Deliver):
             return step
         else:
-            try:
-                answer = await _aperform(step, clock, run)
-            except BaseException as exc:
-                step = plan.throw(exc)
-                continue
-            step = plan.send(answer)
+            step = _resume(plan, *await _acapture(step, clock, run))
 
 
 async def afinish(
@@ -149,32 +155,31 @@ async def afinish(
     run: AsyncCallbackManagerForChainRun,
 ) -> None:
     """Async :func:`finish`."""
-    # Sent and thrown here, in this frame: a StopIteration escaping a helper coroutine
-    # would become a RuntimeError.
     try:
         step: Step = plan.send(outcome)
         while True:
-            try:
-                answer = await _aperform(step, clock, run)
-            except BaseException as exc:
-                step = plan.throw(exc)
-                continue
-            step = plan.send(answer)
+            step = _resume(plan, *await _acapture(step, clock, run))
     except StopIteration:
         return
 
 
-async def _aperform(step: Step, clock: Clock, run: AsyncCallbackManagerForChainRun) -> Any:
-    if isinstance(step, Emit):
-        if run.handlers:
-            await run.get_child().on_custom_event(step.name, step.data, run_id=run.run_id)
-    elif isinstance(step, WaitForSlot):
-        return await wait_for_slot_async(step.blocked, step.seconds)
-    elif isinstance(step, (Sleep, Pause)):
-        await clock.asleep(step.seconds)
-    else:
-        raise TypeError(f"unexpected routing step {step!r} after delivery")
-    return None
+async def _acapture(
+    step: Step, clock: Clock, run: AsyncCallbackManagerForChainRun
+) -> tuple[Any, BaseException | None]:
+    """Carry out a non-call step without blocking the loop: its answer, or what it raised."""
+    try:
+        if isinstance(step, Emit):
+            if run.handlers:
+                await run.get_child().on_custom_event(step.name, step.data, run_id=run.run_id)
+        elif isinstance(step, WaitForSlot):
+            return await wait_for_slot_async(step.blocked, step.seconds), None
+        elif isinstance(step, (Sleep, Pause)):
+            await clock.asleep(step.seconds)
+        else:
+            raise TypeError(f"unexpected routing step {step!r} after delivery")
+    except BaseException as exc:
+        return None, exc
+    return None, None
 
 
 def _arguments(
