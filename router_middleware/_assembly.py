@@ -45,7 +45,7 @@ def build(
     clock: Clock,
     store: StateStore,
     listeners: Listeners,
-    observer: Observer,
+    observers: Observer,
     metrics: dict[str, ProviderMetrics],
     strategy: SelectionStrategy | None,
     classifier: ErrorClassifier | None,
@@ -66,7 +66,7 @@ def build(
 
     def on_transition(transition: BreakerTransition) -> None:
         listeners(transition)
-        observer.breaker_changed(transition)
+        observers.breaker_changed(transition)
 
     bindings = {
         pc.name: Binding(
@@ -92,7 +92,7 @@ def build(
     metrics.clear()
     metrics.update({p.name: p.metrics for p in built})
     pipeline = Pipeline(
-        built, cfg, strategy or get_strategy(cfg.strategy), clock, observer, classifier
+        built, cfg, strategy or get_strategy(cfg.strategy), clock, observers, classifier
     )
     return pipeline, bindings
 

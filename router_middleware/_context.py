@@ -21,7 +21,7 @@ class RequestContext:
         model: the model asked for (``None``: any provider's first model).
         input: what the caller passed (chat input or an ``LLMRequest``).
         options: call options (``stop``, ``temperature``, bound tools...).
-        config: the run config (tags, metadata, callbacks).
+        config: the run config (its tags, metadata and callbacks).
         stream: whether the caller streams.
 
     Example:
@@ -47,14 +47,6 @@ class RequestContext:
         self.config = config
         self.stream = stream
         self._tokens: int | None = None
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self.config.get("tags") or ())
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return dict(self.config.get("metadata") or {})
 
     def estimated_tokens(self) -> int:
         """An estimate of the input's tokens (about 4 characters each, plus 3 a message),

@@ -222,8 +222,9 @@ class ProviderTimeoutError(ProviderError, TimeoutError):
     """The provider did not answer in time.
 
     Attributes:
-        phase: ``"attempt"`` (no response), ``"first_token"`` (no first chunk) or
-            ``"idle"`` (a stream fell silent).
+        phase: ``"attempt"`` (no response), ``"first_token"`` (no first chunk),
+            ``"idle"`` (a stream fell silent) or ``"deadline"`` (the request's deadline ran
+            out mid-stream).
         timeout: the limit in seconds.
     """
 

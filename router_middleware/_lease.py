@@ -41,7 +41,8 @@ class Lease:
         context: the request (its input, options, run config), for gates that weigh it.
         started: clock time of admission.
         outcome: ``None`` until settled, then ``"succeeded"``, ``"failed"``,
-            ``"ignored"`` or ``"cancelled"``.
+            ``"ignored"`` or ``"cancelled"``; ``"refused"`` when a gate turned it away
+            (it then holds nothing).
         verdict: the classification of a failure.
         transitions: breaker transitions caused by this attempt, for the request's events.
         cooldown: seconds of ``Retry-After`` cool-down this attempt set, if any.

@@ -2,7 +2,7 @@
 
 The pipeline reports to one :class:`Observer`: attempt start and end (provider, model,
 outcome, latency, time to first token, tokens, cost), the end of a provider request that
-made no attempt (turned away by the router's limits, or cancelled while backing off),
+made no attempt (turned away by the router's limits),
 retries, breaker transitions, limiter waits and cool-downs. The per-provider metrics are
 one observer (:class:`MetricsObserver`); an exporter (Prometheus, OpenTelemetry) is
 another, added with ``ResilientRouter(observers=[...])``. An observer that raises is
@@ -68,8 +68,8 @@ class Observer:
         :meth:`retried` when the router retries: ``end.ends_request`` says which)."""
 
     def request_ended(self, provider: str, outcome: str) -> None:
-        """A provider request ended without an attempt of its own:
-        ``"rate_limited"`` (the router's limits turned it away) or ``"cancelled"``."""
+        """A provider request ended without an attempt of its own: ``"rate_limited"``, the
+        router's limits turned the request away there and it was never admitted there."""
 
     def retried(self, provider: str, attempt: int, delay: float) -> None:
         """The router will call ``provider`` again after ``delay`` seconds."""
@@ -213,12 +213,8 @@ class MetricsObserver(Observer):
 
     def request_ended(self, provider: str, outcome: str) -> None:
         m = self._metrics_of(provider)
-        if m is None:
-            return
-        if outcome == "rate_limited":
+        if m is not None and outcome == "rate_limited":
             m.record_rate_limited()
-        else:
-            m.record_cancelled()
 
     def breaker_changed(self, transition: BreakerTransition) -> None:
         m = self._metrics_of(transition.name)

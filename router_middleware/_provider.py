@@ -79,13 +79,8 @@ class Provider:
         self.metrics: ProviderMetrics = previous.metrics if previous else ProviderMetrics()
         self.slots: SlotQueue = previous.slots if previous else SlotQueue()
         self.last_selected: int = previous.last_selected if previous else 0
-        self.limiter = ProviderLimiter(
-            config.rate_limit,
-            clock=clock,
-            store=store,
-            name=self.name,
-            on_release=self.slots.notify,
-        )
+        # Its slots are released by the concurrency gate, which wakes the queue itself.
+        self.limiter = ProviderLimiter(config.rate_limit, clock=clock, store=store, name=self.name)
         self.breaker = CircuitBreaker(
             config.circuit_breaker or router_config.circuit_breaker,
             clock=clock,

@@ -40,6 +40,9 @@ __all__ = ["ResilientRouter"]
 
 ConfigLike = RouterConfig | Mapping[str, Any]
 
+_PARTS = ("clock", "store", "listeners", "observers", "strategy", "classifier", "seed")
+"""What a router is built from besides its config and targets (kept across reloads)."""
+
 
 class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     """Routes each request to a provider that serves the model, and protects it.
@@ -113,35 +116,13 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             "classifier": classifier,
             "seed": seed,
         }
-        pipeline, bindings = self._build(cfg, targets, {}, metrics, parts)
+        pipeline, bindings = build(cfg, targets, {}, metrics=metrics, **parts)
         super().__init__(
             router_config=cfg,
             pipeline=pipeline,
             bindings=bindings,
             provider_metrics=metrics,
             **parts,
-        )
-
-    @staticmethod
-    def _build(
-        cfg: RouterConfig,
-        targets: Mapping[str, ProviderTarget],
-        previous: Mapping[str, Provider],
-        metrics: dict[str, ProviderMetrics],
-        parts: Mapping[str, Any],
-    ) -> tuple[Pipeline, dict[str, Binding]]:
-        return build(
-            cfg,
-            targets,
-            previous,
-            clock=parts["clock"],
-            store=parts["store"],
-            listeners=parts["listeners"],
-            observer=parts["observers"],
-            metrics=metrics,
-            strategy=parts["strategy"],
-            classifier=parts["classifier"],
-            seed=parts["seed"],
         )
 
     @classmethod
@@ -249,17 +230,12 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         targets.update(providers or {})
         cfg = RouterConfig.coerce(config)
         keep = {p.name for p in cfg.providers}
-        parts = {
-            "clock": self.clock,
-            "store": self.store,
-            "listeners": self.listeners,
-            "observers": self.observers,
-            "strategy": self.strategy,
-            "classifier": self.classifier,
-            "seed": self.seed,
-        }
-        pipeline, bindings = self._build(
-            cfg, {n: t for n, t in targets.items() if n in keep}, old, self.provider_metrics, parts
+        pipeline, bindings = build(
+            cfg,
+            {n: t for n, t in targets.items() if n in keep},
+            old,
+            metrics=self.provider_metrics,
+            **{name: getattr(self, name) for name in _PARTS},
         )
         for provider in pipeline.providers.values():
             provider.clear_cooldown()  # a new config is a fresh look at every provider

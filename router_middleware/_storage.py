@@ -6,8 +6,10 @@ acquire a breaker permit, report an outcome, set a cool-down), and each backend 
 it out natively and atomically. :class:`InMemoryStore` runs the pure algorithms of
 ``_bucket`` and ``_breaker_algorithm`` under one lock held for microseconds, never across
 a provider call or an ``await``; a shared backend runs each operation as one server-side
-script, one round trip per decision. Every operation has an async form (``a`` + name)
-for backends whose operations are I/O.
+script, one round trip per decision. The operations an attempt takes and gives back
+(tokens, slots, breaker, cool-down) also have async forms (``a`` + name) on
+:class:`InMemoryStore`: the shape an I/O backend offers the async driver. The router
+calls only the sync forms today, which for memory never block.
 
 A policy asks once for its key (:meth:`StateStore.key`: ``<provider>:<what>`` under the
 store's ``namespace``) and passes it to every operation; :meth:`forget` drops every key

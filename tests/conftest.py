@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,3 +48,12 @@ def scripted(clock: FakeClock) -> Callable[..., ScriptedChatModel]:
         return ScriptedChatModel(script=list(script), **kwargs)
 
     return make
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No LLM_ROUTER_* variable from the outside, and no stray .env in the directory."""
+    for name in list(os.environ):
+        if name.upper().startswith("LLM_ROUTER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

@@ -7,7 +7,6 @@ but overflowed the arithmetic later, booleans read as numbers, empty variables r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,7 @@ CANARY = "sk-CANARY-5e1f"
 MODELS = '[{"name": "m"}]'
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("LLM_ROUTER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def config_problems(config: dict[str, Any]) -> list[str]:

@@ -33,15 +33,7 @@ from . import test_seed as seed_examples
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No LLM_ROUTER_* variable from the outside, and no stray .env in the directory."""
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("LLM_ROUTER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def setenv(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:

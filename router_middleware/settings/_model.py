@@ -40,8 +40,7 @@ from .._config import (
 )
 from .._errors import ConfigurationError
 from ._origin import DEFAULT_ORIGIN, Origin, describe_errors, lookup_origin
-from ._schema import DELIMITER, ENV_PREFIX, Key, annotation_at, normalize_name, seed_translate
-from ._schema import submodel as _submodel
+from ._schema import DELIMITER, ENV_PREFIX, Key, descend, normalize_name, seed_translate
 from ._sources import RESOLVED, LayeredSource, Resolution
 
 __all__ = ["ProviderSettings", "RouterSettings"]
@@ -182,21 +181,11 @@ def _visible(model: type[BaseModel], data: Any) -> Any:
     """``data`` without the fields ``model`` keeps out of its repr, at every level."""
     if not isinstance(data, dict):
         return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        field = model.model_fields.get(key)
-        if field is None or not field.repr:
-            continue
-        sub, inner = _submodel(field.annotation), _submodel(annotation_at(model, (key, "*")))
-        if sub is not None:
-            out[key] = _visible(sub, value)
-        elif inner is not None and isinstance(value, dict):
-            out[key] = {k: _visible(inner, v) for k, v in value.items()}
-        elif inner is not None and isinstance(value, list):
-            out[key] = [_visible(inner, v) for v in value]
-        else:
-            out[key] = value
-    return out
+    return {
+        key: descend(model, key, value, _visible)
+        for key, value in data.items()
+        if (field := model.model_fields.get(key)) is not None and field.repr
+    }
 
 
 def _leaves(

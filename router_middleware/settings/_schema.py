@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -24,6 +24,7 @@ __all__ = [
     "annotation_at",
     "canonical",
     "close_field",
+    "descend",
     "env_var",
     "first_unknown",
     "is_complex",
@@ -158,21 +159,31 @@ def seed_translate(model: type[BaseModel], data: Any) -> Any:
     return data
 
 
+def descend(
+    model: type[BaseModel], key: str, value: Any, visit: Callable[[type[BaseModel], Any], Any]
+) -> Any:
+    """``value`` of ``model``'s field ``key``, with ``visit(submodel, part)`` applied to
+    every part the schema says is a model: the field itself, or each item of a dict or
+    list of models. Unknown keys and plain values come back as they are."""
+    field = model.model_fields.get(key)
+    if field is None:
+        return value
+    sub = submodel(field.annotation)
+    if sub is not None:
+        return visit(sub, value)
+    inner = submodel(annotation_at(model, (key, "*")))
+    if inner is not None and isinstance(value, Mapping):
+        return {k: visit(inner, v) for k, v in value.items()}
+    if inner is not None and isinstance(value, list):
+        return [visit(inner, v) for v in value]
+    return value
+
+
 def canonical(model: type[BaseModel], data: Any) -> Any:
     """``data`` in our key names at every level, so layers merge field by field."""
     if not isinstance(data, Mapping):
         return data
-    out: dict[str, Any] = {}
-    for key, value in seed_translate(model, data).items():
-        field = model.model_fields.get(key)
-        sub = submodel(field.annotation) if field is not None else None
-        inner = submodel(annotation_at(model, (key, "*"))) if field is not None else None
-        if sub is not None:
-            out[key] = canonical(sub, value)
-        elif inner is not None and isinstance(value, Mapping):
-            out[key] = {k: canonical(inner, v) for k, v in value.items()}
-        elif inner is not None and isinstance(value, list):
-            out[key] = [canonical(inner, v) for v in value]
-        else:
-            out[key] = value
-    return out
+    return {
+        key: descend(model, key, value, canonical)
+        for key, value in seed_translate(model, data).items()
+    }
