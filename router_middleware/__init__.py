@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._binding import ProviderTarget
 from ._breaker import BreakerState, BreakerTransition, CircuitBreaker
+from ._chat_model import RouterChatModel
 from ._classification import Classification, ErrorClassifier, ErrorKind, ErrorPolicy
 from ._classify import chain_classifiers, default_classifier
 from ._clock import Clock, FakeClock, SystemClock
@@ -24,6 +25,7 @@ from ._config import (
     RouterConfig,
     TimeoutConfig,
 )
+from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import (
     AllProvidersFailedError,
     ConfigurationError,
@@ -31,6 +33,7 @@ from ._errors import (
     IncompleteStreamError,
     InvalidInputError,
     InvalidProviderOutputError,
+    InvalidStructuredOutputError,
     NoProviderAvailableError,
     NoProviderForModelError,
     ProviderError,
@@ -77,6 +80,7 @@ __all__ = [
     "BackoffPolicy",
     "BreakerState",
     "BreakerTransition",
+    "CapabilitiesConfig",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "Classification",
@@ -92,6 +96,7 @@ __all__ = [
     "IncompleteStreamError",
     "InvalidInputError",
     "InvalidProviderOutputError",
+    "InvalidStructuredOutputError",
     "LLMRequest",
     "LLMResponse",
     "ModelConfig",
@@ -110,13 +115,16 @@ __all__ = [
     "ResilientRouter",
     "RetryConfig",
     "RoundRobin",
+    "RouterChatModel",
     "RouterConfig",
     "RouterError",
     "RouterSettings",
     "SelectionStrategy",
     "StateStore",
+    "StructuredOutputConfig",
     "SystemClock",
     "TimeoutConfig",
+    "ToolLoopConfig",
     "UnknownProviderError",
     "__version__",
     "chain_classifiers",

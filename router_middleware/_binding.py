@@ -3,7 +3,8 @@
 A :class:`Binding` turns what the user gave for a provider (a runnable, a handler, or a
 mapping of model to runnable) into one runnable per served model, built once. The live
 state (limits, breaker, metrics) is the :class:`~._provider.Provider`; a router derived
-with other call options shares the state and rebinds only the calls.
+with tools or a structured output shares the state and reshapes only the calls
+(:meth:`Binding.reshaped`, see ``_shape``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableLambda
+from pydantic import BaseModel
 
 from ._errors import ConfigurationError, InvalidProviderOutputError
+from ._history import portable_history
 from ._redact import register_secrets_of
+from ._shape import StructuredShape, Unsupported
 from ._types import LLMRequest, message_from_handler_output, request_from_input
+
+if TYPE_CHECKING:
+    from ._config_tools import CapabilitiesConfig
+    from ._shape import Shape
 
 __all__ = ["Binding", "ProviderTarget", "as_chunk", "as_message"]
 
@@ -45,21 +53,64 @@ class Binding:
         'x'
     """
 
-    __slots__ = ("_runnables", "is_handler", "name", "target")
+    __slots__ = ("_runnables", "is_handler", "models", "name", "read", "target", "unsupported")
 
     def __init__(self, name: str, target: ProviderTarget, models: tuple[str, ...]) -> None:
         self.name = name
         self.target = target
+        self.models = models
         # Its keys may be echoed in its errors (an OpenAI 401 repeats the key): scrub them
         # from every router error, log line and event.
         register_secrets_of(target)
         self.is_handler, self._runnables = _runnables_for(name, target, models)
+        self.read: Callable[[Any, str], Any] = as_message
+        self.unsupported: dict[str, str] = {}
+        """Model -> why this binding cannot serve it (a shape it cannot take)."""
         for runnable in {id(r): r for r in self._runnables.values()}.values():
             _warn_if_self_retrying(name, runnable)
 
     def runnable(self, model: str) -> Runnable[Any, Any]:
         """The runnable that serves ``model`` here (already bound to it)."""
         return self._runnables[model]
+
+    def reshaped(self, shape: Shape, caps: CapabilitiesConfig) -> Binding:
+        """This provider's calls with tools bound or a structured output, per model.
+
+        A model the provider cannot serve so is listed in ``unsupported`` with the reason.
+        """
+        out = object.__new__(Binding)
+        out.name, out.target, out.models, out.is_handler = (
+            self.name,
+            self.target,
+            self.models,
+            self.is_handler,
+        )
+        out.read = shape.read if isinstance(shape, StructuredShape) else as_message
+        out._runnables, out.unsupported = {}, {}
+        for model in self.models:
+            try:
+                out._runnables[model] = self._reshape(shape, caps, model)
+            except Unsupported as why:
+                out.unsupported[model] = str(why)
+        return out
+
+    def _reshape(self, shape: Shape, caps: CapabilitiesConfig, model: str) -> Runnable[Any, Any]:
+        target = self.target
+        if self.is_handler:
+            raise Unsupported("a handler takes an LLMRequest, with no tools or schema")
+        if isinstance(target, Mapping):
+            return shape.apply(target[model], caps)
+        assert isinstance(target, Runnable)
+        if len(self.models) == 1:
+            return shape.apply(target, caps)
+        # One runnable serving several models: ``.bind(model=m)`` would be lost under a
+        # structured-output chain, so copy the client with its model set where it can be.
+        copy = _with_model(target, model)
+        if copy is not None:
+            return shape.apply(copy, caps)
+        if isinstance(shape, StructuredShape):
+            raise Unsupported("one runnable serves several models: give a runnable per model")
+        return shape.apply(target, caps).bind(model=model)
 
     def arguments(
         self, value: Any, model: str, options: dict[str, Any]
@@ -79,6 +130,9 @@ class Binding:
             return (request.with_options(options) if options else request), {}
         if isinstance(value, LLMRequest):
             return value.to_messages(), {**value.options(), **options}
+        if type(value) is list:
+            # A tool loop another provider began: its ids and blocks made fit for this one.
+            return portable_history(value, self.name), options
         return value, options
 
     def __repr__(self) -> str:
@@ -109,6 +163,14 @@ def as_chunk(value: Any, provider: str) -> BaseMessage:
     raise InvalidProviderOutputError(
         provider, f"streamed a {type(value).__name__}; expected message chunks or str"
     )
+
+
+def _with_model(target: Runnable[Any, Any], model: str) -> Runnable[Any, Any] | None:
+    if isinstance(target, BaseModel):
+        for field in ("model_name", "model", "model_id"):
+            if field in type(target).model_fields:
+                return target.model_copy(update={field: model})
+    return None
 
 
 def _runnables_for(

@@ -25,6 +25,7 @@ class ErrorKind(str, Enum):
     CONTEXT_LENGTH = "context_length"
     INVALID_REQUEST = "invalid_request"
     CONTENT_POLICY = "content_policy"
+    INVALID_OUTPUT = "invalid_output"
     NOT_PROVIDER = "not_provider"
 
 
@@ -53,6 +54,8 @@ _POLICY_TABLE = {
     # The request, not the provider, is at fault; a bigger or laxer model may take it.
     ErrorKind.CONTEXT_LENGTH: ErrorPolicy(retry=False, failover=True, counts_for_breaker=False),
     ErrorKind.INVALID_REQUEST: ErrorPolicy(retry=False, failover=True, counts_for_breaker=False),
+    # An answer that does not fit the schema: another provider may well give one that does.
+    ErrorKind.INVALID_OUTPUT: ErrorPolicy(retry=False, failover=True, counts_for_breaker=True),
     # Asking another model the same thing to get around a refusal is not our call.
     ErrorKind.CONTENT_POLICY: ErrorPolicy(retry=False, failover=False, counts_for_breaker=False),
     ErrorKind.NOT_PROVIDER: ErrorPolicy(retry=False, failover=False, counts_for_breaker=False),
@@ -69,6 +72,8 @@ class Classification:
         kind: what went wrong.
         retry_after: seconds the provider asked us to wait, if it said so.
         status: the HTTP status the error carried, if any.
+        override: the policy to apply instead of the kind's (the router's config may
+            change what some kinds mean).
 
     Example:
         >>> Classification(ErrorKind.TRANSIENT, status=503).policy.retry
@@ -78,10 +83,11 @@ class Classification:
     kind: ErrorKind
     retry_after: float | None = None
     status: int | None = None
+    override: ErrorPolicy | None = None
 
     @property
     def policy(self) -> ErrorPolicy:
-        return POLICIES[self.kind]
+        return self.override or POLICIES[self.kind]
 
 
 ErrorClassifier: TypeAlias = Callable[[BaseException], Classification | None]

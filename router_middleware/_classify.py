@@ -32,6 +32,7 @@ from ._classification import POLICIES, Classification, ErrorClassifier, ErrorKin
 from ._errors import (
     IncompleteStreamError,
     InvalidProviderOutputError,
+    InvalidStructuredOutputError,
     ProviderError,
     ProviderTimeoutError,
     RouterError,
@@ -231,6 +232,8 @@ def _router_error_kind(exc: RouterError) -> ErrorKind:
         return ErrorKind.TIMEOUT
     if isinstance(exc, IncompleteStreamError):
         return ErrorKind.TRANSIENT
+    if isinstance(exc, InvalidStructuredOutputError):
+        return ErrorKind.INVALID_OUTPUT
     if isinstance(exc, ProviderError) and not isinstance(exc, InvalidProviderOutputError):
         return ErrorKind.TRANSIENT
     # Our own verdicts (no provider, bad input, bad config, nested router giving up)

@@ -43,6 +43,7 @@ from ._config_base import (
     repeated,
     translate,
 )
+from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import ConfigurationError
 
 __all__ = [
@@ -246,6 +247,9 @@ class ProviderFields(ConfigModel):
         None, description="Overrides the router-wide circuit breaker."
     )
     timeouts: TimeoutConfig | None = Field(None, description="Overrides the router-wide timeouts.")
+    capabilities: CapabilitiesConfig = Field(
+        CapabilitiesConfig(), description="What it can do, where detection cannot tell."
+    )
 
     _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
         "rateLimit": ("rate_limit", 1),
@@ -318,6 +322,10 @@ class RouterFields(ConfigModel):
     max_cooldown_seconds: Seconds = Field(
         300.0, description="Cap on how long one Retry-After keeps a provider cooling down."
     )
+    structured_output: StructuredOutputConfig = Field(
+        StructuredOutputConfig(), description="What an answer that does not validate means."
+    )
+    tool_loop: ToolLoopConfig = Field(ToolLoopConfig(), description="Turns after tool results.")
 
     @field_validator("strategy")
     @classmethod

@@ -7,11 +7,18 @@ context-window check or a cache key has what it needs without a new parameter ea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain_core.runnables import RunnableConfig
 
-__all__ = ["RequestContext"]
+__all__ = ["Limits", "RequestContext"]
+
+
+class Limits(NamedTuple):
+    """One caller's limits in place of the router's (``None`` keeps the router's)."""
+
+    deadline_seconds: float | None = None
+    max_attempts: int | None = None
 
 
 class RequestContext:
@@ -23,6 +30,11 @@ class RequestContext:
         options: call options (``stop``, ``temperature``, bound tools...).
         config: the run config (its tags, metadata and callbacks).
         stream: whether the caller streams.
+        unsupported: provider -> model -> why it cannot serve this router's requests
+            (tools or a schema it cannot take); such providers are not candidates.
+        prefer: the provider to try first while it is available (the one that made
+            the tool calls this turn answers), or ``None``.
+        deadline_seconds, max_attempts: this request's limits (the router's by default).
 
     Example:
         >>> ctx = RequestContext("fast", "Hello there, router", {}, {}, stream=False)
@@ -30,7 +42,18 @@ class RequestContext:
         9
     """
 
-    __slots__ = ("_tokens", "config", "input", "model", "options", "stream")
+    __slots__ = (
+        "_tokens",
+        "config",
+        "deadline_seconds",
+        "input",
+        "max_attempts",
+        "model",
+        "options",
+        "prefer",
+        "stream",
+        "unsupported",
+    )
 
     def __init__(
         self,
@@ -40,12 +63,20 @@ class RequestContext:
         config: RunnableConfig,
         *,
         stream: bool,
+        unsupported: Mapping[str, Mapping[str, str]] | None = None,
+        prefer: str | None = None,
+        deadline_seconds: float | None = None,
+        max_attempts: int = 10,
     ) -> None:
         self.model = model
         self.input = input
         self.options = dict(options)
         self.config = config
         self.stream = stream
+        self.unsupported = unsupported
+        self.prefer = prefer
+        self.deadline_seconds = deadline_seconds
+        self.max_attempts = max_attempts
         self._tokens: int | None = None
 
     def estimated_tokens(self) -> int:

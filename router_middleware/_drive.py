@@ -23,11 +23,12 @@ from ._context import RequestContext
 from ._execute import attempt_config, call_async, call_sync
 from ._lease import Lease
 from ._pipeline import Plan
+from ._shape import StructuredAnswer
 from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
 from ._streams import open_stream_async, open_stream_sync
 from ._waiting import wait_for_slot, wait_for_slot_async
 
-__all__ = ["adrive", "afinish", "annotate", "drive", "finish"]
+__all__ = ["adrive", "afinish", "annotate", "delivered", "drive", "finish"]
 
 
 def drive(
@@ -73,12 +74,13 @@ def _call(
     run: CallbackManagerForChainRun,
 ) -> Any:
     lease = step.lease
-    runnable, payload, config, options = _arguments(lease, bindings, ctx, run)
+    binding = bindings[lease.provider.name]
+    runnable, payload, config, options = _arguments(lease, binding, ctx, run)
     if ctx.stream:
         return open_stream_sync(
             lease, runnable, payload, config, options, step.timeout, clock, step.deadline
         )
-    return call_sync(lease, runnable, payload, config, options, step.timeout)
+    return call_sync(lease, runnable, payload, config, options, step.timeout, binding.read)
 
 
 def _resume(plan: Plan, answer: Any, error: BaseException | None) -> Step:
@@ -122,7 +124,8 @@ async def adrive(
         if isinstance(step, Call):
             lease = step.lease
             try:
-                runnable, payload, config, options = _arguments(lease, bindings, ctx, run)
+                binding = bindings[lease.provider.name]
+                runnable, payload, config, options = _arguments(lease, binding, ctx, run)
                 if ctx.stream:
                     result: Any = await open_stream_async(
                         lease,
@@ -136,7 +139,7 @@ async def adrive(
                     )
                 else:
                     result = await call_async(
-                        lease, runnable, payload, config, options, step.timeout
+                        lease, runnable, payload, config, options, step.timeout, binding.read
                     )
             except BaseException as exc:
                 step = plan.send(exc)
@@ -184,15 +187,24 @@ async def _acapture(
 
 def _arguments(
     lease: Lease,
-    bindings: Mapping[str, Binding],
+    binding: Binding,
     ctx: RequestContext,
     run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
 ) -> tuple[Any, Any, RunnableConfig, dict[str, Any]]:
     """The runnable, input, config and options of one attempt."""
-    binding = bindings[lease.provider.name]
     payload, options = binding.arguments(ctx.input, lease.model, ctx.options)
     config = attempt_config(ctx.config, run, lease.provider.name, lease.model, lease.attempt)
     return binding.runnable(lease.model), payload, config, options
+
+
+def delivered(deliver: Deliver) -> Any:
+    """The caller's answer, annotated; the lease keeps the provider's message (its usage)."""
+    result = deliver.result
+    if type(result) is StructuredAnswer:
+        deliver.lease.message = annotate(result.raw, deliver)
+        return result.value
+    deliver.lease.message = annotate(result, deliver)
+    return result
 
 
 def annotate(output: Any, deliver: Deliver) -> Any:

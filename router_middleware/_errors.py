@@ -14,7 +14,8 @@
     └── ProviderError                 raised by the router about one provider's behaviour
         ├── ProviderTimeoutError      no answer / first chunk / next chunk in time (TimeoutError)
         ├── IncompleteStreamError     a stream ended without finishing
-        └── InvalidProviderOutputError  a handler returned something that is not a response
+        ├── InvalidProviderOutputError  a handler returned something that is not a response
+        └── InvalidStructuredOutputError  an answer did not parse or validate against the schema
 
 Errors raised by the providers themselves (HTTP errors, ``ModelError`` subclasses) are
 not wrapped on their way out: they are kept in ``AllProvidersFailedError.errors`` and
@@ -39,6 +40,7 @@ __all__ = [
     "IncompleteStreamError",
     "InvalidInputError",
     "InvalidProviderOutputError",
+    "InvalidStructuredOutputError",
     "NoProviderAvailableError",
     "NoProviderForModelError",
     "ProviderError",
@@ -240,3 +242,28 @@ class IncompleteStreamError(ProviderError):
 
 class InvalidProviderOutputError(ProviderError, TypeError):
     """A provider or handler returned something the router cannot turn into a message."""
+
+
+class InvalidStructuredOutputError(ProviderError):
+    """A provider answered, but not with what the schema asks for: that provider's failure.
+
+    Attributes:
+        schema: the schema's name.
+        raw: the provider's answer (its message), for inspection.
+        parsing_error: what the parser or validator raised, if anything.
+    """
+
+    def __init__(
+        self, provider: str, schema: str, raw: object, parsing_error: BaseException | None
+    ) -> None:
+        self.schema = schema
+        self.raw = raw
+        self.parsing_error = parsing_error
+        why = _first_line(parsing_error) if parsing_error is not None else "no structured answer"
+        super().__init__(provider, f"answer does not match {schema}: {why}")
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = describe(error).splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -78,19 +78,22 @@ def call_sync(
     config: RunnableConfig,
     kwargs: dict[str, Any],
     timeout: float | None,
+    read: Callable[[Any, str], Any] = as_message,
 ) -> Any:
     """Invoke one attempt on this thread; preempt it only if an attempt timeout is set.
 
-    A sync call cannot be cancelled: on timeout it is abandoned in its worker thread,
-    which keeps the attempt's slot until the call returns.
+    ``read`` turns the provider's output into the answer, or raises the provider's
+    failure (a structured answer that does not validate). A sync call cannot be
+    cancelled: on timeout it is abandoned in its worker thread, which keeps the
+    attempt's slot until the call returns.
     """
     name = lease.provider.name
     token = var_child_runnable_config.set(config)
     try:
         if lease.provider.timeouts.attempt_seconds is None or timeout is None:
-            return as_message(runnable.invoke(value, config, **kwargs), name)
+            return read(runnable.invoke(value, config, **kwargs), name)
         return _in_thread(
-            lease, timeout, lambda: as_message(runnable.invoke(value, config, **kwargs), name)
+            lease, timeout, lambda: read(runnable.invoke(value, config, **kwargs), name)
         )
     finally:
         var_child_runnable_config.reset(token)
@@ -103,18 +106,19 @@ async def call_async(
     config: RunnableConfig,
     kwargs: dict[str, Any],
     timeout: float | None,
+    read: Callable[[Any, str], Any] = as_message,
 ) -> Any:
     """Await one attempt, cancelling it if it outlives ``timeout``."""
     name = lease.provider.name
     token = var_child_runnable_config.set(config)
     try:
         if timeout is None:
-            return as_message(await runnable.ainvoke(value, config, **kwargs), name)
+            return read(await runnable.ainvoke(value, config, **kwargs), name)
         if _timeout is None:  # pragma: no cover - 3.10
             answer = await within(
                 name, "attempt", timeout, runnable.ainvoke(value, config, **kwargs)
             )
-            return as_message(answer, name)
+            return read(answer, name)
         try:  # inline rather than through within(): one coroutine fewer per attempt
             async with _timeout(timeout):
                 answer = await runnable.ainvoke(value, config, **kwargs)
@@ -122,7 +126,7 @@ async def call_async(
             if isinstance(exc, ProviderTimeoutError):
                 raise
             raise ProviderTimeoutError(name, "attempt", timeout) from None
-        return as_message(answer, name)
+        return read(answer, name)
     finally:
         var_child_runnable_config.reset(token)
 

@@ -13,11 +13,13 @@ first chunk), and reports to the router's observer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
+from ._classification import ErrorPolicy
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
 from ._config import RouterConfig
@@ -75,9 +77,11 @@ class Pipeline:
         # Only models some provider serves (and None) are ever stored: the cache is bounded
         # by the config. A race computes a list twice, harmlessly.
         self._candidates: dict[str | None, list[Provider]] = {}
-        self._deadline = config.deadline_seconds
         self._max_wait = config.max_wait_seconds
-        self._max_attempts = config.max_attempts
+        so = config.structured_output
+        self._invalid_output = ErrorPolicy(
+            retry=so.retry, failover=True, counts_for_breaker=so.counts_for_breaker
+        )
 
     def invalidate(self) -> None:
         """Forget cached candidate lists (a provider was enabled or disabled)."""
@@ -102,7 +106,10 @@ class Pipeline:
     def run(self, ctx: RequestContext) -> Plan:
         """Route one request; returns the lease of the attempt that answered."""
         candidates = self.candidates(ctx.model)
-        deadline = math.inf if self._deadline is None else self.clock.now() + self._deadline
+        if ctx.unsupported:
+            candidates = _capable(candidates, ctx)
+        limit = ctx.deadline_seconds
+        deadline = math.inf if limit is None else self.clock.now() + limit
         req = RequestState(ctx, candidates, deadline)
         wait_left = self._max_wait
         woke_from: list[tuple[Provider, int]] = []
@@ -110,7 +117,10 @@ class Pipeline:
         try:
             while True:
                 skipped = None  # made on the first refusal: most requests never see one
-                for provider in self.strategy.order(candidates, model):
+                order: Iterable[Provider] = self.strategy.order(candidates, model)
+                if ctx.prefer is not None:
+                    order = _preferring(order, ctx.prefer)
+                for provider in order:
                     if provider.name in req.done:
                         continue
                     # Read before trying, so a release between a refusal and the wait is
@@ -190,10 +200,10 @@ class Pipeline:
         tries = 0
         while True:
             now = self.clock.now()
-            if req.attempts >= self._max_attempts or now >= req.deadline:
+            if req.attempts >= req.ctx.max_attempts or now >= req.deadline:
                 lease.ignore()
                 self.observer.attempt_ended(AttemptEnd(name, model, lease.attempt, "ignored"))
-                raise out_of_time(req, self._max_attempts, self._deadline)
+                raise out_of_time(req, req.ctx.max_attempts, req.ctx.deadline_seconds)
             req.attempts += 1
             lease.attempt = req.attempts
             tries += 1
@@ -227,7 +237,7 @@ class Pipeline:
             verdict = yield from self._judge(lease, result, latency, stream_started=False)
             left = req.deadline - self.clock.now()
             delay = None
-            if req.attempts < self._max_attempts:
+            if req.attempts < req.ctx.max_attempts:
                 delay = plan_retry(
                     verdict, tries, provider.backoff, remaining=None if left == math.inf else left
                 )
@@ -311,7 +321,7 @@ class Pipeline:
             )
         )
         if isinstance(error, ProviderTimeoutError) and error.phase == "deadline":
-            limit = f"deadline {self._deadline:g}s"
+            limit = f"deadline {req.ctx.deadline_seconds:g}s"
             raise DeadlineExceededError(
                 req.ctx.model, {provider.name: error}, req.attempts, limit
             ) from error
@@ -338,6 +348,8 @@ class Pipeline:
             raise error
         try:
             verdict = self.classify(error)
+            if verdict.kind is ErrorKind.INVALID_OUTPUT:
+                verdict = dataclasses.replace(verdict, override=self._invalid_output)
         except BaseException:
             lease.ignore()
             self.observer.attempt_ended(
@@ -373,6 +385,31 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
+
+
+def _capable(candidates: list[Provider], ctx: RequestContext) -> list[Provider]:
+    """The candidates that can take this router's tools or schema."""
+    assert ctx.unsupported is not None
+    reasons: dict[str, str] = {}
+    capable = []
+    for p in candidates:
+        why = ctx.unsupported.get(p.name, {}).get(ctx.model or p.models[0])
+        if why is None:
+            capable.append(p)
+        else:
+            reasons[p.name] = why
+    if not capable:
+        raise NoProviderAvailableError(ctx.model, reasons)
+    return capable
+
+
+def _preferring(order: Iterable[Provider], name: str) -> list[Provider]:
+    ordered = list(order)
+    for i, p in enumerate(ordered):
+        if p.name == name:
+            ordered.insert(0, ordered.pop(i))
+            break
+    return ordered
 
 
 def _retried(end: AttemptEnd) -> AttemptEnd:

@@ -9,19 +9,21 @@ The algorithm lives in ``_pipeline.py``, the run scaffold of every entry point i
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage, BaseMessageChunk
-from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, SkipValidation
 
 from ._assembly import BreakerListener, Listeners, build, with_inferred_providers
 from ._binding import Binding, ProviderTarget
+from ._chat_model import RouterChatModel
 from ._classify import ErrorClassifier
 from ._clock import Clock, SystemClock
 from ._config import RouterConfig
+from ._derived import Derived, reshape, shape_key
 from ._display import MetricsSnapshot, router_html
 from ._errors import UnknownProviderError
 from ._metrics import ProviderMetrics
@@ -29,6 +31,7 @@ from ._observe import MetricsObserver, Observer, Observers
 from ._pipeline import Pipeline
 from ._provider import Provider
 from ._run import ainvoke_run, astream_run, invoke_run, stream_run
+from ._shape import Shape, StructuredShape, ToolShape
 from ._storage import InMemoryStore, StateStore
 from ._strategies import SelectionStrategy
 from ._types import LLMRequest, LLMResponse
@@ -74,6 +77,14 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     strategy: SkipValidation[SelectionStrategy | None] = Field(exclude=True, repr=False)
     classifier: SkipValidation[ErrorClassifier | None] = Field(exclude=True, repr=False)
     seed: int | None = Field(default=None, exclude=True, repr=False)
+    # A derived router (tools bound, a structured output) keeps what it was derived with,
+    # the providers that cannot take it, and its root; a root keeps what it derived.
+    shape: SkipValidation[Shape | None] = Field(default=None, exclude=True, repr=False)
+    unsupported: SkipValidation[dict[str, dict[str, str]]] = Field(
+        default_factory=dict, exclude=True, repr=False
+    )
+    root: SkipValidation[ResilientRouter | None] = Field(default=None, exclude=True, repr=False)
+    derived: SkipValidation[Derived] = Field(default_factory=Derived, exclude=True, repr=False)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -222,6 +233,9 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         """
         from .settings import RouterSettings, reload_from_settings
 
+        if self.root is not None:
+            self.root.apply_config(config, providers)
+            return
         if isinstance(config, RouterSettings):
             reload_from_settings(self, config, providers)
             return
@@ -241,6 +255,7 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             provider.clear_cooldown()  # a new config is a fresh look at every provider
         self.pipeline, self.bindings = pipeline, bindings
         self.router_config = cfg
+        self.derived.rebind(self)
 
     def reload(
         self,
@@ -249,6 +264,93 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     ) -> None:
         """Alias of :meth:`apply_config`."""
         self.apply_config(config, providers)
+
+    # -- tools, structured output, chat model -----------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> ResilientRouter:
+        """A router over the same providers whose calls have ``tools`` bound.
+
+        Each provider binds them through its own ``bind_tools`` (each formats tools its own
+        way), once, not per request; ``tool_choice`` means what LangChain means on every
+        provider (``"auto"``, ``"any"``/``"required"``, a tool's name, ``True``). Extra
+        keyword arguments (``strict``, ``parallel_tool_calls``, ``response_format``) go to
+        every provider's ``bind_tools``. Providers that cannot take them are not
+        candidates. Binding again replaces the tools, as on a chat model.
+
+        Example:
+            >>> from router_middleware.testing import CallTools, ToolCall, ToolCallingChatModel
+            >>> def add(a: int, b: int) -> int:
+            ...     "Add two integers."
+            ...     return a + b
+            >>> fake = ToolCallingChatModel(script=[CallTools([ToolCall("add", {"a": 1, "b": 2})])])
+            >>> router = ResilientRouter({"a": fake})
+            >>> router.bind_tools([add]).invoke("1 + 2?").tool_calls[0]["args"]
+            {'a': 1, 'b': 2}
+        """
+        if isinstance(self.shape, StructuredShape):
+            raise AttributeError(
+                "a structured-output router has no bind_tools (nor has a chat model's "
+                "with_structured_output result): call bind_tools on the router, not on this"
+            )
+        root = self.root or self
+        shape = ToolShape(tools, tool_choice, kwargs)
+        key = shape_key("tools", shape.tools, shape.tool_choice, kwargs)
+        return root.derived.get(key, lambda: root._derive(shape))
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: str | None = None,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """A router whose answers are ``schema`` objects, built by each provider's own
+        ``with_structured_output`` (pydantic class, TypedDict or JSON schema).
+
+        ``method`` (``"function_calling"``, ``"json_schema"``, ``"json_mode"``; each
+        provider's default when ``None``) leaves out providers that lack it. An answer that
+        does not parse or validate is that provider's failure, so the request fails over;
+        the caller gets a valid object or a ``RouterError`` naming each provider's error.
+        ``include_raw=True`` gives ``{"raw", "parsed", "parsing_error"}``. Like a chat
+        model's, the result has no ``bind_tools`` of its own use: it is built on the root
+        router, so tools bound before are dropped. Streaming it yields the one object.
+        """
+        root = self.root or self
+        shape = StructuredShape(schema, method, include_raw, kwargs)
+        key = shape_key("structured", [schema], method, include_raw, kwargs)
+        return root.derived.get(key, lambda: root._derive(shape))
+
+    def as_chat_model(self) -> RouterChatModel:
+        """This router as a ``BaseChatModel``, for code that checks ``isinstance`` or reads
+        ``model.profile`` (agent factories, summarization middleware).
+
+        Example:
+            >>> from langchain_core.language_models import BaseChatModel, FakeListChatModel
+            >>> router = ResilientRouter({"a": FakeListChatModel(responses=["x"])})
+            >>> chat = router.as_chat_model()
+            >>> isinstance(chat, BaseChatModel), chat.invoke("hi").content
+            (True, 'x')
+        """
+        return RouterChatModel(router=self)
+
+    def _derive(self, shape: Shape) -> ResilientRouter:
+        bindings, unsupported = reshape(self.bindings, self.router_config, shape)
+        return self.model_copy(
+            update={
+                "bindings": bindings,
+                "shape": shape,
+                "unsupported": unsupported,
+                "root": self,
+                "derived": Derived(),
+            }
+        )
 
     def metrics(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of every provider's metrics and health."""
@@ -306,6 +408,8 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> Iterator[BaseMessageChunk]:
+        if isinstance(self.shape, StructuredShape):  # one validated object, not its pieces
+            return super().stream(input, config, model=model, **kwargs)  # type: ignore[return-value]
         return stream_run(self, input, config, model, kwargs)
 
     def astream(
@@ -316,6 +420,8 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
         model: str | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[BaseMessageChunk]:
+        if isinstance(self.shape, StructuredShape):
+            return super().astream(input, config, model=model, **kwargs)  # type: ignore[return-value]
         return astream_run(self, input, config, model, kwargs)
 
     # -- seed parity ----------------------------------------------------------------------
@@ -335,9 +441,13 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
     def __repr__(self) -> str:
         parts = ", ".join(
             f"{n}={p.circuit_breaker_state}{'' if p.enabled else '(disabled)'}"
+            + ("(unsupported)" if n in self.unsupported else "")
             for n, p in self.pipeline.providers.items()
         )
-        return f"ResilientRouter(strategy={self.pipeline.strategy.name!r}, providers: {parts})"
+        shape = f", {self.shape!r}" if self.shape is not None else ""
+        return (
+            f"ResilientRouter(strategy={self.pipeline.strategy.name!r}{shape}, providers: {parts})"
+        )
 
     __str__ = __repr__
 
@@ -345,3 +455,6 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
 def _response(message: BaseMessage) -> LLMResponse:
     info = message.response_metadata.get("router", {})
     return LLMResponse.from_message(message, info.get("provider"), info.get("model"))
+
+
+RouterChatModel.model_rebuild(_types_namespace={"ResilientRouter": ResilientRouter})

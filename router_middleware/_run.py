@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.messages import BaseMessage, BaseMessageChunk, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import (
     ensure_config,
@@ -20,9 +20,10 @@ from langchain_core.runnables.config import (
     get_callback_manager_for_config,
 )
 
-from ._context import RequestContext
-from ._drive import adrive, afinish, annotate, drive, finish
+from ._context import Limits, RequestContext
+from ._drive import adrive, afinish, annotate, delivered, drive, finish
 from ._errors import InvalidInputError
+from ._history import last_tool_provider
 from ._pipeline import EMPTY
 from ._streams import END
 from ._types import check_input
@@ -41,6 +42,7 @@ def _context(
     kwargs: dict[str, Any],
     *,
     stream: bool,
+    limits: Limits | None = None,
 ) -> RequestContext:
     check_input(value)
     config = ensure_config(config)
@@ -52,7 +54,30 @@ def _context(
             model = router.pipeline.config.default_model
     if model is not None and not isinstance(model, str):
         raise InvalidInputError(f"model must be a str, not {type(model).__name__}")
-    return RequestContext(model, value, kwargs, config, stream=stream)
+    prefer = None
+    cfg = router.pipeline.config
+    if (
+        type(value) is list
+        and value
+        and isinstance(value[-1], ToolMessage)
+        and cfg.tool_loop.stick_to_provider
+    ):
+        prefer = last_tool_provider(value)
+    deadline, attempts = cfg.deadline_seconds, cfg.max_attempts
+    if limits is not None:
+        deadline = limits.deadline_seconds if limits.deadline_seconds is not None else deadline
+        attempts = limits.max_attempts if limits.max_attempts is not None else attempts
+    return RequestContext(
+        model,
+        value,
+        kwargs,
+        config,
+        stream=stream,
+        unsupported=router.unsupported,
+        prefer=prefer,
+        deadline_seconds=deadline,
+        max_attempts=attempts,
+    )
 
 
 def _start(router: ResilientRouter, ctx: RequestContext) -> CallbackManagerForChainRun:
@@ -81,14 +106,15 @@ def invoke_run(
     config: RunnableConfig | None,
     model: str | None,
     kwargs: dict[str, Any],
+    limits: Limits | None = None,
 ) -> BaseMessage:
-    ctx = _context(router, value, config, model, kwargs, stream=False)
+    ctx = _context(router, value, config, model, kwargs, stream=False, limits=limits)
     run = _start(router, ctx)
     clock = router.clock
     plan = router.pipeline.run(ctx)
     try:
         deliver = drive(plan, router.bindings, ctx, clock, run)
-        output = deliver.lease.message = annotate(deliver.result, deliver)
+        output = delivered(deliver)
         finish(plan, None, clock, run)
     except BaseException as exc:
         plan.close()
@@ -104,14 +130,15 @@ async def ainvoke_run(
     config: RunnableConfig | None,
     model: str | None,
     kwargs: dict[str, Any],
+    limits: Limits | None = None,
 ) -> BaseMessage:
-    ctx = _context(router, value, config, model, kwargs, stream=False)
+    ctx = _context(router, value, config, model, kwargs, stream=False, limits=limits)
     run = await _astart(router, ctx)
     clock = router.clock
     plan = router.pipeline.run(ctx)
     try:
         deliver = await adrive(plan, router.bindings, ctx, clock, run)
-        output = deliver.lease.message = annotate(deliver.result, deliver)
+        output = delivered(deliver)
         await afinish(plan, None, clock, run)
     except BaseException as exc:
         plan.close()
@@ -127,8 +154,9 @@ def stream_run(
     config: RunnableConfig | None,
     model: str | None,
     kwargs: dict[str, Any],
+    limits: Limits | None = None,
 ) -> Iterator[BaseMessageChunk]:
-    ctx = _context(router, value, config, model, kwargs, stream=True)
+    ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
     run = _start(router, ctx)
     clock = router.clock
     plan = router.pipeline.run(ctx)
@@ -164,8 +192,9 @@ async def astream_run(
     config: RunnableConfig | None,
     model: str | None,
     kwargs: dict[str, Any],
+    limits: Limits | None = None,
 ) -> AsyncIterator[BaseMessageChunk]:
-    ctx = _context(router, value, config, model, kwargs, stream=True)
+    ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
     run = await _astart(router, ctx)
     clock = router.clock
     plan = router.pipeline.run(ctx)
