@@ -1,20 +1,4 @@
-"""Fakes for testing code that uses the router: scripted and simulated chat providers.
-
-:class:`ScriptedChatModel` is a real LangChain chat model (it opens LLM runs, streams
-chunks and reports ``usage_metadata``) whose every call follows a script of behaviours:
-answer, fail with a given error, be slow, hang, or break a stream part-way. Latency is
-spent on an injectable clock, so with :class:`FakeClock` slow providers cost no time.
-
-Example:
-    >>> from router_middleware.testing import ScriptedChatModel, Fail, http_error
-    >>> model = ScriptedChatModel(script=[Fail(http_error(503)), "fine"])
-    >>> model.invoke("hi").content
-    Traceback (most recent call last):
-    ...
-    router_middleware.testing.HTTPStatusError: HTTP 503
-    >>> model.invoke("hi").content
-    'fine'
-"""
+"""The scripted chat model and its behaviours (public in :mod:`router_middleware.testing`)."""
 
 from __future__ import annotations
 
@@ -31,8 +15,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ._clock import Clock, FakeClock, SystemClock
-from ._types import usage
+from .._clock import Clock, FakeClock, SystemClock
+from .._types import usage
 
 __all__ = [
     "Behaviour",
@@ -40,15 +24,10 @@ __all__ = [
     "FakeClock",
     "HTTPStatusError",
     "Hang",
-    "LoopClock",
     "Reply",
     "ScriptedChatModel",
-    "SimulatedProvider",
     "StreamBreak",
-    "VirtualLoop",
-    "Window",
     "http_error",
-    "run_virtual",
 ]
 
 
@@ -215,7 +194,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        step = self._next()
+        step = self._begin(messages, kwargs)
         try:
             return ChatResult(generations=[ChatGeneration(message=self._act(step))])
         finally:
@@ -237,21 +216,17 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        step = self._next()
+        step = self._begin(messages, kwargs)
         try:
-            words, error = (
-                self._broken(step)
-                if isinstance(step, StreamBreak)
-                else (self._words(self._act(step).text), None)
+            plan = (
+                self._broken(step) if isinstance(step, StreamBreak) else self._plan(self._act(step))
             )
-            for i, word in enumerate(words):
+            for i, piece in enumerate(plan.pieces):
                 if i and self.chunk_latency:
                     self.clock.sleep(self.chunk_latency)
-                yield self._chunk(word, run_manager)
-            if error is not None:
-                raise error
-            if self.usage:
-                yield self._usage_chunk()
+                yield self._chunk(piece, run_manager)
+            if (last := self._ending(plan)) is not None:
+                yield last
         finally:
             self._done()
 
@@ -264,7 +239,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        step = self._next()
+        step = self._begin(messages, kwargs)
         try:
             return ChatResult(generations=[ChatGeneration(message=await self._aact(step))])
         finally:
@@ -286,26 +261,28 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        step = self._next()
+        step = self._begin(messages, kwargs)
         try:
-            words, error = (
+            plan = (
                 self._broken(step)
                 if isinstance(step, StreamBreak)
-                else (self._words((await self._aact(step)).text), None)
+                else self._plan(await self._aact(step))
             )
-            for i, word in enumerate(words):
+            for i, piece in enumerate(plan.pieces):
                 if i and self.chunk_latency:
                     await self.clock.asleep(self.chunk_latency)
-                yield self._chunk(word, None)
+                yield self._chunk(piece, None)
                 await asyncio.sleep(0)  # let other tasks run between chunks
-            if error is not None:
-                raise error
-            if self.usage:
-                yield self._usage_chunk()
+            if (last := self._ending(plan)) is not None:
+                yield last
         finally:
             self._done()
 
     # -- helpers (what the sync and async paths share) -------------------------------------
+
+    def _begin(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Behaviour:
+        """The behaviour of a call that starts now (a subclass may look at its input)."""
+        return self._next()
 
     def _outcome(self, step: Behaviour) -> tuple[float, AIMessage | BaseException]:
         """Seconds to spend, then the answer or the error of a non-hanging step."""
@@ -320,33 +297,48 @@ class ScriptedChatModel(BaseChatModel):
             raise outcome
         return outcome
 
-    def _broken(self, step: StreamBreak) -> tuple[Sequence[str], BaseException]:
+    def _plan(self, message: AIMessage) -> _StreamPlan:
+        """How ``message`` streams: its words, then the usage chunk."""
+        words = [AIMessageChunk(content=w) for w in self._words(message.text)]
+        return _StreamPlan(words, last=self._usage_message())
+
+    def _broken(self, step: StreamBreak) -> _StreamPlan:
         """The words a breaking stream yields before its error."""
-        return self._words(None)[: step.after], step.error
+        words = self._words(None)[: step.after]
+        return _StreamPlan([AIMessageChunk(content=w) for w in words], error=step.error)
+
+    @staticmethod
+    def _ending(plan: _StreamPlan) -> ChatGenerationChunk | None:
+        """After the pieces: raise the plan's error, or give its last chunk (if any)."""
+        if plan.error is not None:
+            raise plan.error
+        return ChatGenerationChunk(message=plan.last) if plan.last is not None else None
 
     def _words(self, text: str | None) -> Sequence[str]:
         words = (text if text is not None else self.text).split(" ")
         return [w + " " for w in words[:-1]] + words[-1:]
 
     def _chunk(
-        self, word: str, run_manager: CallbackManagerForLLMRun | None
+        self, piece: AIMessageChunk, run_manager: CallbackManagerForLLMRun | None
     ) -> ChatGenerationChunk:
+        chunk = ChatGenerationChunk(message=piece)
         if run_manager is not None:
-            run_manager.on_llm_new_token(word)
-        return ChatGenerationChunk(message=AIMessageChunk(content=word))
+            run_manager.on_llm_new_token(piece.text, chunk=chunk)
+        return chunk
 
-    def _usage_chunk(self) -> ChatGenerationChunk:
-        assert self.usage is not None
+    def _usage_message(self) -> AIMessageChunk | None:
+        """The chunk that ends a stream with the call's usage (none without usage)."""
+        if not self.usage:
+            return None
         i, o = self.usage
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage(i, o),
-            )
-        )
+        return AIMessageChunk(content="", usage_metadata=usage(i, o))
 
 
-# Last, because these build on the fakes above (``SimulatedProvider`` is a
-# ``ScriptedChatModel``); they live with the simulator in ``router_middleware.sim``.
-from .sim._provider import SimulatedProvider, Window  # noqa: E402
-from .sim._virtual import LoopClock, VirtualLoop, run_virtual  # noqa: E402
+@dataclass
+class _StreamPlan:
+    """What a stream yields: ``pieces`` (paced by ``chunk_latency``), then ``error``
+    raised or ``last`` yielded (the usage chunk, unpaced)."""
+
+    pieces: list[AIMessageChunk]
+    error: BaseException | None = None
+    last: AIMessageChunk | None = None
