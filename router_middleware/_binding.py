@@ -73,6 +73,27 @@ class Binding:
         """The runnable that serves ``model`` here (already bound to it)."""
         return self._runnables[model]
 
+    @classmethod
+    def calling(
+        cls,
+        like: Binding,
+        runnables: Mapping[str, Runnable[Any, Any]],
+        read: Callable[[Any, str], Any],
+        unsupported: Mapping[str, str],
+    ) -> Binding:
+        """``like``'s provider served by other runnables (an agent's model-call handler)."""
+        out = object.__new__(cls)
+        out.name, out.target, out.models, out.is_handler = (
+            like.name,
+            like.target,
+            like.models,
+            False,
+        )
+        out.read = read
+        out._runnables = dict(runnables)
+        out.unsupported = dict(unsupported)
+        return out
+
     def reshaped(self, shape: Shape, caps: CapabilitiesConfig) -> Binding:
         """This provider's calls with tools bound or a structured output, per model.
 

@@ -286,6 +286,7 @@ def test_policy_table() -> None:
         K.CONTEXT_LENGTH: p(retry=False, failover=True, counts_for_breaker=False),
         K.INVALID_REQUEST: p(retry=False, failover=True, counts_for_breaker=False),
         K.CONTENT_POLICY: p(retry=False, failover=False, counts_for_breaker=False),
+        K.INVALID_OUTPUT: p(retry=False, failover=True, counts_for_breaker=True),
         K.NOT_PROVIDER: p(retry=False, failover=False, counts_for_breaker=False),
     }
     with pytest.raises(TypeError):
