@@ -53,7 +53,16 @@ class Binding:
         'x'
     """
 
-    __slots__ = ("_runnables", "is_handler", "models", "name", "read", "target", "unsupported")
+    __slots__ = (
+        "_runnables",
+        "is_handler",
+        "models",
+        "name",
+        "read",
+        "stream_usage",
+        "target",
+        "unsupported",
+    )
 
     def __init__(self, name: str, target: ProviderTarget, models: tuple[str, ...]) -> None:
         self.name = name
@@ -66,6 +75,10 @@ class Binding:
         self.read: Callable[[Any, str], Any] = as_message
         self.unsupported: dict[str, str] = {}
         """Model -> why this binding cannot serve it (a shape it cannot take)."""
+        self.stream_usage = frozenset(
+            m for m, r in self._runnables.items() if _streams_without_usage(r)
+        )
+        """Models whose client streams no usage unless asked (``stream_usage=True``)."""
         for runnable in {id(r): r for r in self._runnables.values()}.values():
             _warn_if_self_retrying(name, runnable)
 
@@ -107,6 +120,7 @@ class Binding:
             self.is_handler,
         )
         out.read = shape.read if isinstance(shape, StructuredShape) else as_message
+        out.stream_usage = self.stream_usage
         out._runnables, out.unsupported = {}, {}
         for model in self.models:
             try:
@@ -183,6 +197,15 @@ def as_chunk(value: Any, provider: str) -> BaseMessage:
         return AIMessageChunk(content=value)
     raise InvalidProviderOutputError(
         provider, f"streamed a {type(value).__name__}; expected message chunks or str"
+    )
+
+
+def _streams_without_usage(runnable: Runnable[Any, Any]) -> bool:
+    # ChatOpenAI and its kin report a stream's usage only when asked to.
+    while isinstance(runnable, RunnableBinding):
+        runnable = runnable.bound
+    return "stream_usage" in getattr(type(runnable), "model_fields", {}) and not getattr(
+        runnable, "stream_usage", False
     )
 
 

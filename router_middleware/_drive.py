@@ -193,6 +193,8 @@ def _arguments(
 ) -> tuple[Any, Any, RunnableConfig, dict[str, Any]]:
     """The runnable, input, config and options of one attempt."""
     payload, options = binding.arguments(ctx.input, lease.model, ctx.options)
+    if ctx.stream and lease.model in binding.stream_usage and "stream_usage" not in options:
+        options = {**options, "stream_usage": True}  # so stream metrics count tokens and cost
     config = attempt_config(ctx.config, run, lease.provider.name, lease.model, lease.attempt)
     return binding.runnable(lease.model), payload, config, options
 
