@@ -57,6 +57,12 @@ class ConstantChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "constant-benchmark"
 
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        """Tools formatted once and bound, as partner packages do."""
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
     def _result(self) -> ChatResult:
         if self.fail:
             raise ServiceUnavailable("HTTP 503")

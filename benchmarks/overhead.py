@@ -19,6 +19,8 @@ Variants:
 * ``litellm_router``: LiteLLM's ``Router``, two deployments, ``mock_response``.
 * ``router``: ``ResilientRouter`` over two providers, rate limits, breakers, retries and
   metrics all enabled.
+* ``floor_inline_tools`` / ``router_tools``: the same floor and router with a tool bound
+  (the model's own ``bind_tools``; ``router.bind_tools``), as agents call them.
 * ``lc_fail`` / ``router_fail``: the primary always fails (HTTP 503), three attempts,
   then the fallback answers; no backoff sleeps in either. ``direct_fail`` makes the same
   four provider calls by hand (three caught failures, one answer): the providers' own
@@ -70,6 +72,7 @@ INPUT = "hi"
 TARGETS = [
     ("router", "lc_retry_fallback", 0.5),
     ("router", "floor_inline", 1.15),
+    ("router_tools", "floor_inline_tools", 1.15),
     ("router", "litellm_router", 0.05),
     ("router_fail", "lc_fail", 0.55),
     ("floor_inline", "litellm_router", None),
@@ -229,6 +232,11 @@ def _litellm_variant() -> tuple[Variant | None, str | None]:
     return Variant("litellm_router", call, acall, calls_share=0.1), note
 
 
+def _add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
 def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
     notes: list[str] = []
 
@@ -267,6 +275,20 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
         notes.append("litellm variant disabled (--no-litellm)")
     router = _router(model(), model())
     variants.append(Variant("router", lambda: router.invoke(INPUT), lambda: router.ainvoke(INPUT)))
+    floor_tools = InlineFloor(model().bind_tools([_add]))
+    variants.append(
+        Variant(
+            "floor_inline_tools",
+            lambda: floor_tools.invoke(INPUT),
+            lambda: floor_tools.ainvoke(INPUT),
+        )
+    )
+    router_tools = _router(model(), model()).bind_tools([_add])
+    variants.append(
+        Variant(
+            "router_tools", lambda: router_tools.invoke(INPUT), lambda: router_tools.ainvoke(INPUT)
+        )
+    )
 
     failing, answering = model(fail=True), model()
 
