@@ -14,6 +14,9 @@ from langchain_core.runnables import RunnableConfig
 __all__ = ["Limits", "RequestContext"]
 
 
+_IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
+
+
 class Limits(NamedTuple):
     """One caller's limits in place of the router's (``None`` keeps the router's)."""
 
@@ -94,6 +97,18 @@ class RequestContext:
                 messages = request_from_input(value, self.model).messages
             self._tokens = count_tokens_approximately(messages)
         return self._tokens
+
+    def has_images(self) -> bool:
+        """Whether the input holds an image (a content block of an image type)."""
+        value = self.input
+        messages = value if isinstance(value, list) else [value]
+        for message in messages:
+            content = getattr(message, "content", None)
+            if isinstance(content, list):
+                for block in content:
+                    if isinstance(block, dict) and block.get("type") in _IMAGE_BLOCKS:
+                        return True
+        return False
 
     def __repr__(self) -> str:
         return f"RequestContext(model={self.model!r}, stream={self.stream})"

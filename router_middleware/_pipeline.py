@@ -79,6 +79,9 @@ class Pipeline:
         self._candidates: dict[str | None, list[Provider]] = {}
         self._max_wait = config.max_wait_seconds
         so = config.structured_output
+        self._blind = frozenset(
+            p.name for p in providers if p.config.capabilities.vision is False
+        )
         self._invalid_output = ErrorPolicy(
             retry=so.retry, failover=True, counts_for_breaker=so.counts_for_breaker
         )
@@ -106,8 +109,8 @@ class Pipeline:
     def run(self, ctx: RequestContext) -> Plan:
         """Route one request; returns the lease of the attempt that answered."""
         candidates = self.candidates(ctx.model)
-        if ctx.unsupported:
-            candidates = _capable(candidates, ctx)
+        if ctx.unsupported or (self._blind and ctx.has_images()):
+            candidates = _capable(candidates, ctx, self._blind)
         limit = ctx.deadline_seconds
         deadline = math.inf if limit is None else self.clock.now() + limit
         req = RequestState(ctx, candidates, deadline)
@@ -387,13 +390,18 @@ class Pipeline:
             raise
 
 
-def _capable(candidates: list[Provider], ctx: RequestContext) -> list[Provider]:
-    """The candidates that can take this router's tools or schema."""
-    assert ctx.unsupported is not None
+def _capable(
+    candidates: list[Provider], ctx: RequestContext, blind: frozenset[str]
+) -> list[Provider]:
+    """The candidates that can take this request: its tools or schema, its images."""
+    unsupported = ctx.unsupported or {}
+    images = bool(blind) and ctx.has_images()
     reasons: dict[str, str] = {}
     capable = []
     for p in candidates:
-        why = ctx.unsupported.get(p.name, {}).get(ctx.model or p.models[0])
+        why = unsupported.get(p.name, {}).get(ctx.model or p.models[0])
+        if why is None and images and p.name in blind:
+            why = "its config says it takes no image input"
         if why is None:
             capable.append(p)
         else:
