@@ -57,12 +57,14 @@ def shape_key(kind: str, tools: Sequence[Any], *extra: Any) -> Hashable:
 
 def _tool_key(tool: Any) -> Hashable:
     if isinstance(tool, dict):
-        return json.dumps(tool, sort_keys=True, default=repr)
+        return _freeze(tool)
     return id(tool)  # held by the cached router's shape, so the id stays its own
 
 
 def _freeze(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
+    # Objects (a schema class, a tool) by identity: two classes may share a name and repr.
+    # The cached router's shape holds them, so the ids stay theirs.
+    return json.dumps(value, sort_keys=True, default=lambda o: f"<{type(o).__name__} {id(o)}>")
 
 
 class Derived:

@@ -82,9 +82,17 @@ def portable_history(messages: Sequence[BaseMessage], provider: str) -> Sequence
     for index, message in enumerate(messages):
         new = message
         if isinstance(message, AIMessage):
-            origin = _origin(message)
-            if origin != provider:
-                new = _portable_answer(message, mint, strip=origin is not None)
+            # Plain text with no calls and no extras is portable as it is: most of a long
+            # history, so it costs no metadata lookup.
+            if (
+                message.tool_calls
+                or message.invalid_tool_calls
+                or message.additional_kwargs
+                or type(message.content) is not str
+            ):
+                origin = _origin(message)
+                if origin != provider:
+                    new = _portable_answer(message, mint, strip=origin is not None)
         elif renamed:
             # Results come after their calls, so `renamed` already holds their new ids.
             new = _follow_calls(message, renamed.get)
