@@ -1,10 +1,11 @@
-"""Jupyter: the quickstart notebook runs top to bottom, and the HTML views render."""
+"""Jupyter: the quickstart and agents notebooks run top to bottom, and the HTML views render."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,27 +13,35 @@ from router_middleware import FakeClock, ResilientRouter
 from router_middleware._display import MetricsSnapshot, metrics_html, router_html
 from router_middleware.testing import ScriptedChatModel, http_error
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK = NOTEBOOKS / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def executed_code_cells(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[Any]]:
+    """The notebook's code cells as saved, then as they ran top to bottom in a kernel."""
     nbformat = pytest.importorskip("nbformat", reason="needs the dev extra (nbformat)")
     nbclient = pytest.importorskip("nbclient", reason="needs the dev extra (nbclient)")
     pytest.importorskip("ipykernel", reason="needs the dev extra (ipykernel)")
     for name in list(os.environ):  # the kernel inherits the environment
         if name.upper().startswith("LLM_ROUTER_"):
             monkeypatch.delenv(name)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    saved = [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         timeout=60,
         kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()  # raises CellExecutionError, with the cell, if any cell fails
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count for cell in code)
+    return saved, code
+
+
+def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, code = executed_code_cells(NOTEBOOK, monkeypatch)
     # The cells that end on the router and on its metrics display them.
     last_lines = ("router", "router.metrics()")
     shown = [cell.outputs for cell in code if cell.source.splitlines()[-1] in last_lines]
@@ -43,6 +52,29 @@ def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     streamed = next(cell for cell in code if "chain.stream" in cell.source).outputs[0]["text"]
     assert streamed.count("|") > 3
+
+
+def test_agents_notebook_runs_with_its_outputs_saved(monkeypatch: pytest.MonkeyPatch) -> None:
+    saved, code = executed_code_cells(NOTEBOOKS / "agents.ipynb", monkeypatch)
+    assert all(cell.execution_count and cell.outputs for cell in saved)  # as it is read
+
+    def text(cell: Any) -> str:
+        return "".join(
+            o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cell.outputs
+        )
+
+    def ran(snippet: str) -> Any:
+        return next(cell for cell in code if snippet in cell.source)
+
+    assert "get_weather (call_1)" in text(ran("create_agent(model=router"))
+    # The first answer failed over from primary's 503; the metadata says so.
+    assert "{'provider': 'primary', 'model': 'chat', 'error': 'HTTPStatusError'}" in text(
+        ran('response_metadata["router"])')
+    )
+    metrics = ran("router.metrics()").outputs
+    assert any("text/html" in o.get("data", {}) for o in metrics)
+    assert "'provider': 'fallback'" in text(ran("RouterMiddleware("))
+    assert "Forecast(city='Oslo', sky='sunny', degrees=21)" in text(ran("with_structured_output"))
 
 
 def test_router_html_shows_each_provider_and_its_breaker() -> None:
