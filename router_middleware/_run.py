@@ -11,20 +11,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import BaseMessage, BaseMessageChunk, ToolMessage
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForChainRun,
+    BaseCallbackManager,
+    CallbackManager,
+    CallbackManagerForChainRun,
+)
+from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, ToolMessage
+from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import (
     ensure_config,
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
 )
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
 from ._context import Limits, RequestContext
 from ._drive import adrive, afinish, annotate, delivered, drive, finish
 from ._errors import InvalidInputError
 from ._history import last_tool_provider
 from ._pipeline import EMPTY
+from ._shape import StructuredShape
 from ._streams import END
 from ._types import check_input
 
@@ -80,9 +89,11 @@ def _context(
     )
 
 
-def _start(router: ResilientRouter, ctx: RequestContext) -> CallbackManagerForChainRun:
+def _start(
+    router: ResilientRouter, ctx: RequestContext, manager: CallbackManager
+) -> CallbackManagerForChainRun:
     config = ctx.config
-    return get_callback_manager_for_config(config).on_chain_start(
+    return manager.on_chain_start(
         None,
         ctx.input,
         name=config.get("run_name") or router.get_name(),
@@ -90,9 +101,11 @@ def _start(router: ResilientRouter, ctx: RequestContext) -> CallbackManagerForCh
     )
 
 
-async def _astart(router: ResilientRouter, ctx: RequestContext) -> AsyncCallbackManagerForChainRun:
+async def _astart(
+    router: ResilientRouter, ctx: RequestContext, manager: AsyncCallbackManager
+) -> AsyncCallbackManagerForChainRun:
     config = ctx.config
-    return await get_async_callback_manager_for_config(config).on_chain_start(
+    return await manager.on_chain_start(
         None,
         ctx.input,
         name=config.get("run_name") or router.get_name(),
@@ -107,9 +120,18 @@ def invoke_run(
     model: str | None,
     kwargs: dict[str, Any],
     limits: Limits | None = None,
+    *,
+    relay_tokens: bool = True,
 ) -> BaseMessage:
     ctx = _context(router, value, config, model, kwargs, stream=False, limits=limits)
-    run = _start(router, ctx)
+    manager = get_callback_manager_for_config(ctx.config)
+    if relay_tokens and _relays_tokens(router, manager):
+        ctx.stream = True
+        final: Any = None
+        for chunk in stream_run(router, value, config, model, kwargs, prepared=(ctx, manager)):
+            final = chunk if final is None else final + chunk
+        return _message_of(final)
+    run = _start(router, ctx, manager)
     clock = router.clock
     plan = router.pipeline.run(ctx)
     try:
@@ -131,9 +153,19 @@ async def ainvoke_run(
     model: str | None,
     kwargs: dict[str, Any],
     limits: Limits | None = None,
+    *,
+    relay_tokens: bool = True,
 ) -> BaseMessage:
     ctx = _context(router, value, config, model, kwargs, stream=False, limits=limits)
-    run = await _astart(router, ctx)
+    manager = get_async_callback_manager_for_config(ctx.config)
+    if relay_tokens and _relays_tokens(router, manager):
+        ctx.stream = True
+        final: Any = None
+        chunks = astream_run(router, value, config, model, kwargs, prepared=(ctx, manager))
+        async for chunk in chunks:
+            final = chunk if final is None else final + chunk
+        return _message_of(final)
+    run = await _astart(router, ctx, manager)
     clock = router.clock
     plan = router.pipeline.run(ctx)
     try:
@@ -155,9 +187,17 @@ def stream_run(
     model: str | None,
     kwargs: dict[str, Any],
     limits: Limits | None = None,
+    *,
+    prepared: tuple[RequestContext, CallbackManager] | None = None,
 ) -> Iterator[BaseMessageChunk]:
-    ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
-    run = _start(router, ctx)
+    """The chunks of one routed stream; ``prepared`` (an invoke whose tokens are relayed:
+    its context and callbacks) ends the run with the message rather than the chunk sum."""
+    if prepared is None:
+        ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
+        manager = get_callback_manager_for_config(ctx.config)
+    else:
+        ctx, manager = prepared
+    run = _start(router, ctx, manager)
     clock = router.clock
     plan = router.pipeline.run(ctx)
     final: Any = None
@@ -183,7 +223,7 @@ def stream_run(
         plan.close()
         run.on_chain_error(exc)
         raise
-    run.on_chain_end(final)
+    run.on_chain_end(final if prepared is None else _message_of(final))
 
 
 async def astream_run(
@@ -193,9 +233,16 @@ async def astream_run(
     model: str | None,
     kwargs: dict[str, Any],
     limits: Limits | None = None,
+    *,
+    prepared: tuple[RequestContext, AsyncCallbackManager] | None = None,
 ) -> AsyncIterator[BaseMessageChunk]:
-    ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
-    run = await _astart(router, ctx)
+    """Async :func:`stream_run`."""
+    if prepared is None:
+        ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
+        manager = get_async_callback_manager_for_config(ctx.config)
+    else:
+        ctx, manager = prepared
+    run = await _astart(router, ctx, manager)
     clock = router.clock
     plan = router.pipeline.run(ctx)
     final: Any = None
@@ -219,4 +266,21 @@ async def astream_run(
         plan.close()
         await run.on_chain_error(exc)
         raise
-    await run.on_chain_end(final)
+    await run.on_chain_end(final if prepared is None else _message_of(final))
+
+
+def _relays_tokens(router: ResilientRouter, manager: BaseCallbackManager) -> bool:
+    """Whether a handler relays the tokens of an invoke (LangGraph's ``stream_mode=
+    "messages"``), which makes chat models stream inside ``invoke``.
+
+    Such an invoke is routed as a stream: a provider that fails before its first token
+    fails over; one that fails after it raises, since its tokens already reached the
+    reader (as ``stream()`` does). A structured answer is no stream of message chunks.
+    """
+    if not manager.handlers or isinstance(router.shape, StructuredShape):
+        return False
+    return any(isinstance(h, _StreamingCallbackHandler) for h in manager.handlers)
+
+
+def _message_of(final: Any) -> BaseMessage:
+    return AIMessage("") if final is None else message_chunk_to_message(final)

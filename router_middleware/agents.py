@@ -85,7 +85,8 @@ class RouterMiddleware(AgentMiddleware):
             return lambda _input: handler(_request_for(request, name, model))
 
         routed = self._per_request(request, call)
-        answer = invoke_run(routed, request.messages, None, self.model, {})
+        # The handler's own model call relays its tokens; the answer is a ModelResponse.
+        answer = invoke_run(routed, request.messages, None, self.model, {}, relay_tokens=False)
         return answer  # type: ignore[return-value]
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse:
@@ -96,7 +97,9 @@ class RouterMiddleware(AgentMiddleware):
             return acall
 
         routed = self._per_request(request, call, is_async=True)
-        answer = await ainvoke_run(routed, request.messages, None, self.model, {})
+        answer = await ainvoke_run(
+            routed, request.messages, None, self.model, {}, relay_tokens=False
+        )
         return answer  # type: ignore[return-value]
 
     def _per_request(

@@ -21,7 +21,12 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
-from router_middleware import AllProvidersFailedError, FakeClock, ResilientRouter
+from router_middleware import (
+    AllProvidersFailedError,
+    FakeClock,
+    IncompleteStreamError,
+    ResilientRouter,
+)
 from router_middleware.agents import RouterMiddleware
 from router_middleware.testing import (
     CallTools,
@@ -123,10 +128,17 @@ async def run(agent: Runnable[Any, Any], value: Any, mode: str, **kwargs: Any) -
     return await agent.ainvoke(value, **kwargs)
 
 
-async def stream(agent: Runnable[Any, Any], value: Any, mode: str, **kwargs: Any) -> list[Any]:
+async def stream(
+    agent: Runnable[Any, Any], value: Any, mode: str, into: list[Any] | None = None, **kwargs: Any
+) -> list[Any]:
+    """What the agent streams, collected in ``into`` as it arrives (kept if it raises)."""
+    items = [] if into is None else into
     if mode == "sync":
-        return list(agent.stream(value, **kwargs))
-    return [item async for item in agent.astream(value, **kwargs)]
+        items.extend(agent.stream(value, **kwargs))
+    else:
+        async for item in agent.astream(value, **kwargs):
+            items.append(item)
+    return items
 
 
 def ai_messages(out: dict[str, Any]) -> list[AIMessage]:
@@ -197,13 +209,6 @@ async def test_create_agent_gives_a_structured_response(
             assert "response_format" not in request.kwargs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router_middleware.testing: Structured(...) under create_agent's ToolStrategy "
-    "with the agent's own tools bound calls the first bound tool ('weather'), not the "
-    "schema's tool ('Weather'): _structured_tool falls back to names[0] when tool_choice "
-    "is 'any'",
-)
 def test_structured_fake_answers_a_tool_strategy_with_the_schema_tool(
     setup: Callable[..., Setup],
 ) -> None:
@@ -266,20 +271,30 @@ async def test_stream_messages_gives_the_backups_tokens_and_tool_call_chunks(
     assert (s.first.calls, s.ran) == (2, ["Oslo"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an agent invokes the router, LangGraph's messages handler makes the provider "
-    "stream, and a stream that breaks after 2 chunks is failed over as an invoke failure: "
-    "'a's 2 chunks already reached stream_mode='messages', then 'b's answer follows "
-    "(README: streams fail over only before the first chunk, never duplicated output)",
-)
 @pytest.mark.parametrize("mode", MODES)
-async def test_stream_messages_shows_no_tokens_of_a_stream_that_broke(
+async def test_stream_messages_never_shows_a_broken_streams_tokens_twice(
     setup: Callable[..., Setup], clock: FakeClock, mode: str
 ) -> None:
+    # The agent invokes the router, and LangGraph's messages handler makes the provider
+    # stream inside that invoke: so the router routes it as a stream. Tokens that reached
+    # the reader cannot be taken back, so a stream that breaks after them is an error, not
+    # a failover that would print another answer after them.
     first = ToolCallingChatModel(
-        script=[StreamBreak(after=2), *OUTAGE], text="partial words here", clock=clock
+        script=[StreamBreak(after=2)], text="partial words here", clock=clock
     )
+    s = setup(ANSWER, first=first)
+    seen: list[Any] = []
+    with pytest.raises(IncompleteStreamError):
+        await stream(s.agent("router"), ask(), mode, stream_mode="messages", into=seen)
+    assert "".join(m.text for m, _ in seen) == "partial words "
+    assert s.backup.calls == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stream_messages_fails_over_a_stream_that_broke_before_its_first_token(
+    setup: Callable[..., Setup], clock: FakeClock, mode: str
+) -> None:
+    first = ToolCallingChatModel(script=[StreamBreak(after=0)] * 3, clock=clock)
     s = setup(ANSWER, first=first)
     items = await stream(s.agent("router"), ask(), mode, stream_mode="messages")
     assert "".join(m.text for m, _ in items) == ANSWER

@@ -258,7 +258,7 @@ class ToolCallingChatModel(ScriptedChatModel):
     def _resolve(self, step: Any, kwargs: dict[str, Any]) -> Behaviour:
         """A script's step as a behaviour the base model plays, ids given."""
         if isinstance(step, Structured):
-            name = _structured_tool(kwargs)
+            name = _structured_tool(kwargs, step.data)
             if name is None:
                 return Reply(json.dumps(step.data), step.latency)
             step = CallTools([ToolCall(name, step.data)], latency=step.latency)
@@ -334,21 +334,35 @@ def _check_tool_choice(choice: Any, names: list[str]) -> None:
     )
 
 
-def _structured_tool(kwargs: dict[str, Any]) -> str | None:
+def _structured_tool(kwargs: dict[str, Any], data: dict[str, Any]) -> str | None:
     """The tool a :class:`Structured` answer calls, or ``None`` to answer JSON content.
 
     The call's own kwargs say which method is bound (LangChain strips its
     ``ls_structured_output_format`` before the model sees them): a ``response_format``
-    means ``json_schema``/``json_mode``; else the tool ``tool_choice`` names, or the
-    first bound tool, means ``function_calling``.
+    means ``json_schema``/``json_mode``; else the tool ``tool_choice`` names means
+    ``function_calling``. With no tool named (an agent's ``tool_choice="any"`` over its
+    tools and the schema's), the last bound tool whose parameters fit ``data``: agents
+    append the schema's tool after their own.
     """
-    names = _tool_names(kwargs.get("tools") or [])
+    tools = kwargs.get("tools") or []
+    names = _tool_names(tools)
     if kwargs.get("response_format") is not None or not names:
         return None
     choice = kwargs.get("tool_choice")
     if isinstance(choice, dict):
         choice = choice.get("function", {}).get("name") or choice.get("name")
-    return choice if choice in names else names[0]
+    if choice in names:
+        return str(choice)
+    fitting = [n for n, t in zip(names, tools, strict=True) if _fits(t, data)]
+    return fitting[-1] if fitting else names[-1]
+
+
+def _fits(tool: Any, data: dict[str, Any]) -> bool:
+    spec = tool if isinstance(tool, dict) else convert_to_openai_tool(tool)
+    parameters = spec.get("function", {}).get("parameters") or {}
+    properties = set(parameters.get("properties") or {})
+    required = set(parameters.get("required") or ())
+    return set(data) <= properties and required <= set(data)
 
 
 def _response_format(
