@@ -52,9 +52,11 @@ class RouterChatModel(BaseChatModel):
     """A ``BaseChatModel`` that routes like its router (``ResilientRouter.as_chat_model()``).
 
     ``temperature``, ``max_tokens`` and ``stop`` are sent to whichever provider serves;
-    ``timeout`` bounds each request end to end and ``max_retries`` caps its provider calls
-    at ``max_retries + 1`` (the router's own limits otherwise); ``streaming=True`` makes
-    ``invoke`` stream from the provider.
+    ``timeout`` is each request's deadline (``deadline_seconds``: a sync call is cut short
+    only where its provider has an attempt timeout) and ``max_retries`` caps its provider
+    calls at ``max_retries + 1`` (the router's own limits otherwise); ``streaming=True``
+    makes ``invoke`` stream from the provider. ``generate()`` works too, under an LLM run
+    of its own whose message carries no ``usage_metadata`` (the provider's run reports it).
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -87,7 +89,7 @@ class RouterChatModel(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="router-middleware",
-            ls_model_name=kwargs.get("model") or self._model or "",
+            ls_model_name=kwargs.get("model") or self._model or "resilient-router",
             ls_model_type="chat",
         )
         if self.temperature is not None:
@@ -197,7 +199,9 @@ class RouterChatModel(BaseChatModel):
         )
         return cast(AsyncIterator[AIMessageChunk], chunks)
 
-    # ``generate()`` (legacy callers) opens an LLM run and lands here: route under it.
+    # ``generate()`` (legacy callers) opens an LLM run of ours and lands here: route under
+    # it. The provider's run below already reports the answer's usage, so this run's copy
+    # goes without it, or usage callbacks would count it twice.
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -207,7 +211,7 @@ class RouterChatModel(BaseChatModel):
     ) -> ChatResult:
         config: RunnableConfig = {"callbacks": _child(run_manager)} if run_manager else {}
         message = self.invoke(messages, config, stop=stop, **kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return _result_without_usage(message)
 
     async def _agenerate(
         self,
@@ -218,7 +222,7 @@ class RouterChatModel(BaseChatModel):
     ) -> ChatResult:
         config: RunnableConfig = {"callbacks": _child(run_manager)} if run_manager else {}
         message = await self.ainvoke(messages, config, stop=stop, **kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return _result_without_usage(message)
 
     # -- tools and structured output: the router's ----------------------------------------
 
@@ -287,6 +291,12 @@ def _child(run: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun) -> Cal
     manager.add_tags(run.inheritable_tags)
     manager.add_metadata(run.inheritable_metadata)
     return manager
+
+
+def _result_without_usage(message: AIMessage) -> ChatResult:
+    return ChatResult(
+        generations=[ChatGeneration(message=message.model_copy(update={"usage_metadata": None}))]
+    )
 
 
 def _as_ai_message(chunk: Any) -> AIMessage:

@@ -221,6 +221,14 @@ class ProviderMetrics:
             self.output_tokens += output_tokens
             self.cost += cost
 
+    def record_usage(self, input_tokens: int, output_tokens: int, cost: float) -> None:
+        """Tokens a provider billed for an answer the router did not take (one that did
+        not fit the schema)."""
+        with self._lock:
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+            self.cost += cost
+
     def record_failure(
         self,
         latency: float | None,

@@ -192,6 +192,8 @@ class MetricsObserver(Observer):
             return
         if end.first_chunk is not None:
             m.record_first_token(end.first_chunk)
+        if end.outcome != "succeeded" and (end.input_tokens or end.output_tokens):
+            m.record_usage(end.input_tokens, end.output_tokens, end.cost)
         if not end.ends_request:
             m.record_retry()
         elif end.outcome == "succeeded":

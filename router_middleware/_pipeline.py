@@ -27,6 +27,7 @@ from ._context import RequestContext
 from ._errors import (
     DeadlineExceededError,
     IncompleteStreamError,
+    InvalidStructuredOutputError,
     NoProviderAvailableError,
     NoProviderForModelError,
     ProviderTimeoutError,
@@ -79,9 +80,7 @@ class Pipeline:
         self._candidates: dict[str | None, list[Provider]] = {}
         self._max_wait = config.max_wait_seconds
         so = config.structured_output
-        self._blind = frozenset(
-            p.name for p in providers if p.config.capabilities.vision is False
-        )
+        self._blind = frozenset(p.name for p in providers if p.config.capabilities.vision is False)
         self._invalid_output = ErrorPolicy(
             retry=so.retry, failover=True, counts_for_breaker=so.counts_for_breaker
         )
@@ -248,6 +247,8 @@ class Pipeline:
             if delay is not None and provider.breaker.is_open():
                 delay = None
             end = AttemptEnd(name, model, lease.attempt, "failed", verdict.kind.value, latency)
+            if isinstance(result, InvalidStructuredOutputError):
+                self._billed(end, provider, result.raw)  # an answer, paid for, not taken
             if delay is not None:
                 self.observer.retried(name, lease.attempt, delay)
                 yield Emit(
@@ -304,6 +305,14 @@ class Pipeline:
                 cost=cost,
             )
         )
+
+    def _billed(self, end: AttemptEnd, provider: Provider, message: Any) -> None:
+        """Put what ``message`` cost on ``end``."""
+        end.input_tokens, end.output_tokens = usage_from_message(message)
+        if end.input_tokens or end.output_tokens:
+            model_cfg = provider.config.model(end.model)
+            if model_cfg is not None:
+                end.cost = cost_of(model_cfg, end.input_tokens, end.output_tokens)
 
     def _broke_after_start(
         self, lease: Lease, error: BaseException, req: RequestState
@@ -421,12 +430,8 @@ def _preferring(order: Iterable[Provider], name: str) -> list[Provider]:
 
 
 def _retried(end: AttemptEnd) -> AttemptEnd:
-    return AttemptEnd(
-        end.provider, end.model, end.attempt, end.outcome, end.kind, end.latency, ends_request=False
-    )
+    return dataclasses.replace(end, ends_request=False)
 
 
 def _failed_over(end: AttemptEnd) -> AttemptEnd:
-    return AttemptEnd(
-        end.provider, end.model, end.attempt, end.outcome, end.kind, end.latency, fallback=True
-    )
+    return dataclasses.replace(end, fallback=True)

@@ -20,15 +20,18 @@ Invariants:
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
+from cachetools import LRUCache
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableBinding
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from ._config_tools import CapabilitiesConfig
-from ._errors import InvalidProviderOutputError, InvalidStructuredOutputError
+from ._errors import InvalidInputError, InvalidProviderOutputError, InvalidStructuredOutputError
 
 __all__ = ["StructuredAnswer", "StructuredShape", "ToolShape", "Unsupported", "chat_model_of"]
 
@@ -76,18 +79,12 @@ class ToolShape:
     @property
     def forced(self) -> bool:
         """Whether the request forces a tool call (needs an enforced ``tool_choice``)."""
-        choice = self.tool_choice
-        return choice is not None and choice not in _NOT_FORCING
+        return _forces(self.tool_choice)
 
     def apply(self, runnable: Runnable[Any, Any], caps: CapabilitiesConfig) -> Runnable[Any, Any]:
-        if caps.tools is False:
-            raise Unsupported("its config says it cannot call tools")
-        if caps.tools is None and _profile(runnable).get("tool_calling") is False:
-            raise Unsupported("its model profile says it cannot call tools")
-        if self.forced and caps.tool_choice is False:
-            raise Unsupported("its config says it does not enforce tool_choice")
-        if self.kwargs.get("strict") and caps.strict is False:
-            raise Unsupported("its config says it takes no strict tool schemas")
+        _check_tool_capabilities(
+            caps, runnable, forced=self.forced, strict=self.kwargs.get("strict")
+        )
         if "parallel_tool_calls" in self.kwargs and caps.parallel_tool_calls is False:
             raise Unsupported("its config says it takes no parallel_tool_calls option")
         bind = getattr(runnable, "bind_tools", None)
@@ -138,7 +135,15 @@ class StructuredShape:
         self.name = _schema_name(schema)
 
     def apply(self, runnable: Runnable[Any, Any], caps: CapabilitiesConfig) -> Runnable[Any, Any]:
+        return _StructuredCall(runnable, self.build(runnable, caps), self, caps)
+
+    def build(self, runnable: Runnable[Any, Any], caps: CapabilitiesConfig) -> Runnable[Any, Any]:
+        """The provider's own structured-output chain for this schema."""
         methods = caps.structured_output
+        if self.method == "function_calling":
+            _check_tool_capabilities(caps, runnable, forced=True, strict=self.kwargs.get("strict"))
+        elif self.kwargs.get("strict") and caps.strict is False:
+            raise Unsupported("its config says it takes no strict schemas")
         if methods is not None and (not methods or (self.method and self.method not in methods)):
             raise Unsupported(f"its config lists structured output methods {methods}")
         native = methods is not None or _profile(runnable).get("structured_output") is not False
@@ -178,6 +183,80 @@ class StructuredShape:
 Shape = ToolShape | StructuredShape
 
 
+class _StructuredCall(Runnable[Any, Any]):
+    """A provider's structured-output chain that takes call options.
+
+    A chain built with ``include_raw=True`` starts with a map, which drops invoke kwargs,
+    and ``.bind()`` is lost under ``with_structured_output``: so the options are set on a
+    copy of the model and the chain built on it, once per distinct options.
+    """
+
+    def __init__(
+        self,
+        model: Runnable[Any, Any],
+        built: Runnable[Any, Any],
+        shape: StructuredShape,
+        caps: CapabilitiesConfig,
+    ) -> None:
+        self._model, self._built, self._shape, self._caps = model, built, shape, caps
+        self._by_options: LRUCache[str, Runnable[Any, Any]] = LRUCache(16)
+        self._lock = threading.Lock()
+
+    def _chain(self, options: dict[str, Any]) -> Runnable[Any, Any]:
+        if not options:
+            return self._built
+        key = json.dumps(options, sort_keys=True, default=repr)
+        with self._lock:
+            chain = self._by_options.get(key)
+        if chain is None:
+            chain = self._shape.build(_with_options(self._model, options), self._caps)
+            with self._lock:
+                self._by_options[key] = chain
+        return chain
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._chain(kwargs).invoke(input, config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._chain(kwargs).ainvoke(input, config)
+
+    def __repr__(self) -> str:
+        return f"_StructuredCall({type(self._model).__name__}, {self._shape!r})"
+
+
+def _with_options(model: Any, options: dict[str, Any]) -> Any:
+    """A copy of ``model`` with call options set as its fields (``stop`` included)."""
+    fields = getattr(type(model), "model_fields", None)
+    if not isinstance(fields, dict):
+        raise InvalidInputError(
+            f"options {sorted(options)} cannot reach {type(model).__name__}'s structured output"
+        )
+    aliases = {f.alias: name for name, f in fields.items() if f.alias}
+    update = {}
+    for key, value in options.items():
+        name = key if key in fields else aliases.get(key)
+        if name is None:
+            raise InvalidInputError(
+                f"option {key!r} is no field of {type(model).__name__}, so it cannot reach "
+                "its structured output"
+            )
+        update[name] = value
+    return model.model_copy(update=update)
+
+
+def _check_tool_capabilities(
+    caps: CapabilitiesConfig, runnable: Any, *, forced: bool, strict: Any
+) -> None:
+    if caps.tools is False:
+        raise Unsupported("its config says it cannot call tools")
+    if caps.tools is None and _profile(runnable).get("tool_calling") is False:
+        raise Unsupported("its model profile says it cannot call tools")
+    if forced and caps.tool_choice is False:
+        raise Unsupported("its config says it does not enforce tool_choice")
+    if strict and caps.strict is False:
+        raise Unsupported("its config says it takes no strict schemas")
+
+
 def _tool_name(tool: Any) -> str:
     try:
         return str(convert_to_openai_tool(tool)["function"]["name"])
@@ -201,11 +280,20 @@ def _normalized_choice(choice: Any, names: Sequence[str]) -> Any:
         if len(names) != 1:
             raise ValueError(f"tool_choice=True needs exactly one tool; {len(names)} given")
         return names[0]
+    if not isinstance(choice, str):
+        return choice  # a provider's own spelling (a dict): passed on as it is
     if choice in _FORCING:
         return "any"
-    if isinstance(choice, str) and choice not in _NOT_FORCING and choice not in names:
+    if choice not in _NOT_FORCING and choice not in names:
         raise ValueError(f"tool_choice {choice!r} names no bound tool; tools: {list(names)}")
     return choice
+
+
+def _forces(choice: Any) -> bool:
+    if isinstance(choice, dict):  # {"type": "auto" | "none"} leaves the choice to the model
+        kind = choice.get("type")
+        return kind not in _NOT_FORCING
+    return choice is not None and choice not in _NOT_FORCING
 
 
 def _choice_for(model: Any, choice: Any) -> Any:

@@ -125,20 +125,6 @@ BAD = Reply('{"wrong": 1}')
 """A structured answer that fits no method: no tool call, and JSON that does not validate."""
 
 DICT_CHOICE = {"type": "function", "function": {"name": "get_weather"}}
-DICT_CHOICE_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: _shape._normalized_choice tests `choice in _FORCING` (a frozenset), so a "
-    "provider-format dict tool_choice, which partner models' bind_tools take, raises "
-    "TypeError: unhashable type: 'dict' at bind time instead of reaching the providers",
-)
-STRUCTURED_CAPS_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: StructuredShape.apply (_shape.py) reads only capabilities.structured_output, "
-    "so a provider configured tools=False or strict=False still gets function_calling "
-    "structured requests (a forced tool call, with strict=True a strict tool schema)",
-)
 
 
 class CountingBinds(ToolCallingChatModel):
@@ -164,7 +150,7 @@ class CountingBinds(ToolCallingChatModel):
         ("required", "any"),
         ("get_weather", "get_weather"),
         (True, "get_weather"),
-        pytest.param(DICT_CHOICE, DICT_CHOICE, marks=DICT_CHOICE_BUG),
+        pytest.param(DICT_CHOICE, DICT_CHOICE),
     ],
 )
 def test_tools_fail_over_with_tools_and_choice_bound(
@@ -305,13 +291,12 @@ FUNCTION_CALLING = {"method": "function_calling"}
         ({}, ("function_calling",), {"method": "json_mode"}, True),
         ({}, ("function_calling",), {"method": "json_schema"}, True),
         ({}, ("function_calling",), FUNCTION_CALLING, False),
-        pytest.param({"tools": False}, None, FUNCTION_CALLING, True, marks=STRUCTURED_CAPS_BUG),
+        pytest.param({"tools": False}, None, FUNCTION_CALLING, True),
         pytest.param(
             {"strict": False},
             None,
             {**FUNCTION_CALLING, "strict": True},
             True,
-            marks=STRUCTURED_CAPS_BUG,
         ),
     ],
 )
@@ -520,8 +505,11 @@ def test_usage_is_counted_once_across_a_failover(
         entry.answer(derived)
     (tokens,) = usage.usage_metadata.values()
     assert (tokens["input_tokens"], tokens["output_tokens"]) == total
-    served = router.metrics()["providers"]["b"]
-    assert (served["input_tokens"], served["output_tokens"]) == (3, 2)
+    providers = router.metrics()["providers"]
+    assert (providers["b"]["input_tokens"], providers["b"]["output_tokens"]) == (3, 2)
+    # The router's own books agree: an answer that did not fit was billed to its provider.
+    billed = (providers["a"]["input_tokens"], providers["a"]["output_tokens"])
+    assert billed == tuple(t - s for t, s in zip(total, (3, 2), strict=True))
     assert b.calls == 1
 
 

@@ -194,7 +194,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        step = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs, stop)
         try:
             return ChatResult(generations=[ChatGeneration(message=self._act(step))])
         finally:
@@ -216,7 +216,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        step = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs, stop)
         try:
             plan = (
                 self._broken(step) if isinstance(step, StreamBreak) else self._plan(self._act(step))
@@ -239,7 +239,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        step = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs, stop)
         try:
             return ChatResult(generations=[ChatGeneration(message=await self._aact(step))])
         finally:
@@ -261,7 +261,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        step = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs, stop)
         try:
             plan = (
                 self._broken(step)
@@ -280,7 +280,9 @@ class ScriptedChatModel(BaseChatModel):
 
     # -- helpers (what the sync and async paths share) -------------------------------------
 
-    def _begin(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Behaviour:
+    def _begin(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], stop: list[str] | None = None
+    ) -> Behaviour:
         """The behaviour of a call that starts now (a subclass may look at its input)."""
         return self._next()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, cast
 
@@ -87,7 +87,9 @@ class Structured:
 @dataclass(frozen=True)
 class CallRecord:
     """One request as the model received it: ``messages``, the bound ``tools`` (names),
-    ``tool_choice``, and the other call ``kwargs`` (``response_format``, ``strict``...).
+    ``tool_choice``, the other call ``kwargs`` (``response_format``, ``strict``...), and
+    the sampling ``options`` in effect (``temperature``, ``max_tokens``, ``stop``: from the
+    call, else the model's fields), however they were given.
 
     Example:
         >>> model = ToolCallingChatModel()
@@ -100,6 +102,7 @@ class CallRecord:
     tools: list[str]
     tool_choice: Any
     kwargs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class ToolCallingChatModel(ScriptedChatModel):
         structured_output_methods: the ``with_structured_output`` methods it accepts.
         model_name: reported in ``response_metadata``.
         max_input_tokens: reported in ``profile`` (left out when ``None``).
+        temperature, max_tokens, stop: sampling defaults, as a partner model has them
+            (a call's own values win); what was in effect is in ``CallRecord.options``.
 
     Example:
         >>> from pydantic import BaseModel
@@ -140,6 +145,9 @@ class ToolCallingChatModel(ScriptedChatModel):
     structured_output_methods: tuple[str, ...] = METHODS
     model_name: str = "fake-tools"
     max_input_tokens: int | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
 
     _requests: list[CallRecord] = PrivateAttr(default_factory=list)
     _ids: int = PrivateAttr(default=0)
@@ -243,13 +251,20 @@ class ToolCallingChatModel(ScriptedChatModel):
 
     # -- the hooks of ScriptedChatModel -------------------------------------------------
 
-    def _begin(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Behaviour:
+    def _begin(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], stop: list[str] | None = None
+    ) -> Behaviour:
         step = self._next()
+        given = {"temperature": self.temperature, "max_tokens": self.max_tokens, "stop": self.stop}
+        given.update({k: kwargs[k] for k in ("temperature", "max_tokens") if k in kwargs})
+        if stop is not None:
+            given["stop"] = stop
         record = CallRecord(
             messages=list(messages),
             tools=_tool_names(kwargs.get("tools") or []),
             tool_choice=kwargs.get("tool_choice"),
             kwargs={k: v for k, v in kwargs.items() if k not in ("tools", "tool_choice")},
+            options={k: v for k, v in given.items() if v is not None},
         )
         with self._lock:  # ids are drawn in call order, under the lock
             self._requests.append(record)
