@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
+from ._candidates import capable, preferring
 from ._classification import ErrorPolicy
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
@@ -109,7 +110,7 @@ class Pipeline:
         """Route one request; returns the lease of the attempt that answered."""
         candidates = self.candidates(ctx.model)
         if ctx.unsupported or (self._blind and ctx.has_images()):
-            candidates = _capable(candidates, ctx, self._blind)
+            candidates = capable(candidates, ctx, self._blind)
         limit = ctx.deadline_seconds
         deadline = math.inf if limit is None else self.clock.now() + limit
         req = RequestState(ctx, candidates, deadline)
@@ -121,7 +122,7 @@ class Pipeline:
                 skipped = None  # made on the first refusal: most requests never see one
                 order: Iterable[Provider] = self.strategy.order(candidates, model)
                 if ctx.prefer is not None:
-                    order = _preferring(order, ctx.prefer)
+                    order = preferring(order, ctx.prefer)
                 for provider in order:
                     if provider.name in req.done:
                         continue
@@ -397,36 +398,6 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
-
-
-def _capable(
-    candidates: list[Provider], ctx: RequestContext, blind: frozenset[str]
-) -> list[Provider]:
-    """The candidates that can take this request: its tools or schema, its images."""
-    unsupported = ctx.unsupported or {}
-    images = bool(blind) and ctx.has_images()
-    reasons: dict[str, str] = {}
-    capable = []
-    for p in candidates:
-        why = unsupported.get(p.name, {}).get(ctx.model or p.models[0])
-        if why is None and images and p.name in blind:
-            why = "its config says it takes no image input"
-        if why is None:
-            capable.append(p)
-        else:
-            reasons[p.name] = why
-    if not capable:
-        raise NoProviderAvailableError(ctx.model, reasons)
-    return capable
-
-
-def _preferring(order: Iterable[Provider], name: str) -> list[Provider]:
-    ordered = list(order)
-    for i, p in enumerate(ordered):
-        if p.name == name:
-            ordered.insert(0, ordered.pop(i))
-            break
-    return ordered
 
 
 def _retried(end: AttemptEnd) -> AttemptEnd:

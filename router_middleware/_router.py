@@ -2,8 +2,9 @@
 
 The algorithm lives in ``_pipeline.py``, the run scaffold of every entry point in
 ``_run.py``, its sync and async drivers in ``_drive.py`` and the attempt mechanism in
-``_execute.py``; this module holds the router's parts and offers the runtime controls
-(enable, disable, reset, reload) and the metrics view.
+``_execute.py``, the runtime controls (enable, disable, reset, reload) and the metrics
+view in ``_controls.py``; this module holds the router's parts, and derives routers with
+tools or a structured output (``_shape.py``, ``_derived.py``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from ._chat_model import RouterChatModel
 from ._classify import ErrorClassifier
 from ._clock import Clock, SystemClock
 from ._config import RouterConfig
+from ._controls import ConfigLike, RuntimeControls
 from ._derived import Derived, reshape, shape_key
-from ._display import MetricsSnapshot, router_html
-from ._errors import UnknownProviderError
 from ._metrics import ProviderMetrics
 from ._observe import MetricsObserver, Observer, Observers
 from ._pipeline import Pipeline
-from ._provider import Provider
 from ._run import ainvoke_run, astream_run, invoke_run, stream_run
 from ._shape import Shape, StructuredShape, ToolShape
 from ._storage import InMemoryStore, StateStore
@@ -41,13 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ResilientRouter"]
 
-ConfigLike = RouterConfig | Mapping[str, Any]
 
-_PARTS = ("clock", "store", "listeners", "observers", "strategy", "classifier", "seed")
-"""What a router is built from besides its config and targets (kept across reloads)."""
-
-
-class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
+class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, BaseMessage]):
     """Routes each request to a provider that serves the model, and protects it.
 
     Example:
@@ -182,89 +176,6 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
             loaded = await loaded
         return cls(handlers, loaded, **kwargs)
 
-    # -- runtime control --------------------------------------------------------------------
-
-    @property
-    def providers(self) -> Mapping[str, Provider]:
-        """Provider name -> its live state (``.metrics``, ``.circuit_breaker_state``)."""
-        return self.pipeline.providers
-
-    def provider(self, name: str) -> Provider:
-        try:
-            return self.pipeline.providers[name]
-        except KeyError:
-            raise UnknownProviderError(name, list(self.pipeline.providers)) from None
-
-    def enable(self, name: str) -> None:
-        """Put provider ``name`` back in rotation, with no ``Retry-After`` cool-down."""
-        provider = self.provider(name)
-        provider.enabled = True
-        provider.clear_cooldown()
-        self.pipeline.invalidate()
-
-    def disable(self, name: str) -> None:
-        """Take provider ``name`` out of rotation (requests in flight finish)."""
-        self.provider(name).enabled = False
-        self.pipeline.invalidate()
-
-    def reset_breaker(self, name: str) -> None:
-        """Close provider ``name``'s circuit breaker, forget its failures, end its cool-down."""
-        provider = self.provider(name)
-        provider.breaker.reset()
-        provider.clear_cooldown()
-
-    def add_listener(self, listener: BreakerListener) -> None:
-        """Call ``listener`` on every breaker transition of any provider."""
-        self.listeners.append(listener)
-
-    def add_observer(self, observer: Observer) -> None:
-        """Report every attempt, retry, wait, cool-down and transition to ``observer``."""
-        self.observers.add(observer)
-
-    def apply_config(
-        self,
-        config: ConfigLike | RouterSettings,
-        providers: Mapping[str, ProviderTarget] | None = None,
-    ) -> None:
-        """Apply a new config at runtime, keeping the state of providers that remain.
-
-        ``providers`` adds or replaces runnables; providers absent from the new config
-        are dropped; the others keep their metrics and breaker state.
-        """
-        from .settings import RouterSettings, reload_from_settings
-
-        if self.root is not None:
-            self.root.apply_config(config, providers)
-            return
-        if isinstance(config, RouterSettings):
-            reload_from_settings(self, config, providers)
-            return
-        old = self.pipeline.providers
-        targets: dict[str, ProviderTarget] = {n: b.target for n, b in self.bindings.items()}
-        targets.update(providers or {})
-        cfg = RouterConfig.coerce(config)
-        keep = {p.name for p in cfg.providers}
-        pipeline, bindings = build(
-            cfg,
-            {n: t for n, t in targets.items() if n in keep},
-            old,
-            metrics=self.provider_metrics,
-            **{name: getattr(self, name) for name in _PARTS},
-        )
-        for provider in pipeline.providers.values():
-            provider.clear_cooldown()  # a new config is a fresh look at every provider
-        self.pipeline, self.bindings = pipeline, bindings
-        self.router_config = cfg
-        self.derived.rebind(self)
-
-    def reload(
-        self,
-        config: ConfigLike | RouterSettings,
-        providers: Mapping[str, ProviderTarget] | None = None,
-    ) -> None:
-        """Alias of :meth:`apply_config`."""
-        self.apply_config(config, providers)
-
     # -- tools, structured output, chat model -----------------------------------------------
 
     def bind_tools(
@@ -351,32 +262,6 @@ class ResilientRouter(RunnableSerializable[LanguageModelInput, BaseMessage]):
                 "derived": Derived(),
             }
         )
-
-    def metrics(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of every provider's metrics and health."""
-        providers = {}
-        for name, p in self.pipeline.providers.items():
-            snap = p.metrics.snapshot()
-            snap.update(
-                enabled=p.enabled,
-                circuit_breaker_state=p.circuit_breaker_state,
-                in_flight=p.limiter.in_flight,
-                cooldown_seconds=p.cooldown_left,
-                cooldown_until=p.cooldown_until,
-            )
-            providers[name] = snap
-        keys = (
-            "total_requests",
-            "successful_requests",
-            "failed_requests",
-            "throttled",
-            "rate_limited_requests",
-        )
-        totals = {k: sum(s[k] for s in providers.values()) for k in keys}
-        return MetricsSnapshot({"providers": providers, "totals": totals})
-
-    def _repr_html_(self) -> str:
-        return router_html(self)
 
     # -- the Runnable (each entry point is one run scaffold: see _run.py) -------------------
 

@@ -44,7 +44,9 @@ def build(clock: SystemClock) -> tuple[ResilientRouter, dict[str, ScriptedChatMo
             "sampling_duration_seconds": 1,
             "reset_timeout_seconds": 0.5,
         },
-        "max_wait_seconds": 2,
+        # Long enough that a slow or busy machine changes how long requests wait, never
+        # whether they are served: only the providers' faults and the breakers fail them.
+        "max_wait_seconds": 30,
     }
     return ResilientRouter(models, config, clock=clock), models
 

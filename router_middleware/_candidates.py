@@ -1,0 +1,49 @@
+"""Which of a model's providers may serve one request, and which goes first.
+
+Selection starts from the enabled providers that serve the model (cached per model by
+the pipeline); these narrow it per request: a derived router's providers that cannot
+take its tools or schema, and providers whose config says they take no images when the
+input has one, are left out with the reason (shown when no candidate is left); and in a
+tool loop, the provider that made the pending tool calls goes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._context import RequestContext
+from ._errors import NoProviderAvailableError
+from ._provider import Provider
+
+__all__ = ["capable", "preferring"]
+
+
+def capable(
+    candidates: list[Provider], ctx: RequestContext, blind: frozenset[str]
+) -> list[Provider]:
+    """The candidates that can take this request: its tools or schema, its images."""
+    unsupported = ctx.unsupported or {}
+    images = bool(blind) and ctx.has_images()
+    reasons: dict[str, str] = {}
+    able = []
+    for p in candidates:
+        why = unsupported.get(p.name, {}).get(ctx.model or p.models[0])
+        if why is None and images and p.name in blind:
+            why = "its config says it takes no image input"
+        if why is None:
+            able.append(p)
+        else:
+            reasons[p.name] = why
+    if not able:
+        raise NoProviderAvailableError(ctx.model, reasons)
+    return able
+
+
+def preferring(order: Iterable[Provider], name: str) -> list[Provider]:
+    """``order`` with provider ``name`` first, if it is there."""
+    ordered = list(order)
+    for i, p in enumerate(ordered):
+        if p.name == name:
+            ordered.insert(0, ordered.pop(i))
+            break
+    return ordered

@@ -1,0 +1,159 @@
+"""Runtime control of a router: enable, disable, reset, reload; its metrics view.
+
+A mixin of :class:`~._router.ResilientRouter`: the controls act on the router's live
+provider states (its pipeline) and, on reload, rebuild them from a new config, keeping
+what the providers that remain have learned, and rebind the routers derived from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from ._assembly import BreakerListener, build
+from ._binding import ProviderTarget
+from ._config import RouterConfig
+from ._display import MetricsSnapshot, router_html
+from ._errors import UnknownProviderError
+from ._observe import Observer
+from ._provider import Provider
+
+if TYPE_CHECKING:
+    from ._assembly import Listeners
+    from ._binding import Binding
+    from ._derived import Derived
+    from ._metrics import ProviderMetrics
+    from ._observe import Observers
+    from ._pipeline import Pipeline
+    from ._router import ResilientRouter
+    from .settings import RouterSettings
+
+__all__ = ["PARTS", "ConfigLike", "RuntimeControls"]
+
+ConfigLike = RouterConfig | Mapping[str, Any]
+
+PARTS = ("clock", "store", "listeners", "observers", "strategy", "classifier", "seed")
+"""What a router is built from besides its config and targets (kept across reloads)."""
+
+
+class RuntimeControls:
+    """Enable, disable, reset and reload a router's providers; read its metrics."""
+
+    if TYPE_CHECKING:
+        router_config: RouterConfig
+        pipeline: Pipeline
+        bindings: dict[str, Binding]
+        listeners: Listeners
+        observers: Observers
+        provider_metrics: dict[str, ProviderMetrics]
+        root: ResilientRouter | None
+        derived: Derived
+
+    # -- runtime control --------------------------------------------------------------------
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        """Provider name -> its live state (``.metrics``, ``.circuit_breaker_state``)."""
+        return self.pipeline.providers
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.pipeline.providers[name]
+        except KeyError:
+            raise UnknownProviderError(name, list(self.pipeline.providers)) from None
+
+    def enable(self, name: str) -> None:
+        """Put provider ``name`` back in rotation, with no ``Retry-After`` cool-down."""
+        provider = self.provider(name)
+        provider.enabled = True
+        provider.clear_cooldown()
+        self.pipeline.invalidate()
+
+    def disable(self, name: str) -> None:
+        """Take provider ``name`` out of rotation (requests in flight finish)."""
+        self.provider(name).enabled = False
+        self.pipeline.invalidate()
+
+    def reset_breaker(self, name: str) -> None:
+        """Close provider ``name``'s circuit breaker, forget its failures, end its cool-down."""
+        provider = self.provider(name)
+        provider.breaker.reset()
+        provider.clear_cooldown()
+
+    def add_listener(self, listener: BreakerListener) -> None:
+        """Call ``listener`` on every breaker transition of any provider."""
+        self.listeners.append(listener)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Report every attempt, retry, wait, cool-down and transition to ``observer``."""
+        self.observers.add(observer)
+
+    def apply_config(
+        self,
+        config: ConfigLike | RouterSettings,
+        providers: Mapping[str, ProviderTarget] | None = None,
+    ) -> None:
+        """Apply a new config at runtime, keeping the state of providers that remain.
+
+        ``providers`` adds or replaces runnables; providers absent from the new config
+        are dropped; the others keep their metrics and breaker state.
+        """
+        from .settings import RouterSettings, reload_from_settings
+
+        if self.root is not None:
+            self.root.apply_config(config, providers)
+            return
+        if isinstance(config, RouterSettings):
+            reload_from_settings(cast("ResilientRouter", self), config, providers)
+            return
+        old = self.pipeline.providers
+        targets: dict[str, ProviderTarget] = {n: b.target for n, b in self.bindings.items()}
+        targets.update(providers or {})
+        cfg = RouterConfig.coerce(config)
+        keep = {p.name for p in cfg.providers}
+        pipeline, bindings = build(
+            cfg,
+            {n: t for n, t in targets.items() if n in keep},
+            old,
+            metrics=self.provider_metrics,
+            **{name: getattr(self, name) for name in PARTS},
+        )
+        for provider in pipeline.providers.values():
+            provider.clear_cooldown()  # a new config is a fresh look at every provider
+        self.pipeline, self.bindings = pipeline, bindings
+        self.router_config = cfg
+        self.derived.rebind(cast("ResilientRouter", self))
+
+    def reload(
+        self,
+        config: ConfigLike | RouterSettings,
+        providers: Mapping[str, ProviderTarget] | None = None,
+    ) -> None:
+        """Alias of :meth:`apply_config`."""
+        self.apply_config(config, providers)
+
+    def metrics(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of every provider's metrics and health."""
+        providers = {}
+        for name, p in self.pipeline.providers.items():
+            snap = p.metrics.snapshot()
+            snap.update(
+                enabled=p.enabled,
+                circuit_breaker_state=p.circuit_breaker_state,
+                in_flight=p.limiter.in_flight,
+                cooldown_seconds=p.cooldown_left,
+                cooldown_until=p.cooldown_until,
+            )
+            providers[name] = snap
+        keys = (
+            "total_requests",
+            "successful_requests",
+            "failed_requests",
+            "throttled",
+            "rate_limited_requests",
+        )
+        totals = {k: sum(s[k] for s in providers.values()) for k in keys}
+        return MetricsSnapshot({"providers": providers, "totals": totals})
+
+    def _repr_html_(self) -> str:
+        return router_html(cast("ResilientRouter", self))
