@@ -2,37 +2,28 @@
 
 Against a ``base_url`` other than OpenAI's, ``ChatOpenAI`` streams no usage unless asked
 (``stream_usage`` is ``None``); the router asks, so streamed answers count tokens and cost.
-The server here is a few lines of ``http.server`` speaking the chat-completions SSE format.
+The server here speaks the chat-completions SSE format.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from router_middleware import ResilientRouter
+from tests.local_http import JSONHandler, RecordingServer, serving
 
 langchain_openai = pytest.importorskip("langchain_openai")
 
 
-class _Server(ThreadingHTTPServer):
-    bodies: list[dict[str, Any]]
+class _Completions(JSONHandler):
+    """Streams a chat completion, with usage only when asked for it."""
 
-
-class _Completions(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        self.server.bodies.append(body)
+    def answer(self) -> None:
+        body = self.server.bodies[-1]
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()
@@ -52,21 +43,14 @@ class _Completions(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server() -> Iterator[_Server]:
-    httpd = _Server(("127.0.0.1", 0), _Completions)
-    httpd.bodies = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+def server() -> Iterator[RecordingServer]:
+    with serving(_Completions) as server:
+        yield server
 
 
-def _router(server: _Server) -> ResilientRouter:
-    host, port = server.server_address[:2]
+def _router(server: RecordingServer) -> ResilientRouter:
     client = langchain_openai.ChatOpenAI(
-        model="m", api_key="sk-test", base_url=f"http://{host!s}:{port}/v1", max_retries=0
+        model="m", api_key="sk-test", base_url=server.url + "/v1", max_retries=0
     )
     assert client.stream_usage is None  # the case this is about
     config = {
@@ -75,7 +59,7 @@ def _router(server: _Server) -> ResilientRouter:
     return ResilientRouter({"local": client}, config)
 
 
-def test_a_stream_asks_for_usage_and_counts_it(server: _Server) -> None:
+def test_a_stream_asks_for_usage_and_counts_it(server: RecordingServer) -> None:
     router = _router(server)
     chunks = list(router.stream("hi"))
     total = sum(chunks[1:], chunks[0])
@@ -88,14 +72,14 @@ def test_a_stream_asks_for_usage_and_counts_it(server: _Server) -> None:
     assert local["cost"] == pytest.approx(0.007)
 
 
-async def test_an_async_stream_asks_for_usage_too(server: _Server) -> None:
+async def test_an_async_stream_asks_for_usage_too(server: RecordingServer) -> None:
     router = _router(server)
     chunks = [c async for c in router.astream("hi")]
     assert sum(chunks[1:], chunks[0]).usage_metadata["output_tokens"] == 2  # type: ignore[index]
     assert server.bodies[-1]["stream_options"] == {"include_usage": True}
 
 
-def test_the_callers_own_choice_wins(server: _Server) -> None:
+def test_the_callers_own_choice_wins(server: RecordingServer) -> None:
     router = _router(server)
     chunks = list(router.stream("hi", stream_usage=False))
     assert "stream_options" not in server.bodies[-1]
