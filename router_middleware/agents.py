@@ -62,7 +62,9 @@ class RouterMiddleware(AgentMiddleware):
     Args:
         router: the router whose limits, breakers, retries and providers apply.
         agent_provider: the router's provider served by the agent's own model; ``None``
-            to serve every call from the router's providers.
+            to serve every call from the router's providers. The router is built with a
+            runnable for it as for any provider (the agent's own model will do): that one
+            serves the router's calls made outside an agent.
         model: the logical model to route (the router's default when ``None``).
     """
 
