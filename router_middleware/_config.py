@@ -240,6 +240,7 @@ class ProviderFields(ConfigModel):
     )
     enabled: bool = Field(True, description="Whether the provider takes requests.")
     priority: Number = Field(1, ge=0, le=10**6, description="Lower is preferred.")
+    weight: Number = Field(1, gt=0, le=10**6, description="Its share of traffic under `weighted`.")
     models: list[ModelConfig] = Field(min_length=1, description="The models it serves.")
     rate_limit: RateLimitConfig = Field(RateLimitConfig(), description="Admission limits.")
     retry: RetryConfig | None = Field(None, description="Overrides the router-wide retry.")
@@ -300,7 +301,8 @@ class RouterFields(ConfigModel):
 
     strategy: Annotated[str, Field(min_length=1)] = Field(
         "round_robin",
-        description="How providers are ordered: `round_robin` or `cost_priority_round_robin`.",
+        description="How providers are ordered: `round_robin`, `cost_priority_round_robin`, "
+        "`weighted`, `least_busy`, `lowest_latency`, `usage_based` or a registered name.",
     )
     default_model: str | None = Field(
         None, description="The model of requests that name none; some provider must serve it."

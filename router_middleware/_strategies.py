@@ -3,67 +3,61 @@
 The router hands a strategy the candidates for one request (the enabled providers that
 serve the requested model) and takes the fallback chain from
 :meth:`SelectionStrategy.order`. The chain is lazy because the router usually needs only
-its head: round robin produces its first candidate in O(n) and each later one in
-O(log n); the cost strategy ranks a candidate list once, then reads only the near-best.
+its head: every built-in finds its first candidate in O(n) and each later one in
+O(log n) (the cost strategy ranks a candidate list once, then reads only the near-best).
 
-Strategies keep no per-request state (the cost strategy caches each candidate list's
-static ranking). Rotation comes from :attr:`Candidate.last_selected`, which the
-router stamps when it *picks* a candidate (not when the call completes), so requests that
-start together spread over equal candidates instead of piling onto one.
+What a strategy may read about a candidate is the :class:`~._candidate.Candidate`
+protocol, through a :class:`~._candidate.CandidateReader`. Rotation comes from
+``last_selected``, which the router stamps when it *picks* a candidate (not when the
+call completes), so requests that start together spread over equal candidates instead of
+piling onto one. ``weighted`` keeps its per-model counters, ``lowest_latency`` its
+latency estimates; no strategy keeps per-request state.
 
-Register your own with :func:`register_strategy`; ``RouterConfig.strategy`` is validated
-against :func:`strategy_names`.
+Built-ins: ``round_robin``, ``cost_priority_round_robin`` (here) and ``weighted``,
+``least_busy``, ``lowest_latency``, ``usage_based`` (:mod:`._live_strategies`). Register
+your own with :func:`register_strategy`; ``RouterConfig.strategy`` is validated against
+:func:`strategy_names`.
 """
 
 from __future__ import annotations
 
-import heapq
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cachetools import LRUCache
 
+from ._candidate import C, Candidate, CandidateBase, CandidateReader, ranked
 from ._errors import ConfigurationError
+from ._live_strategies import LeastBusy, LowestLatency, UsageBased, Weighted
 
 __all__ = [
     "Candidate",
+    "CandidateBase",
+    "CandidateReader",
     "CostPriorityRoundRobin",
+    "LeastBusy",
+    "LowestLatency",
     "RoundRobin",
     "SelectionStrategy",
+    "UsageBased",
+    "Weighted",
     "get_strategy",
     "register_strategy",
     "strategy_names",
 ]
 
 
-class Candidate(Protocol):
-    """What a strategy may ask about a provider that serves the requested model."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def priority(self) -> float:
-        """Lower is preferred."""
-        ...
-
-    @property
-    def last_selected(self) -> int:
-        """The router's selection sequence number when it last picked this one; 0 = never."""
-        ...
-
-    def cost_per_1k(self, model: str | None) -> float:
-        """Mean of the input and output price per 1k tokens of ``model`` at this provider."""
-        ...
-
-
-C = TypeVar("C", bound=Candidate)
-
-
 @runtime_checkable
 class SelectionStrategy(Protocol):
-    """Orders the candidates of one request, best first."""
+    """Orders the candidates of one request, best first.
+
+    ``candidates`` are the router's provider objects: read their
+    :class:`~._candidate.CandidateBase` attributes directly and the rest of
+    :class:`~._candidate.Candidate` through a :class:`~._candidate.CandidateReader` the
+    strategy keeps, and yield the objects themselves. ``order`` is called once per
+    request (again after each wait for capacity), from any thread.
+    """
 
     name: str
 
@@ -95,10 +89,7 @@ class RoundRobin:
 
     def order(self, candidates: Sequence[C], model: str | None) -> Iterator[C]:
         # The position breaks ties, which keeps equal candidates in their given order.
-        keys = [(c.last_selected, i) for i, c in enumerate(candidates)]
-        heapq.heapify(keys)
-        while keys:
-            yield candidates[heapq.heappop(keys)[1]]
+        yield from ranked(candidates, [(c.last_selected, i) for i, c in enumerate(candidates)])
 
     def __repr__(self) -> str:
         return "RoundRobin()"
@@ -153,7 +144,7 @@ class CostPriorityRoundRobin:
         # old or a new one, never a mix): most requests ask for the same model as the last.
         self._last: tuple[Sequence[Any] | None, str | None, list[_Rank]] = (None, None, [])
 
-    def scores(self, candidates: Sequence[Candidate], model: str | None) -> list[float]:
+    def scores(self, candidates: Sequence[CandidateBase], model: str | None) -> list[float]:
         """Each candidate's score for ``model``, in input order: lower is better."""
         costs = [c.cost_per_1k(model) for c in candidates]
         if not costs:
@@ -185,7 +176,7 @@ class CostPriorityRoundRobin:
             pool.remove(pick)
             yield candidates[pick[1]]
 
-    def _ranking(self, candidates: Sequence[Candidate], model: str | None) -> list[_Rank]:
+    def _ranking(self, candidates: Sequence[CandidateBase], model: str | None) -> list[_Rank]:
         last_candidates, last_model, last_ranked = self._last
         if last_candidates is candidates and last_model == model:
             return last_ranked
@@ -209,6 +200,10 @@ class CostPriorityRoundRobin:
 _BUILTIN: dict[str, Callable[[], SelectionStrategy]] = {
     RoundRobin.name: RoundRobin,
     CostPriorityRoundRobin.name: CostPriorityRoundRobin,
+    Weighted.name: Weighted,
+    LeastBusy.name: LeastBusy,
+    LowestLatency.name: LowestLatency,
+    UsageBased.name: UsageBased,
 }
 _REGISTRY: dict[str, Callable[[], SelectionStrategy]] = dict(_BUILTIN)
 

@@ -69,7 +69,8 @@ def test_check_lists_every_problem_and_fails(
     assert err.splitlines() == [
         "invalid router configuration (3 problem(s)):",
         "  - strategy: unknown strategy; expected one of round_robin, "
-        "cost_priority_round_robin [env LLM_ROUTER_STRATEGY]",
+        "cost_priority_round_robin, weighted, least_busy, lowest_latency, usage_based "
+        "[env LLM_ROUTER_STRATEGY]",
         "  - providers.a.priority: Input should be greater than or equal to 0 "
         "[env LLM_ROUTER_PROVIDERS__A__PRIORITY]",
         "  - providers.a.models: Field required [set LLM_ROUTER_PROVIDERS__A__MODELS; "
