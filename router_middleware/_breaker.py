@@ -71,6 +71,7 @@ class CircuitBreaker:
         "_listeners_lock",
         "_name",
         "_permit",
+        "_rate_rule",
         "_store",
     )
 
@@ -85,6 +86,9 @@ class CircuitBreaker:
     ) -> None:
         self._config = config
         self._enabled = config.enabled
+        # Whether the failure-rate rule (which counts successes) is on: read on every
+        # success, so a plain copy (a read of the pydantic config costs several times more).
+        self._rate_rule = config.failure_rate_threshold is not None
         self._clock = clock
         self._name = name
         self._store: StateStore = store if store is not None else InMemoryStore()
@@ -149,9 +153,7 @@ class CircuitBreaker:
     def _report(self, permit: Permit, outcome: int) -> tuple[BreakerTransition, ...]:
         if not self._enabled:
             return NO_EVENTS
-        if outcome == IGNORE or (
-            outcome == SUCCESS and self._config.failure_rate_threshold is None
-        ):
+        if outcome == IGNORE or (outcome == SUCCESS and not self._rate_rule):
             rec = self._store.breaker_record(self._key)
             if rec is None or rec.state == BreakerState.CLOSED:
                 return NO_EVENTS  # changes nothing while closed: no transaction

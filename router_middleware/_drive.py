@@ -41,14 +41,16 @@ def drive(
     """Run the plan on this thread until it delivers (or raises)."""
     step: Step = next(plan)
     while True:
-        if isinstance(step, Call):
+        # Steps are final classes: ``type() is`` spares the ``__class__`` lookup that a
+        # failed isinstance() makes, on the two steps every request takes.
+        if type(step) is Call:
             try:
                 result = _call(step, bindings, ctx, clock, run)
             except BaseException as exc:
                 step = plan.send(exc)
                 continue
             step = plan.send(result)
-        elif isinstance(step, Deliver):
+        elif type(step) is Deliver:
             return step
         else:
             step = _resume(plan, *_capture(step, clock, run))
@@ -121,7 +123,7 @@ async def adrive(
     """Run the plan on the event loop until it delivers (or raises)."""
     step: Step = next(plan)
     while True:
-        if isinstance(step, Call):
+        if type(step) is Call:  # not isinstance(): as in drive()
             lease = step.lease
             try:
                 binding = bindings[lease.provider.name]
@@ -145,7 +147,7 @@ async def adrive(
                 step = plan.send(exc)
                 continue
             step = plan.send(result)
-        elif isinstance(step, Deliver):
+        elif type(step) is Deliver:
             return step
         else:
             step = _resume(plan, *await _acapture(step, clock, run))

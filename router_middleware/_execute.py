@@ -90,7 +90,7 @@ def call_sync(
     name = lease.provider.name
     token = var_child_runnable_config.set(config)
     try:
-        if lease.provider.timeouts.attempt_seconds is None or timeout is None:
+        if lease.provider.attempt_seconds is None or timeout is None:
             return read(runnable.invoke(value, config, **kwargs), name)
         return _in_thread(
             lease, timeout, lambda: read(runnable.invoke(value, config, **kwargs), name)

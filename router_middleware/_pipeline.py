@@ -80,6 +80,11 @@ class Pipeline:
         # by the config. A race computes a list twice, harmlessly.
         self._candidates: dict[str | None, list[Provider]] = {}
         self._max_wait = config.max_wait_seconds
+        # Read on every request: plain attributes, as a read of the (pydantic) config costs
+        # several times more.
+        self.default_model = config.default_model
+        self.deadline_seconds = config.deadline_seconds
+        self.max_attempts = config.max_attempts
         so = config.structured_output
         self._blind = frozenset(p.name for p in providers if p.config.capabilities.vision is False)
         self._invalid_output = ErrorPolicy(
@@ -210,13 +215,14 @@ class Pipeline:
             req.attempts += 1
             lease.attempt = req.attempts
             tries += 1
-            timeout = provider.timeouts.attempt_seconds
+            timeout = provider.attempt_seconds
             if req.deadline != math.inf:
                 left = req.deadline - now
                 timeout = left if timeout is None else min(timeout, left)
             self.observer.attempt_started(name, model, lease.attempt)
             result = yield Call(lease, timeout, req.deadline)
-            failed = isinstance(result, BaseException)
+            # Not isinstance(): failing on a message, it reads __class__ through pydantic.
+            failed = issubclass(type(result), BaseException)
             req.trail.append(
                 {
                     "provider": name,

@@ -40,6 +40,7 @@ class Provider:
         "_clock",
         "_cooldown",
         "_cost",
+        "attempt_seconds",
         "backoff",
         "breaker",
         "config",
@@ -74,6 +75,8 @@ class Provider:
         self._cost = {m.name: m.average_cost_per_1k for m in config.models}
         self._clock = clock
         self.timeouts: TimeoutConfig = config.timeouts or router_config.timeouts
+        # Read on every attempt: a plain copy (reading the pydantic config costs more).
+        self.attempt_seconds = self.timeouts.attempt_seconds
         self.backoff = BackoffPolicy(config.retry or router_config.retry, rng=rng)
         # Carried across a reload: calls admitted before it release into the same queue.
         self.metrics: ProviderMetrics = previous.metrics if previous else ProviderMetrics()

@@ -9,7 +9,7 @@ run on every ending. ``batch``/``abatch`` are LangChain's, over invoke/ainvoke.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -38,6 +38,7 @@ from ._streams import END
 from ._types import check_input
 
 if TYPE_CHECKING:
+    from ._pipeline import Pipeline
     from ._router import ResilientRouter
 
 __all__ = ["ainvoke_run", "astream_run", "invoke_run", "stream_run"]
@@ -45,6 +46,7 @@ __all__ = ["ainvoke_run", "astream_run", "invoke_run", "stream_run"]
 
 def _context(
     router: ResilientRouter,
+    pipeline: Pipeline,
     value: Any,
     config: RunnableConfig | None,
     model: str | None,
@@ -60,19 +62,18 @@ def _context(
         if configurable and "model" in configurable:
             model = configurable["model"]
         else:
-            model = router.pipeline.config.default_model
+            model = pipeline.default_model
     if model is not None and not isinstance(model, str):
         raise InvalidInputError(f"model must be a str, not {type(model).__name__}")
     prefer = None
-    cfg = router.pipeline.config
     if (
         type(value) is list
         and value
         and isinstance(value[-1], ToolMessage)
-        and cfg.tool_loop.stick_to_provider
+        and pipeline.config.tool_loop.stick_to_provider
     ):
         prefer = last_tool_provider(value)
-    deadline, attempts = cfg.deadline_seconds, cfg.max_attempts
+    deadline, attempts = pipeline.deadline_seconds, pipeline.max_attempts
     if limits is not None:
         deadline = limits.deadline_seconds if limits.deadline_seconds is not None else deadline
         attempts = limits.max_attempts if limits.max_attempts is not None else attempts
@@ -123,27 +124,29 @@ def invoke_run(
     *,
     relay_tokens: bool = True,
 ) -> BaseMessage:
-    ctx = _context(router, value, config, model, kwargs, stream=False, limits=limits)
+    # Each read of a router field goes through pydantic: the pipeline is read once.
+    pipeline = router.pipeline
+    ctx = _context(router, pipeline, value, config, model, kwargs, stream=False, limits=limits)
     manager = get_callback_manager_for_config(ctx.config)
-    if relay_tokens and _relays_tokens(router, manager):
+    if relay_tokens and manager.handlers and _relays_tokens(router, manager):
         ctx.stream = True
         final: Any = None
         for chunk in stream_run(router, value, config, model, kwargs, prepared=(ctx, manager)):
             final = chunk if final is None else final + chunk
         return _message_of(final)
     run = _start(router, ctx, manager)
-    clock = router.clock
-    plan = router.pipeline.run(ctx)
+    clock = pipeline.clock
+    plan = pipeline.run(ctx)
     try:
         deliver = drive(plan, router.bindings, ctx, clock, run)
-        output = delivered(deliver)
+        output: BaseMessage = delivered(deliver)
         finish(plan, None, clock, run)
     except BaseException as exc:
         plan.close()
         run.on_chain_error(exc)
         raise
     run.on_chain_end(output)
-    return cast(BaseMessage, output)
+    return output
 
 
 async def ainvoke_run(
@@ -156,9 +159,11 @@ async def ainvoke_run(
     *,
     relay_tokens: bool = True,
 ) -> BaseMessage:
-    ctx = _context(router, value, config, model, kwargs, stream=False, limits=limits)
+    # Each read of a router field goes through pydantic: the pipeline is read once.
+    pipeline = router.pipeline
+    ctx = _context(router, pipeline, value, config, model, kwargs, stream=False, limits=limits)
     manager = get_async_callback_manager_for_config(ctx.config)
-    if relay_tokens and _relays_tokens(router, manager):
+    if relay_tokens and manager.handlers and _relays_tokens(router, manager):
         ctx.stream = True
         final: Any = None
         chunks = astream_run(router, value, config, model, kwargs, prepared=(ctx, manager))
@@ -166,18 +171,18 @@ async def ainvoke_run(
             final = chunk if final is None else final + chunk
         return _message_of(final)
     run = await _astart(router, ctx, manager)
-    clock = router.clock
-    plan = router.pipeline.run(ctx)
+    clock = pipeline.clock
+    plan = pipeline.run(ctx)
     try:
         deliver = await adrive(plan, router.bindings, ctx, clock, run)
-        output = delivered(deliver)
+        output: BaseMessage = delivered(deliver)
         await afinish(plan, None, clock, run)
     except BaseException as exc:
         plan.close()
         await run.on_chain_error(exc)
         raise
     await run.on_chain_end(output)
-    return cast(BaseMessage, output)
+    return output
 
 
 def stream_run(
@@ -192,14 +197,15 @@ def stream_run(
 ) -> Iterator[BaseMessageChunk]:
     """The chunks of one routed stream; ``prepared`` (an invoke whose tokens are relayed:
     its context and callbacks) ends the run with the message rather than the chunk sum."""
+    pipeline = router.pipeline
     if prepared is None:
-        ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
+        ctx = _context(router, pipeline, value, config, model, kwargs, stream=True, limits=limits)
         manager = get_callback_manager_for_config(ctx.config)
     else:
         ctx, manager = prepared
     run = _start(router, ctx, manager)
-    clock = router.clock
-    plan = router.pipeline.run(ctx)
+    clock = pipeline.clock
+    plan = pipeline.run(ctx)
     final: Any = None
     try:
         deliver = drive(plan, router.bindings, ctx, clock, run)
@@ -237,14 +243,15 @@ async def astream_run(
     prepared: tuple[RequestContext, AsyncCallbackManager] | None = None,
 ) -> AsyncIterator[BaseMessageChunk]:
     """Async :func:`stream_run`."""
+    pipeline = router.pipeline
     if prepared is None:
-        ctx = _context(router, value, config, model, kwargs, stream=True, limits=limits)
+        ctx = _context(router, pipeline, value, config, model, kwargs, stream=True, limits=limits)
         manager = get_async_callback_manager_for_config(ctx.config)
     else:
         ctx, manager = prepared
     run = await _astart(router, ctx, manager)
-    clock = router.clock
-    plan = router.pipeline.run(ctx)
+    clock = pipeline.clock
+    plan = pipeline.run(ctx)
     final: Any = None
     try:
         deliver = await adrive(plan, router.bindings, ctx, clock, run)
@@ -276,8 +283,9 @@ def _relays_tokens(router: ResilientRouter, manager: BaseCallbackManager) -> boo
     Such an invoke is routed as a stream: a provider that fails before its first token
     fails over; one that fails after it raises, since its tokens already reached the
     reader (as ``stream()`` does). A structured answer is no stream of message chunks.
+    Asked only when ``manager`` has handlers (most calls have none).
     """
-    if not manager.handlers or isinstance(router.shape, StructuredShape):
+    if isinstance(router.shape, StructuredShape):
         return False
     return any(isinstance(h, _StreamingCallbackHandler) for h in manager.handlers)
 
