@@ -95,6 +95,11 @@ def _callgrind(name: str, mode: str, calls: int, warmup: int) -> int:
 
 def measure_all(calls: int, warmup: int, jobs: int) -> dict[tuple[str, str], float]:
     """Instructions per call of every variant and path: (N calls - 0 calls) / N."""
+    # One run first, natively, so that every module it imports is compiled: a run that
+    # compiles a module (and writes its .pyc) costs more than one that reads it.
+    subprocess.run(
+        [sys.executable, __file__, "router", "sync", "--calls=0", "--warmup=1"], check=True
+    )
     runs = [(v, m, n) for v in VARIANTS for m in MODES for n in (0, calls)]
     with ThreadPoolExecutor(jobs) as pool:
         totals = dict(

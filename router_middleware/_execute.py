@@ -48,24 +48,34 @@ def attempt_config(
     (where LangChain merges metadata dicts on every call): the provider's run gets them
     when it configures its callbacks, and so do runs nested inside it.
     """
+    marks = _MARKS.get((provider, model, number))
+    if marks is None:
+        marks = _marks(provider, model, number)
+    tags, metadata = marks
     out: RunnableConfig = {
         **config,
         "callbacks": run_manager.get_child(),
-        "tags": [
-            *config.get("tags", ()),
-            f"router:provider={provider}",
-            f"router:attempt={number}",
-        ],
-        "metadata": {
-            **config.get("metadata", {}),
-            "router_provider": provider,
-            "router_model": model,
-            "router_attempt": number,
-        },
+        "tags": [*config.get("tags", ()), *tags],
+        "metadata": {**config.get("metadata", {}), **metadata},
     }
     out.pop("run_name", None)
     out.pop("run_id", None)
     return out
+
+
+_Marks = tuple[tuple[str, ...], dict[str, Any]]
+
+_MARKS: dict[tuple[str, str, int], _Marks] = {}
+"""The tags and metadata of an attempt by provider, model and attempt number: formatted
+once, not on every attempt (and copied into each config, never shared). Bounded by the
+configured providers, their models and ``max_attempts``."""
+
+
+def _marks(provider: str, model: str, number: int) -> _Marks:
+    tags = (f"router:provider={provider}", f"router:attempt={number}")
+    metadata = {"router_provider": provider, "router_model": model, "router_attempt": number}
+    marks = _MARKS[provider, model, number] = (tags, metadata)
+    return marks
 
 
 # -- single answers ----------------------------------------------------------------------
