@@ -1,15 +1,15 @@
 """Admission gates: each guards one resource of a provider behind one small interface.
 
 A provider's gates run in order for every attempt: the cool-down, the circuit breaker,
-the request bucket, the concurrency cap. Each either takes what it guards for the
-attempt's :class:`~._lease.Lease` or refuses with a :class:`Refusal` saying why, how
-long until it could admit, and on which slot queue a release would end the wait; a
-refusal by a later gate gives back what the earlier ones took (:meth:`Gate.undo`).
-When the attempt settles, each gate hears the outcome (:meth:`Gate.exit`), in the same
-order, so the breaker has heard a verdict before the slot is released. A gate that
-holds a resource for as long as the provider call really runs (the concurrency slot)
-says so with ``holds_call``: the lease exits it only once the call has ended, even when
-the router gave up on the call earlier.
+the rate limits (the request bucket and the concurrency cap, in one store operation).
+Each either takes what it guards for the attempt's :class:`~._lease.Lease` or refuses
+with a :class:`Refusal` saying why, how long until it could admit, and on which slot
+queue a release would end the wait; a refusal by a later gate gives back what the
+earlier ones took (:meth:`Gate.undo`). When the attempt settles, each gate hears the
+outcome (:meth:`Gate.exit`), in the same order, so the breaker has heard a verdict
+before the slot is released. A gate that holds a resource for as long as the provider
+call really runs (the concurrency slot) says so with ``holds_call``: the lease exits it
+only once the call has ended, even when the router gave up on the call earlier.
 
 Adding a limit (tokens per minute, a budget, a context window) is one new gate class.
 """
@@ -21,21 +21,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ._breaker import CircuitBreaker
 from ._clock import Clock
-from ._limiter import ConcurrencyLimiter, TokenBucket
+from ._limiter import ProviderLimiter
 from ._storage import StateStore
 from ._waiting import SlotQueue
 
 if TYPE_CHECKING:
     from ._lease import Lease
 
-__all__ = [
-    "BreakerGate",
-    "ConcurrencyGate",
-    "CooldownGate",
-    "Gate",
-    "Refusal",
-    "RequestBucketGate",
-]
+__all__ = ["BreakerGate", "CooldownGate", "Gate", "LimiterGate", "Refusal"]
 
 
 class Refusal:
@@ -164,49 +157,35 @@ class BreakerGate(Gate):
             lease.transitions.extend(moved)
 
 
-class RequestBucketGate(Gate):
-    """The provider's request rate: one token per attempt, retries included."""
+class LimiterGate(Gate):
+    """The provider's rate limits: a request token and a concurrency slot per attempt,
+    retries included, taken in one store operation (both or neither); the slot is held
+    until the call has ended."""
 
-    __slots__ = ("_args", "_clock", "_take", "bucket")
-
-    def __init__(self, bucket: TokenBucket, clock: Clock) -> None:
-        self.bucket = bucket
-        self._clock = clock
-        # The bucket's own store operation, bound once: this runs on every attempt.
-        self._take = bucket.store.take_tokens
-        self._args = (bucket.rate, bucket.burst, 1.0)
-
-    def enter(self, lease: Lease) -> Refusal | None:
-        rate, burst, cost = self._args
-        wait = self._take(self.bucket.key, self._clock.now(), rate, burst, cost)
-        if wait:
-            return Refusal(f"rate limited for {wait:.3f}s", wait)
-        return None
-
-    def undo(self, lease: Lease) -> None:
-        self.bucket.refund()
-
-
-class ConcurrencyGate(Gate):
-    """The provider's cap on calls in flight; the slot is held until the call has ended."""
-
-    __slots__ = ("limiter", "queue")
+    __slots__ = ("_take", "limiter", "queue")
 
     holds_call = True
 
-    def __init__(self, limiter: ConcurrencyLimiter, queue: SlotQueue) -> None:
+    def __init__(self, limiter: ProviderLimiter, queue: SlotQueue) -> None:
         self.limiter = limiter
         self.queue = queue
+        self._take = limiter.take  # bound once: this runs on every attempt
 
     def enter(self, lease: Lease) -> Refusal | None:
-        if self.limiter.try_acquire():
+        wait = self._take()
+        if not wait:
             return None
-        return Refusal("at max concurrency", math.inf, queue=self.queue)
+        if wait == math.inf:
+            return Refusal("at max concurrency", math.inf, queue=self.queue)
+        return Refusal(f"rate limited for {wait:.3f}s", wait)
 
     def undo(self, lease: Lease) -> None:
-        self.limiter.release()
+        limiter = self.limiter
+        limiter.concurrency.release()
         self.queue.notify()
+        if limiter.bucket is not None:
+            limiter.bucket.refund()
 
     def exit(self, lease: Lease) -> None:
-        self.limiter.release()
+        self.limiter.concurrency.release()
         self.queue.notify()

@@ -152,6 +152,11 @@ class ConcurrencyLimiter:
         self._store.release_slot(self._key)
 
     @property
+    def key(self) -> str:
+        """This limiter's key in its store."""
+        return self._key
+
+    @property
     def in_flight(self) -> int:
         return self._store.slots_in_use(self._key)
 
@@ -187,7 +192,7 @@ class ProviderLimiter:
         ProviderLimiter(name='openai', tokens=0.0/1, rate=5/s, in_flight=0/1)
     """
 
-    __slots__ = ("_on_release", "bucket", "concurrency", "name")
+    __slots__ = ("_clock", "_fused", "_on_release", "_store", "bucket", "concurrency", "name")
 
     def __init__(
         self,
@@ -213,6 +218,12 @@ class ProviderLimiter:
             config.max_concurrent, store=store, key=f"{name}:slots"
         )
         self._on_release = on_release
+        self._store, self._clock = store, clock
+        # What take() passes its store on every attempt, read once.
+        self._fused: tuple[str, str, float, int, int | None] | None = None
+        if self.bucket is not None:
+            bucket, slots = self.bucket, self.concurrency
+            self._fused = (bucket.key, slots.key, bucket.rate, bucket.burst, slots.max_concurrent)
 
     def try_acquire(self) -> float:
         """``0.0`` when admitted (a token taken, a slot held); else nothing is held and
@@ -232,6 +243,23 @@ class ProviderLimiter:
         if bucket is not None:
             bucket.refund()
         return math.inf
+
+    def take(self) -> float:
+        """What an attempt's gate takes: a token and a slot in one store operation (one
+        lock, one round trip), or neither. ``0.0`` when taken; else the seconds until a
+        token, or ``math.inf`` when the slots are full. Unlike :meth:`try_acquire`, the
+        tokens are looked at first, whether or not the slots are full."""
+        fused = self._fused
+        if fused is None:
+            return 0.0 if self.concurrency.try_acquire() else math.inf
+        bucket, slots, rate, burst, cap = fused
+        wait, used = self._store.take_token_and_slot(
+            bucket, slots, self._clock.now(), rate, burst, 1.0, cap
+        )
+        concurrency = self.concurrency
+        if used > concurrency._high_water:  # as in ConcurrencyLimiter.try_acquire
+            concurrency._high_water = used
+        return wait
 
     def release(self) -> None:
         """Free the slot taken by an admitted :meth:`try_acquire`, then notify."""

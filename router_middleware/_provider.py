@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ._breaker import BreakerTransition, CircuitBreaker
 from ._clock import Clock
 from ._config import ProviderConfig, RouterConfig, TimeoutConfig
-from ._gates import BreakerGate, ConcurrencyGate, CooldownGate, Gate, RequestBucketGate
+from ._gates import BreakerGate, CooldownGate, Gate, LimiterGate
 from ._limiter import ProviderLimiter
 from ._metrics import ProviderMetrics
 from ._retry import BackoffPolicy
@@ -82,7 +82,7 @@ class Provider:
         self.metrics: ProviderMetrics = previous.metrics if previous else ProviderMetrics()
         self.slots: SlotQueue = previous.slots if previous else SlotQueue()
         self.last_selected: int = previous.last_selected if previous else 0
-        # Its slots are released by the concurrency gate, which wakes the queue itself.
+        # Its slots are released by the limiter gate, which wakes the queue itself.
         self.limiter = ProviderLimiter(config.rate_limit, clock=clock, store=store, name=self.name)
         self.breaker = CircuitBreaker(
             config.circuit_breaker or router_config.circuit_breaker,
@@ -96,9 +96,7 @@ class Provider:
         gates: list[Gate] = [self._cooldown]
         if self.breaker.config.enabled:
             gates.append(BreakerGate(self.breaker, self.slots))
-        if self.limiter.bucket is not None:
-            gates.append(RequestBucketGate(self.limiter.bucket, clock))
-        gates.append(ConcurrencyGate(self.limiter.concurrency, self.slots))
+        gates.append(LimiterGate(self.limiter, self.slots))
         self.gates: tuple[Gate, ...] = tuple(gates)
 
     def serves(self, model: str) -> bool:

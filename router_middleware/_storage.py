@@ -2,14 +2,14 @@
 
 The policies (``_limiter``, ``_breaker``, the cool-down gate) never read-modify-write
 state themselves: they ask a store for one domain operation (take tokens, take a slot,
-acquire a breaker permit, report an outcome, set a cool-down), and each backend carries
-it out natively and atomically. :class:`InMemoryStore` runs the pure algorithms of
-``_bucket`` and ``_breaker_algorithm`` under one lock held for microseconds, never across
-a provider call or an ``await``; a shared backend runs each operation as one server-side
-script, one round trip per decision. The operations an attempt takes and gives back
-(tokens, slots, breaker, cool-down) also have async forms (``a`` + name) on
-:class:`InMemoryStore`: the shape an I/O backend offers the async driver. The router
-calls only the sync forms today, which for memory never block.
+or both at once, acquire a breaker permit, report an outcome, set a cool-down), and each
+backend carries it out natively and atomically. :class:`InMemoryStore` runs the pure
+algorithms of ``_bucket`` and ``_breaker_algorithm`` under one lock held for
+microseconds, never across a provider call or an ``await``; a shared backend runs each
+operation as one server-side script, one round trip per decision. The operations an
+attempt takes and gives back (tokens, slots, breaker, cool-down) also have async forms
+(``a`` + name) on :class:`InMemoryStore`: the shape an I/O backend offers the async
+driver. The router calls only the sync forms today, which for memory never block.
 
 A policy asks once for its key (:meth:`StateStore.key`: ``<provider>:<what>`` under the
 store's ``namespace``) and passes it to every operation; :meth:`forget` drops every key
@@ -18,6 +18,7 @@ of a provider that left the configuration.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,6 +61,24 @@ class StateStore(Protocol):
     def acquire_slot(self, key: str, cap: int | None) -> int:
         """Take one of ``cap`` slots (``None``: count without a cap): the slots now in use,
         or 0 when full."""
+        ...
+
+    def take_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        """:meth:`take_tokens` and :meth:`acquire_slot` as one operation, both or neither.
+
+        Returns ``(0.0, slots now in use)`` when both were taken; otherwise nothing is
+        taken and the first number says why: the seconds until the tokens will be there
+        (they are looked at first), or ``math.inf`` when the slots are full.
+        """
         ...
 
     def release_slot(self, key: str) -> None:
@@ -173,6 +192,28 @@ class InMemoryStore:
             self._data[key] = used = used + 1
         return int(used)
 
+    def take_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        data = self._data
+        with self._lock:
+            state, wait = take_tokens(data.get(bucket), now, rate, burst, cost)
+            if wait:
+                return wait, 0
+            used = data.get(slots, 0)
+            if cap is not None and used >= cap:
+                return math.inf, 0
+            data[bucket] = state
+            data[slots] = used = used + 1
+        return 0.0, int(used)
+
     def release_slot(self, key: str) -> None:
         with self._lock:
             used = self._data.get(key)
@@ -261,6 +302,18 @@ class InMemoryStore:
 
     async def aacquire_slot(self, key: str, cap: int | None) -> int:
         return self.acquire_slot(key, cap)
+
+    async def atake_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        return self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
 
     async def arelease_slot(self, key: str) -> None:
         self.release_slot(key)

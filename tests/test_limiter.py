@@ -348,6 +348,32 @@ def test_losing_the_slot_race_refunds_the_token(monkeypatch: pytest.MonkeyPatch)
     assert limiter.in_flight == 0
 
 
+def test_take_gets_a_token_and_a_slot_or_neither() -> None:
+    clock = FakeClock()
+    limiter = _provider(clock, requests_per_second=1, burst=2, max_concurrent=1)
+    assert limiter.bucket is not None
+    assert limiter.take() == 0.0
+    assert (limiter.in_flight, limiter.high_water) == (1, 1)
+    assert limiter.take() == math.inf  # the slots are full: the token stays
+    assert limiter.bucket.tokens == 1.0
+    limiter.release()
+    assert limiter.take() == 0.0
+    limiter.release()
+    assert limiter.take() == 1.0  # out of tokens: no slot taken
+    assert limiter.in_flight == 0
+    clock.advance(1.0)
+    assert limiter.take() == 0.0
+
+
+def test_take_without_a_rate_takes_a_slot() -> None:
+    limiter = _provider(max_concurrent=1)
+    assert limiter.take() == 0.0
+    assert limiter.take() == math.inf
+    limiter.release()
+    assert limiter.take() == 0.0
+    assert limiter.high_water == 1
+
+
 def test_refund_never_overfills_the_bucket() -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate=1, burst=2, clock=clock)

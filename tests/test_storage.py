@@ -55,6 +55,56 @@ def test_slot_operations_hold_a_cap_across_threads() -> None:
     assert store.slots_in_use(k) == 0
 
 
+def test_a_token_and_a_slot_are_taken_together_or_not_at_all() -> None:
+    store = InMemoryStore()
+    b, s = store.key("p:bucket"), store.key("p:slots")
+    assert store.take_token_and_slot(b, s, 0.0, 2.0, 2, 1.0, 1) == (0.0, 1)
+    # The slots are full: no token is taken either.
+    assert store.take_token_and_slot(b, s, 0.0, 2.0, 2, 1.0, 1) == (math.inf, 0)
+    assert store.tokens(b, 0.0, 2.0, 2) == 1.0
+    store.release_slot(s)
+    assert store.take_token_and_slot(b, s, 0.0, 2.0, 2, 1.0, 1) == (0.0, 1)
+    store.release_slot(s)
+    # Out of tokens: the exact refill time, and no slot is taken.
+    assert store.take_token_and_slot(b, s, 0.0, 2.0, 2, 1.0, 1) == (0.5, 0)
+    assert store.slots_in_use(s) == 0
+    # The tokens are looked at first: with neither free, the wait is the refill's.
+    assert store.acquire_slot(s, 1) == 1
+    assert store.take_token_and_slot(b, s, 0.25, 2.0, 2, 1.0, 1) == (0.25, 0)
+    # Without a cap the slots are counted; refilled tokens are taken.
+    assert store.take_token_and_slot(b, s, 0.5, 2.0, 2, 1.0, None) == (0.0, 2)
+    assert store.tokens(b, 0.5, 2.0, 2) == 0.0
+    assert store.take_token_and_slot(b, s, 0.5, 2.0, 2, 3.0, None) == (math.inf, 0)
+
+
+def test_tokens_and_slots_taken_together_hold_both_limits_across_threads() -> None:
+    store = InMemoryStore()
+    b, s = store.key("p:bucket"), store.key("p:slots")
+    taken: list[int] = []
+    refused: list[float] = []
+
+    def grab() -> None:
+        for _ in range(200):
+            # No refill at a fixed time: exactly the burst's 100 tokens can be taken.
+            wait, used = store.take_token_and_slot(b, s, 0.0, 1.0, 100, 1.0, 3)
+            if used:
+                taken.append(used)
+                store.release_slot(s)
+            else:
+                refused.append(wait)
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 100  # a refusal for want of a slot took no token
+    assert max(taken) <= 3
+    assert set(refused) <= {1.0, math.inf}
+    assert store.slots_in_use(s) == 0
+    assert store.tokens(b, 0.0, 1.0, 100) == 0.0
+
+
 def test_breaker_operations_run_the_algorithm() -> None:
     store = InMemoryStore()
     k = store.key("p:breaker")
@@ -106,6 +156,10 @@ async def test_async_forms_do_what_the_sync_ones_do() -> None:
     assert await asynchronous.aacquire_slot(s, 1) == sync.acquire_slot(s, 1) == 0
     await asynchronous.arelease_slot(s)
     assert asynchronous.slots_in_use(s) == 0
+    for _ in range(2):
+        assert await asynchronous.atake_token_and_slot(
+            k, s, 0.0, 1.0, 2, 1.0, 1
+        ) == sync.take_token_and_slot(k, s, 0.0, 1.0, 2, 1.0, 1)
     c = sync.key("p:cooldown")
     assert await asynchronous.aset_cooldown(c, 3.0) == sync.set_cooldown(c, 3.0)
     assert await asynchronous.acooldown_until(c) == sync.cooldown_until(c) == 3.0
