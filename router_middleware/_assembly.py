@@ -13,7 +13,7 @@ from ._clock import Clock
 from ._config import ModelConfig, ProviderConfig, RouterConfig
 from ._errors import ConfigurationError
 from ._metrics import ProviderMetrics
-from ._observe import Observer
+from ._observe import Observers
 from ._pipeline import Pipeline
 from ._provider import Provider
 from ._storage import StateStore
@@ -45,7 +45,7 @@ def build(
     clock: Clock,
     store: StateStore,
     listeners: Listeners,
-    observers: Observer,
+    observers: Observers,
     metrics: dict[str, ProviderMetrics],
     strategy: SelectionStrategy | None,
     classifier: ErrorClassifier | None,

@@ -104,6 +104,8 @@ class Observers(Observer):
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self._observers: tuple[Observer, ...] = ()
         self._by_event: dict[str, tuple[Observer, ...]] = dict.fromkeys(self._EVENTS, ())
+        self.heard: frozenset[str] = frozenset()
+        """The events some observer overrides: a caller may skip building the others."""
         for observer in observers:
             self.add(observer)
 
@@ -117,6 +119,7 @@ class Observers(Observer):
             )
             for event in self._EVENTS
         }
+        self.heard = frozenset(e for e, heard_by in self._by_event.items() if heard_by)
 
     def attempt_started(self, provider: str, model: str, attempt: int) -> None:
         for o in self._by_event["attempt_started"]:

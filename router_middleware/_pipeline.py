@@ -36,7 +36,7 @@ from ._errors import (
 from ._gates import Refusal
 from ._lease import Lease, admit
 from ._metrics import cost_of, usage_from_message
-from ._observe import AttemptEnd, Observer
+from ._observe import AttemptEnd, Observers
 from ._provider import Provider
 from ._request import RequestState, Skipped, all_failed, out_of_time, pass_on_spare_slots
 from ._retry import plan_retry
@@ -64,7 +64,7 @@ class Pipeline:
         config: RouterConfig,
         strategy: SelectionStrategy,
         clock: Clock,
-        observer: Observer,
+        observer: Observers,
         classifier: ErrorClassifier | None = None,
     ) -> None:
         self.providers = {p.name: p for p in providers}
@@ -219,7 +219,8 @@ class Pipeline:
             if req.deadline != math.inf:
                 left = req.deadline - now
                 timeout = left if timeout is None else min(timeout, left)
-            self.observer.attempt_started(name, model, lease.attempt)
+            if "attempt_started" in self.observer.heard:  # the metrics do not listen
+                self.observer.attempt_started(name, model, lease.attempt)
             result = yield Call(lease, timeout, req.deadline)
             # Not isinstance(): failing on a message, it reads __class__ through pydantic.
             failed = issubclass(type(result), BaseException)
@@ -299,19 +300,21 @@ class Pipeline:
             if model_cfg is not None:
                 cost = cost_of(model_cfg, tokens_in, tokens_out)
         lease.succeed(message)
-        self.observer.attempt_ended(
-            AttemptEnd(
-                provider.name,
-                lease.model,
-                lease.attempt,
-                "succeeded",
-                latency=self.clock.now() - lease.started,
-                first_chunk=lease.first_chunk,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                cost=cost,
-            )
+        latency = self.clock.now() - lease.started
+        # Positional: keywords would make the class call build a dict of them.
+        end = AttemptEnd(
+            provider.name,
+            lease.model,
+            lease.attempt,
+            "succeeded",
+            None,  # kind
+            latency,
+            lease.first_chunk,
+            tokens_in,
+            tokens_out,
+            cost,
         )
+        self.observer.attempt_ended(end)
 
     def _billed(self, end: AttemptEnd, provider: Provider, message: Any) -> None:
         """Put what ``message`` cost on ``end``."""
