@@ -182,12 +182,14 @@ def admit(
     """
     lease = Lease(provider, model, attempt, now, context)
     gates = provider.gates
-    for i, gate in enumerate(gates):
+    held = 0
+    for gate in gates:
         refusal = gate.enter(lease)
         if refusal is not None:
-            for taken in reversed(gates[:i]):
+            for taken in reversed(gates[:held]):
                 taken.undo(lease)
             lease.outcome = "refused"
             return lease, refusal
-        lease._held = i + 1
+        held += 1
+    lease._held = held
     return lease, None

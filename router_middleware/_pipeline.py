@@ -113,7 +113,10 @@ class Pipeline:
 
     def run(self, ctx: RequestContext) -> Plan:
         """Route one request; returns the lease of the attempt that answered."""
-        candidates = self.candidates(ctx.model)
+        model = ctx.model
+        candidates = self._candidates.get(model)  # the cached list, without a call
+        if candidates is None:
+            candidates = self.candidates(model)
         if ctx.unsupported or (self._blind and ctx.has_images()):
             candidates = capable(candidates, ctx, self._blind)
         limit = ctx.deadline_seconds
@@ -121,7 +124,6 @@ class Pipeline:
         req = RequestState(ctx, candidates, deadline)
         wait_left = self._max_wait
         woke_from: list[tuple[Provider, int]] = []
-        model = ctx.model
         try:
             while True:
                 skipped = None  # made on the first refusal: most requests never see one
@@ -148,7 +150,8 @@ class Pipeline:
                             skipped = Skipped()
                         self._refused(provider, refusal, since, req, skipped)
                         continue
-                    pass_on_spare_slots(woke_from, provider)
+                    if woke_from:
+                        pass_on_spare_slots(woke_from, provider)
                     served = yield from self._serve(lease, req)
                     if served is not None:
                         return served

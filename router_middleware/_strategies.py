@@ -97,6 +97,8 @@ class RoundRobin:
 
 _TIE = 1e-9
 _Rank = tuple[float, int]
+_Ranking = tuple[list[_Rank], list[bool]]
+"""Ranks (score, position) best first, and whether each ties with none after it."""
 
 
 class CostPriorityRoundRobin:
@@ -136,13 +138,13 @@ class CostPriorityRoundRobin:
     def __init__(self) -> None:
         # Scores depend only on the candidates' static priority and price, so a candidate
         # list (the router caches one per model) is ranked once, not on every request.
-        self._ranked: LRUCache[tuple[int, str | None], tuple[Sequence[Any], list[_Rank]]] = (
-            LRUCache(maxsize=256)
+        self._ranked: LRUCache[tuple[int, str | None], tuple[Sequence[Any], _Ranking]] = LRUCache(
+            maxsize=256
         )
         self._lock = threading.Lock()
         # The last ranking served, as one tuple (replaced whole, so a racing reader sees an
         # old or a new one, never a mix): most requests ask for the same model as the last.
-        self._last: tuple[Sequence[Any] | None, str | None, list[_Rank]] = (None, None, [])
+        self._last: tuple[Sequence[Any] | None, str | None, _Ranking] = (None, None, ([], []))
 
     def scores(self, candidates: Sequence[CandidateBase], model: str | None) -> list[float]:
         """Each candidate's score for ``model``, in input order: lower is better."""
@@ -156,7 +158,10 @@ class CostPriorityRoundRobin:
         ]
 
     def order(self, candidates: Sequence[C], model: str | None) -> Iterator[C]:
-        ranked = self._ranking(candidates, model)
+        last_candidates, last_model, ranking = self._last
+        if last_candidates is not candidates or last_model != model:
+            ranking = self._ranking(candidates, model)
+        ranked, alone = ranking
         # The ranking is static; only recency is read per request, and only for the
         # near-best entries in ``pool``. A score within a relative _TIE of the best
         # remaining one ties with it, and ties go least recently selected first. Relative
@@ -165,6 +170,10 @@ class CostPriorityRoundRobin:
         pool: list[_Rank] = []
         j, n = 0, len(ranked)
         while pool or j < n:
+            if not pool and alone[j]:  # nothing ties with it: no pool to build
+                j += 1
+                yield candidates[ranked[j - 1][1]]
+                continue
             base = min(r[0] for r in pool) if pool else ranked[j][0]
             limit = base + abs(base) * _TIE
             while j < n and ranked[j][0] <= limit:
@@ -176,10 +185,7 @@ class CostPriorityRoundRobin:
             pool.remove(pick)
             yield candidates[pick[1]]
 
-    def _ranking(self, candidates: Sequence[CandidateBase], model: str | None) -> list[_Rank]:
-        last_candidates, last_model, last_ranked = self._last
-        if last_candidates is candidates and last_model == model:
-            return last_ranked
+    def _ranking(self, candidates: Sequence[CandidateBase], model: str | None) -> _Ranking:
         key = (id(candidates), model)
         with self._lock:
             hit = self._ranked.get(key)
@@ -187,11 +193,17 @@ class CostPriorityRoundRobin:
             self._last = (candidates, model, hit[1])
             return hit[1]
         ranked = sorted((s, i) for i, s in enumerate(self.scores(candidates, model)))
+        # Whether each entry, once first among those left, ties with none after it.
+        alone = [
+            k + 1 == len(ranked) or ranked[k + 1][0] > score + abs(score) * _TIE
+            for k, (score, _) in enumerate(ranked)
+        ]
+        ranking = (ranked, alone)
         with self._lock:
             # Holding ``candidates`` keeps its id from being reused while cached.
-            self._ranked[key] = (candidates, ranked)
-        self._last = (candidates, model, ranked)
-        return ranked
+            self._ranked[key] = (candidates, ranking)
+        self._last = (candidates, model, ranking)
+        return ranking
 
     def __repr__(self) -> str:
         return "CostPriorityRoundRobin()"
