@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -32,9 +31,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ._config_base import (
     MAX_COUNT,
-    MIN_SECONDS,
     ConfigModel,
-    Cost,
     Count,
     FieldProblem,
     Number,
@@ -43,10 +40,12 @@ from ._config_base import (
     repeated,
     translate,
 )
+from ._config_limits import BudgetConfig, ModelConfig, RateLimitConfig, TokenLimitConfig
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import ConfigurationError
 
 __all__ = [
+    "BudgetConfig",
     "CircuitBreakerConfig",
     "FieldProblem",
     "ModelConfig",
@@ -57,6 +56,7 @@ __all__ = [
     "RouterConfig",
     "RouterFields",
     "TimeoutConfig",
+    "TokenLimitConfig",
     "format_validation_error",
     "unserved_default",
 ]
@@ -69,67 +69,6 @@ def unserved_default(default_model: str | None, models: Iterable[ModelConfig]) -
         raise FieldProblem(
             "default_model", f"no provider serves this model ({len(served)} model(s) configured)"
         )
-
-
-class ModelConfig(ConfigModel):
-    """A model a provider serves, with its price.
-
-    Example:
-        >>> ModelConfig(name="gpt-4o-mini", cost_per_1k_input_tokens=0.00015).name
-        'gpt-4o-mini'
-    """
-
-    name: Annotated[str, Field(min_length=1)] = Field(
-        description="The model's name, as requests name it."
-    )
-    cost_per_1k_input_tokens: Cost = Field(0.0, description="Price of 1,000 input tokens.")
-    cost_per_1k_output_tokens: Cost = Field(0.0, description="Price of 1,000 output tokens.")
-    max_tokens: Count | None = Field(
-        None, le=MAX_COUNT, description="The model's token limit (informational)."
-    )
-
-    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
-        "costPer1kInputTokens": ("cost_per_1k_input_tokens", 1),
-        "costPer1kOutputTokens": ("cost_per_1k_output_tokens", 1),
-        "maxTokens": ("max_tokens", 1),
-    }
-
-    @property
-    def average_cost_per_1k(self) -> float:
-        """Mean of the input and output price: the price the cost strategy ranks by."""
-        return (self.cost_per_1k_input_tokens + self.cost_per_1k_output_tokens) / 2
-
-
-class RateLimitConfig(ConfigModel):
-    """Per-provider admission limits. ``None`` means unlimited.
-
-    ``burst`` defaults to ``max(1, ceil(requests_per_second))``: one second's worth.
-    """
-
-    requests_per_second: Number | None = Field(
-        None,
-        ge=MIN_SECONDS,
-        le=MAX_COUNT,
-        description="Token-bucket refill rate; none for no rate limit.",
-    )
-    burst: Count | None = Field(
-        None, le=MAX_COUNT, description="Bucket size; by default one second's worth of requests."
-    )
-    max_concurrent: Count | None = Field(
-        None, le=MAX_COUNT, description="Calls in flight at once; none for no cap."
-    )
-
-    _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
-        "tokensPerSecond": ("requests_per_second", 1),
-        "requestsPerSecond": ("requests_per_second", 1),
-        "maxConcurrent": ("max_concurrent", 1),
-    }
-
-    @property
-    def effective_burst(self) -> int:
-        if self.burst is not None:
-            return self.burst
-        return max(1, math.ceil(self.requests_per_second or 1))
 
 
 class RetryConfig(ConfigModel):
@@ -251,6 +190,13 @@ class ProviderFields(ConfigModel):
     capabilities: CapabilitiesConfig = Field(
         CapabilitiesConfig(), description="What it can do, where detection cannot tell."
     )
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        description="Labels a request can select or avoid providers by (`eu`, `free-tier`).",
+    )
+    budget: BudgetConfig | None = Field(
+        None, description="Spend allowed per period; skipped once spent."
+    )
 
     _seed: ClassVar[Mapping[str, tuple[str, float]]] = {
         "rateLimit": ("rate_limit", 1),
@@ -328,6 +274,14 @@ class RouterFields(ConfigModel):
         StructuredOutputConfig(), description="What an answer that does not validate means."
     )
     tool_loop: ToolLoopConfig = Field(ToolLoopConfig(), description="Turns after tool results.")
+    currency: Annotated[str, Field(min_length=1, max_length=16)] = Field(
+        "USD", description="The currency of the configured prices, named with every cost."
+    )
+    token_counter: Literal["approximate", "tiktoken"] = Field(
+        "approximate",
+        description="How input tokens are estimated: `approximate` (no dependency) or "
+        "`tiktoken` (the `tiktoken` extra).",
+    )
 
     @field_validator("strategy")
     @classmethod

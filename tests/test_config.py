@@ -95,8 +95,8 @@ TOO_BIG_OR_SMALL = {
     "providers.0.rate_limit.requests_per_second": one_provider(
         rate_limit={"requests_per_second": 1e-320}
     ),
-    "providers.0.models.0.max_tokens": {
-        "providers": [{"name": "a", "models": [{"name": "m", "max_tokens": 10**400}]}]
+    "providers.0.models.0.max_input_tokens": {
+        "providers": [{"name": "a", "models": [{"name": "m", "max_input_tokens": 10**400}]}]
     },
     "circuit_breaker.sampling_duration_seconds": {
         "circuit_breaker": {"sampling_duration_seconds": 1e-320, "failure_rate_threshold": 0.5}

@@ -154,7 +154,7 @@ def test_seed_configs_translate(name: str) -> None:
         openai = cfg.providers[0]
         assert openai.rate_limit.requests_per_second == 10
         assert openai.rate_limit.max_concurrent == 5
-        assert openai.models[0].max_tokens == 8192
+        assert openai.models[0].max_input_tokens == 8192
 
 
 def test_multi_provider_setup_routes_each_model() -> None:
