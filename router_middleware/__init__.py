@@ -42,12 +42,13 @@ from ._errors import (
     UnknownProviderError,
 )
 from ._limiter import ProviderLimiter
+from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import AttemptEnd, Observer
 from ._provider import Provider
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
-from ._storage import InMemoryStore, StateStore
+from ._storage import StateStore
 from ._strategies import (
     Candidate,
     CandidateBase,

@@ -18,6 +18,7 @@ from ._pipeline import Pipeline
 from ._provider import Provider
 from ._storage import StateStore
 from ._strategies import SelectionStrategy, get_strategy
+from ._tokens import TokenCounter, counter_named
 
 __all__ = ["BreakerListener", "Listeners", "build", "with_inferred_providers"]
 
@@ -49,6 +50,7 @@ def build(
     metrics: dict[str, ProviderMetrics],
     strategy: SelectionStrategy | None,
     classifier: ErrorClassifier | None,
+    token_counter: TokenCounter | None,
     seed: int | None,
 ) -> tuple[Pipeline, dict[str, Binding]]:
     """The pipeline over ``cfg``'s providers and how each is called.
@@ -92,7 +94,13 @@ def build(
     metrics.clear()
     metrics.update({p.name: p.metrics for p in built})
     pipeline = Pipeline(
-        built, cfg, strategy or get_strategy(cfg.strategy), clock, observers, classifier
+        built,
+        cfg,
+        strategy or get_strategy(cfg.strategy),
+        clock,
+        observers,
+        classifier,
+        token_counter or counter_named(cfg.token_counter),
     )
     return pipeline, bindings
 

@@ -28,7 +28,8 @@ from ._breaker_algorithm import (
 )
 from ._clock import Clock
 from ._config import CircuitBreakerConfig
-from ._storage import InMemoryStore, StateStore
+from ._memory import InMemoryStore
+from ._storage import StateStore
 
 __all__ = ["BreakerState", "BreakerTransition", "CircuitBreaker", "Permit"]
 

@@ -227,8 +227,7 @@ class _ProviderCandidate:
 
     @property
     def token_headroom(self) -> float | None:
-        # The router has no token limits yet: usage-based selection falls back to requests.
-        return None
+        return self._provider.token_headroom
 
     @property
     def request_headroom(self) -> float | None:

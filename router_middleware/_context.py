@@ -11,10 +11,16 @@ from typing import Any, NamedTuple
 
 from langchain_core.runnables import RunnableConfig
 
-__all__ = ["Limits", "RequestContext"]
+from ._tokens import TokenCounter, approximate_tokens
+
+__all__ = ["LARGE_INPUT", "Limits", "RequestContext"]
 
 
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
+_OUTPUT_OPTIONS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+LARGE_INPUT = 100_000
+"""Characters of input above which the async path counts tokens off the event loop."""
 
 
 class Limits(NamedTuple):
@@ -38,16 +44,19 @@ class RequestContext:
         prefer: the provider to try first while it is available (the one that made
             the tool calls this turn answers), or ``None``.
         deadline_seconds, max_attempts: this request's limits (the router's by default).
+        counter, tools: how the router counts tokens, and the tool schemas it binds.
 
     Example:
-        >>> ctx = RequestContext("fast", "Hello there, router", {}, {}, stream=False)
-        >>> ctx.estimated_tokens()
-        9
+        >>> ctx = RequestContext("fast", "Hello there, router", {"max_tokens": 50}, {},
+        ...                      stream=False)
+        >>> ctx.estimated_tokens(), ctx.requested_output()
+        (9, 50)
     """
 
     __slots__ = (
         "_tokens",
         "config",
+        "counter",
         "deadline_seconds",
         "input",
         "max_attempts",
@@ -55,6 +64,7 @@ class RequestContext:
         "options",
         "prefer",
         "stream",
+        "tools",
         "unsupported",
     )
 
@@ -70,6 +80,8 @@ class RequestContext:
         prefer: str | None = None,
         deadline_seconds: float | None = None,
         max_attempts: int = 10,
+        counter: TokenCounter = approximate_tokens,
+        tools: list[dict[str, Any]] | None = None,
     ) -> None:
         self.model = model
         self.input = input
@@ -80,14 +92,16 @@ class RequestContext:
         self.prefer = prefer
         self.deadline_seconds = deadline_seconds
         self.max_attempts = max_attempts
+        self.counter = counter
+        self.tools = tools
         self._tokens: int | None = None
 
     def estimated_tokens(self) -> int:
-        """An estimate of the input's tokens (about 4 characters each, plus 3 a message),
-        computed once, on first use."""
-        if self._tokens is None:
-            from langchain_core.messages.utils import count_tokens_approximately
-
+        """An estimate of the input's tokens, bound tools included, by the router's
+        counter (by default about 4 characters each, plus 3 a message); computed once,
+        on first use (from any thread: a race counts twice, harmlessly)."""
+        tokens = self._tokens
+        if tokens is None:
             from ._types import LLMRequest, request_from_input
 
             value = self.input
@@ -95,8 +109,46 @@ class RequestContext:
                 messages = value.to_messages()
             else:
                 messages = request_from_input(value, self.model).messages
-            self._tokens = count_tokens_approximately(messages)
-        return self._tokens
+            self._tokens = tokens = self.counter(messages, self.tools)
+        return tokens
+
+    @property
+    def estimated(self) -> bool:
+        """Whether the input's tokens are counted already."""
+        return self._tokens is not None
+
+    def requested_output(self) -> int | None:
+        """The output tokens the request asks for at most (``max_tokens``), if it says."""
+        options = self.options
+        if options:
+            for key in _OUTPUT_OPTIONS:
+                value = options.get(key)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
+        return getattr(self.input, "max_tokens", None)  # an LLMRequest's
+
+    def input_size(self) -> int:
+        """Characters of text in the input, counted cheaply (for the offload decision)."""
+        value = self.input
+        if isinstance(value, str):
+            return len(value)
+        to_messages = getattr(value, "to_messages", None)  # an LLMRequest
+        if to_messages is not None:
+            value = to_messages()
+        items = value if isinstance(value, list) else [value]
+        size = 0
+        for item in items:
+            content = getattr(item, "content", item)
+            if isinstance(content, str):
+                size += len(content)
+            elif isinstance(content, list):
+                for block in content:
+                    size += (
+                        len(block) if isinstance(block, str) else len(str(block.get("text", "")))
+                    )
+            elif isinstance(content, tuple) and len(content) == 2:
+                size += len(str(content[1]))
+        return size
 
     def has_images(self) -> bool:
         """Whether the input holds an image (a content block of an image type)."""

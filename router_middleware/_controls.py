@@ -32,7 +32,16 @@ __all__ = ["PARTS", "ConfigLike", "RuntimeControls"]
 
 ConfigLike = RouterConfig | Mapping[str, Any]
 
-PARTS = ("clock", "store", "listeners", "observers", "strategy", "classifier", "seed")
+PARTS = (
+    "clock",
+    "store",
+    "listeners",
+    "observers",
+    "strategy",
+    "classifier",
+    "token_counter",
+    "seed",
+)
 """What a router is built from besides its config and targets (kept across reloads)."""
 
 

@@ -11,10 +11,12 @@ it holds before the exception goes on.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 
 from ._binding import Binding
@@ -22,13 +24,24 @@ from ._clock import Clock
 from ._context import RequestContext
 from ._execute import attempt_config, call_async, call_sync
 from ._lease import Lease
+from ._metrics import usage_from_message
 from ._pipeline import Plan
 from ._shape import StructuredAnswer
-from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
+from ._steps import Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
 from ._streams import open_stream_async, open_stream_sync
 from ._waiting import wait_for_slot, wait_for_slot_async
 
-__all__ = ["adrive", "afinish", "annotate", "delivered", "drive", "finish"]
+__all__ = [
+    "adrive",
+    "afinish",
+    "annotate",
+    "cost_tail",
+    "delivered",
+    "drive",
+    "finish",
+    "priced",
+    "usage_only",
+]
 
 
 def drive(
@@ -106,6 +119,8 @@ def _capture(
             return wait_for_slot(step.blocked, step.seconds), None
         elif isinstance(step, (Sleep, Pause)):
             clock.sleep(step.seconds)
+        elif isinstance(step, Estimate):
+            step.context.estimated_tokens()
         else:
             raise TypeError(f"unexpected routing step {step!r} after delivery")
     except BaseException as exc:
@@ -180,6 +195,8 @@ async def _acapture(
             return await wait_for_slot_async(step.blocked, step.seconds), None
         elif isinstance(step, (Sleep, Pause)):
             await clock.asleep(step.seconds)
+        elif isinstance(step, Estimate):
+            await asyncio.to_thread(step.context.estimated_tokens)
         else:
             raise TypeError(f"unexpected routing step {step!r} after delivery")
     except BaseException as exc:
@@ -202,13 +219,62 @@ def _arguments(
 
 
 def delivered(deliver: Deliver) -> Any:
-    """The caller's answer, annotated; the lease keeps the provider's message (its usage)."""
+    """The caller's answer, annotated with its cost too; the lease keeps the provider's
+    message (its usage)."""
     result = deliver.result
-    if type(result) is StructuredAnswer:
-        deliver.lease.message = annotate(result.raw, deliver)
-        return result.value
-    deliver.lease.message = annotate(result, deliver)
-    return result
+    raw = result.raw if type(result) is StructuredAnswer else result
+    deliver.lease.message = annotate(raw, deliver)
+    if getattr(raw, "usage_metadata", None):
+        priced(raw, deliver.lease)
+    return result.value if raw is not result else result
+
+
+def priced(message: Any, lease: Lease) -> None:
+    """Add the cost of ``message`` (from its usage and the model's prices) to its
+    ``response_metadata["router"]``, in the currency the prices are in."""
+    metadata = getattr(message, "response_metadata", None)
+    cost = _cost(message, lease)
+    if isinstance(metadata, dict) and cost is not None and "router" in metadata:
+        metadata["router"]["cost"] = cost
+
+
+def usage_only(chunk: Any) -> bool:
+    """A chunk that carries usage and nothing to read (a stream's usual last chunk)."""
+    return bool(
+        getattr(chunk, "usage_metadata", None)
+        and not chunk.content
+        and not getattr(chunk, "tool_call_chunks", None)
+    )
+
+
+def cost_tail(final: Any, held: Any, lease: Lease) -> Any:
+    """What ends a stream: its usage-only last chunk ``held`` back (``None`` if none),
+    carrying the cost of the whole stream (known only once its usage is in) under
+    ``response_metadata["router"]``, which the chunks' sum merges with the first chunk's;
+    a chunk without content for the cost when usage came with content; else nothing."""
+    total = final if held is None else final + held
+    cost = _cost(total, lease) if getattr(total, "usage_metadata", None) else None
+    if cost is None:
+        return held
+    if held is None:
+        return AIMessageChunk(content="", id=final.id, response_metadata={"router": {"cost": cost}})
+    held.response_metadata["router"] = {"cost": cost}
+    return held
+
+
+def _cost(message: Any, lease: Lease) -> dict[str, Any] | None:
+    model = lease.provider.config.model(lease.model)
+    if model is None:
+        return None
+    tokens_in, tokens_out = usage_from_message(message)
+    cost_in = tokens_in * model.cost_per_1k_input_tokens / 1000
+    cost_out = tokens_out * model.cost_per_1k_output_tokens / 1000
+    return {
+        "input": cost_in,
+        "output": cost_out,
+        "total": cost_in + cost_out,
+        "currency": lease.provider.currency,
+    }
 
 
 def annotate(output: Any, deliver: Deliver) -> Any:

@@ -48,6 +48,7 @@ class Lease:
         cooldown: seconds of ``Retry-After`` cool-down this attempt set, if any.
         first_chunk: seconds from admission to a stream's first chunk.
         message: what the provider answered (the final message of a stream).
+        charge, spend: what the token limits and the budget charged it (``_token_gates``).
     """
 
     __slots__ = (
@@ -55,6 +56,7 @@ class Lease:
         "_lock",
         "_running",
         "attempt",
+        "charge",
         "context",
         "cooldown",
         "first_chunk",
@@ -63,6 +65,7 @@ class Lease:
         "outcome",
         "permit",
         "provider",
+        "spend",
         "started",
         "transitions",
         "verdict",
@@ -88,6 +91,8 @@ class Lease:
         self.cooldown: float | None = None
         self.first_chunk: float | None = None
         self.message: Any = None
+        self.charge: Any = None
+        self.spend: tuple[float, float, float] | None = None
         self._held = 0
         self._lock: threading.Lock | None = None
         self._running = False

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from ._bucket import BucketState, take_tokens
 from ._clock import Clock
 from ._config import RateLimitConfig
-from ._storage import InMemoryStore, StateStore
+from ._memory import InMemoryStore
+from ._storage import StateStore
 
 __all__ = [
     "BucketState",
@@ -89,6 +90,10 @@ class TokenBucket:
         """What :meth:`try_acquire` would return now, without taking anything."""
         self._check(cost)
         return self._store.peek_tokens(self._key, self._clock.now(), self.rate, self.burst, cost)
+
+    def cap(self, remaining: float) -> None:
+        """Hold no more than ``remaining`` tokens (the provider says that many are left)."""
+        self._store.cap_tokens(self._key, self._clock.now(), self.rate, self.burst, remaining)
 
     @property
     def tokens(self) -> float:

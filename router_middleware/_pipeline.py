@@ -24,7 +24,7 @@ from ._classification import ErrorPolicy
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
 from ._config import RouterConfig
-from ._context import RequestContext
+from ._context import LARGE_INPUT, RequestContext
 from ._errors import (
     DeadlineExceededError,
     IncompleteStreamError,
@@ -38,10 +38,12 @@ from ._lease import Lease, admit
 from ._metrics import cost_of, usage_from_message
 from ._observe import AttemptEnd, Observers
 from ._provider import Provider
+from ._quota_headers import quota_from_message
 from ._request import RequestState, Skipped, all_failed, out_of_time, pass_on_spare_slots
 from ._retry import plan_retry
-from ._steps import Call, Deliver, Emit, Pause, Sleep, Step, WaitForSlot
+from ._steps import Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
 from ._strategies import SelectionStrategy
+from ._tokens import TokenCounter, approximate_tokens
 
 __all__ = ["EMPTY", "Pipeline"]
 
@@ -66,12 +68,14 @@ class Pipeline:
         clock: Clock,
         observer: Observers,
         classifier: ErrorClassifier | None = None,
+        counter: TokenCounter = approximate_tokens,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self.config = config
         self.strategy = strategy
         self.clock = clock
         self.observer = observer
+        self.counter = counter
         self.classify: Callable[[BaseException], Classification] = chain_classifiers(
             *([classifier] if classifier else [])
         )
@@ -87,6 +91,7 @@ class Pipeline:
         self.max_attempts = config.max_attempts
         so = config.structured_output
         self._blind = frozenset(p.name for p in providers if p.config.capabilities.vision is False)
+        self._weighs = any(p.weighs_tokens for p in providers)
         self._invalid_output = ErrorPolicy(
             retry=so.retry, failover=True, counts_for_breaker=so.counts_for_breaker
         )
@@ -122,6 +127,8 @@ class Pipeline:
         limit = ctx.deadline_seconds
         deadline = math.inf if limit is None else self.clock.now() + limit
         req = RequestState(ctx, candidates, deadline)
+        if self._weighs and not ctx.estimated and ctx.input_size() > LARGE_INPUT:
+            yield Estimate(ctx)  # counted off the event loop on the async path
         wait_left = self._max_wait
         woke_from: list[tuple[Provider, int]] = []
         try:
@@ -303,6 +310,10 @@ class Pipeline:
             if model_cfg is not None:
                 cost = cost_of(model_cfg, tokens_in, tokens_out)
         lease.succeed(message)
+        if message is not None:
+            quota = quota_from_message(message)
+            if quota is not None:
+                provider.heed(quota)
         latency = self.clock.now() - lease.started
         # Positional: keywords would make the class call build a dict of them.
         end = AttemptEnd(

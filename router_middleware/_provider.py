@@ -1,9 +1,11 @@
-"""A provider's live state: its gates (cool-down, breaker, bucket, slots), backoff, metrics.
+"""A provider's live state: its gates (cool-down, context window, budget, breaker, token
+limits, request bucket and slots), backoff, metrics, token calibration.
 
 How the provider is *called* is its :class:`~._binding.Binding`; this object is what
 routers that call it differently share, and what a config reload carries over: the
-metrics, the slot queue and the selection history move to the rebuilt state, while
-breaker, bucket, slot counts and cool-down live in the store under the provider's name.
+metrics, the slot queue, the selection history, the token calibration and the context
+windows learnt move to the rebuilt state, while breaker, buckets, token windows, budget,
+slot counts and cool-down live in the store under the provider's name.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from ._config import ProviderConfig, RouterConfig, TimeoutConfig
 from ._gates import BreakerGate, CooldownGate, Gate, LimiterGate
 from ._limiter import ProviderLimiter
 from ._metrics import ProviderMetrics
+from ._quota_headers import ProviderQuota
 from ._retry import BackoffPolicy
 from ._storage import StateStore
+from ._token_gates import BudgetGate, ContextWindowGate, TokenGate
+from ._tokens import Calibration
 from ._waiting import SlotQueue
 
 __all__ = ["Provider"]
@@ -33,7 +38,10 @@ class Provider:
         enabled: runtime switch (see ``ResilientRouter.disable``).
         gates: the admission checks every attempt passes, in order.
         limiter, breaker, metrics, backoff: its policies and their live state.
+        tokens, budget: its token limits and budget (``None`` without them).
+        calibration: how its token counts compare with the router's estimates.
         last_selected: selection sequence number, read by the strategies.
+        weighs_tokens: whether admission here needs a request's token estimate.
     """
 
     __slots__ = (
@@ -43,7 +51,11 @@ class Provider:
         "attempt_seconds",
         "backoff",
         "breaker",
+        "budget",
+        "calibration",
         "config",
+        "context_window",
+        "currency",
         "enabled",
         "gates",
         "last_selected",
@@ -54,7 +66,11 @@ class Provider:
         "priority",
         "slots",
         "timeouts",
+        "tokens",
+        "weighs_tokens",
     )
+
+    context_window: ContextWindowGate
 
     def __init__(
         self,
@@ -82,6 +98,8 @@ class Provider:
         self.metrics: ProviderMetrics = previous.metrics if previous else ProviderMetrics()
         self.slots: SlotQueue = previous.slots if previous else SlotQueue()
         self.last_selected: int = previous.last_selected if previous else 0
+        self.calibration: Calibration = previous.calibration if previous else Calibration()
+        self.currency = router_config.currency
         # Its slots are released by the limiter gate, which wakes the queue itself.
         self.limiter = ProviderLimiter(config.rate_limit, clock=clock, store=store, name=self.name)
         self.breaker = CircuitBreaker(
@@ -93,9 +111,25 @@ class Provider:
         if on_transition is not None:
             self.breaker.add_listener(on_transition)
         self._cooldown = CooldownGate(self.name, store, clock, router_config.max_cooldown_seconds)
-        gates: list[Gate] = [self._cooldown]
+        learned: dict[str, int] = previous.context_window.learned if previous else {}
+        self.context_window = ContextWindowGate(config, self.calibration, learned)
+        tokens = TokenGate(self.name, config, store, clock, self.calibration)
+        self.tokens = tokens if tokens.active else None
+        self.budget: BudgetGate | None = None
+        if config.budget is not None:
+            self.budget = BudgetGate(
+                self.name, config, store, clock, self.calibration, self.currency
+            )
+        self.weighs_tokens = bool(self.context_window.active or self.tokens or self.budget)
+        # Requests that can never fit are turned away before anything is taken for them;
+        # the breaker's permit before any limit, so a refused trial takes no tokens.
+        gates: list[Gate] = [self._cooldown, self.context_window]
+        if self.budget is not None:
+            gates.append(self.budget)
         if self.breaker.config.enabled:
             gates.append(BreakerGate(self.breaker, self.slots))
+        if self.tokens is not None:
+            gates.append(self.tokens)
         gates.append(LimiterGate(self.limiter, self.slots))
         self.gates: tuple[Gate, ...] = tuple(gates)
 
@@ -124,6 +158,31 @@ class Provider:
 
     def clear_cooldown(self) -> None:
         self._cooldown.clear()
+
+    @property
+    def token_headroom(self) -> float | None:
+        """Tokens its own token limits would admit now; ``None`` without token limits."""
+        return None if self.tokens is None else self.tokens.headroom()
+
+    def heed(self, quota: ProviderQuota) -> None:
+        """The provider said how much quota it has left: the local limits never assume
+        more (its request bucket, its token windows)."""
+        bucket = self.limiter.bucket
+        if bucket is not None and quota.requests_remaining is not None:
+            bucket.cap(quota.requests_remaining)
+        if self.tokens is not None:
+            self.tokens.cap(
+                (
+                    quota.tokens_remaining,
+                    quota.input_tokens_remaining,
+                    quota.output_tokens_remaining,
+                ),
+                (
+                    quota.tokens_reset_seconds,
+                    quota.input_tokens_reset_seconds,
+                    quota.output_tokens_reset_seconds,
+                ),
+            )
 
     def __repr__(self) -> str:
         return (

@@ -26,13 +26,15 @@ from ._clock import Clock, SystemClock
 from ._config import RouterConfig
 from ._controls import ConfigLike, RuntimeControls
 from ._derived import Derived, reshape, shape_key
+from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import MetricsObserver, Observer, Observers
 from ._pipeline import Pipeline
 from ._run import ainvoke_run, astream_run, invoke_run, stream_run
 from ._shape import Shape, StructuredShape, ToolShape
-from ._storage import InMemoryStore, StateStore
+from ._storage import StateStore
 from ._strategies import SelectionStrategy
+from ._tokens import TokenCounter
 from ._types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
@@ -70,12 +72,16 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
     provider_metrics: SkipValidation[dict[str, ProviderMetrics]] = Field(exclude=True, repr=False)
     strategy: SkipValidation[SelectionStrategy | None] = Field(exclude=True, repr=False)
     classifier: SkipValidation[ErrorClassifier | None] = Field(exclude=True, repr=False)
+    token_counter: SkipValidation[TokenCounter | None] = Field(exclude=True, repr=False)
     seed: int | None = Field(default=None, exclude=True, repr=False)
     # A derived router (tools bound, a structured output) keeps what it was derived with,
     # the providers that cannot take it, and its root; a root keeps what it derived.
     shape: SkipValidation[Shape | None] = Field(default=None, exclude=True, repr=False)
     unsupported: SkipValidation[dict[str, dict[str, str]]] = Field(
         default_factory=dict, exclude=True, repr=False
+    )
+    tool_schemas: SkipValidation[list[dict[str, Any]] | None] = Field(
+        default=None, exclude=True, repr=False
     )
     root: SkipValidation[ResilientRouter | None] = Field(default=None, exclude=True, repr=False)
     derived: SkipValidation[Derived] = Field(default_factory=Derived, exclude=True, repr=False)
@@ -93,6 +99,7 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
         store: StateStore | None = None,
         listeners: list[BreakerListener] | None = None,
         observers: list[Observer] | None = None,
+        token_counter: TokenCounter | None = None,
         seed: int | None = None,
     ) -> None:
         """Build a router.
@@ -107,6 +114,8 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
             clock, store: time and state backends (tests, shared state).
             listeners: called on every circuit-breaker transition.
             observers: hear every attempt, retry, wait and transition (exporters).
+            token_counter: estimates a request's input tokens for token limits, context
+                windows and budgets, overriding ``config.token_counter``.
             seed: makes backoff jitter repeatable (simulations, tests).
         """
         targets = dict(providers or {})
@@ -119,6 +128,7 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
             "observers": Observers([MetricsObserver(metrics.get), *(observers or [])]),
             "strategy": strategy,
             "classifier": classifier,
+            "token_counter": token_counter,
             "seed": seed,
         }
         pipeline, bindings = build(cfg, targets, {}, metrics=metrics, **parts)
@@ -258,6 +268,7 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
                 "bindings": bindings,
                 "shape": shape,
                 "unsupported": unsupported,
+                "tool_schemas": shape.schemas() if isinstance(shape, ToolShape) else None,
                 "root": self,
                 "derived": Derived(),
             }

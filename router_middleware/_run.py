@@ -29,7 +29,7 @@ from langchain_core.runnables.config import (
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
 from ._context import Limits, RequestContext
-from ._drive import adrive, afinish, annotate, delivered, drive, finish
+from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, finish, usage_only
 from ._errors import InvalidInputError
 from ._history import last_tool_provider
 from ._pipeline import EMPTY
@@ -87,6 +87,8 @@ def _context(
         prefer=prefer,
         deadline_seconds=deadline,
         max_attempts=attempts,
+        counter=pipeline.counter,
+        tools=router.tool_schemas,
     )
 
 
@@ -215,9 +217,20 @@ def stream_run(
             if first is not EMPTY:
                 final = annotate(first, deliver)
                 yield final
+                held = None  # a usage-only chunk, held back to carry the cost
                 while (chunk := chunks.next()) is not END:
+                    if held is not None:
+                        final = final + held
+                        yield held
+                        held = None
+                    if usage_only(chunk):
+                        held = chunk
+                        continue
                     final = final + chunk
                     yield chunk
+                if (tail := cost_tail(final, held, deliver.lease)) is not None:
+                    final = final + tail
+                    yield tail
         except BaseException as exc:  # the consumer closed early, or the stream broke
             outcome = exc
         # The provider's stream is closed before the attempt settles: only then is the
@@ -261,9 +274,20 @@ async def astream_run(
             if first is not EMPTY:
                 final = annotate(first, deliver)
                 yield final
+                held = None  # a usage-only chunk, held back to carry the cost
                 while (chunk := await chunks.next()) is not END:
+                    if held is not None:
+                        final = final + held
+                        yield held
+                        held = None
+                    if usage_only(chunk):
+                        held = chunk
+                        continue
                     final = final + chunk
                     yield chunk
+                if (tail := cost_tail(final, held, deliver.lease)) is not None:
+                    final = final + tail
+                    yield tail
         except BaseException as exc:  # the consumer closed early, or the stream broke
             outcome = exc
         await chunks.close()

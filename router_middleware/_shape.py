@@ -99,6 +99,16 @@ class ToolShape:
             raise Unsupported("it cannot bind tools") from None
         return bound
 
+    def schemas(self) -> list[dict[str, Any]] | None:
+        """The tools as OpenAI-format schemas, for token estimates; ``None`` when some tool
+        has no such form (it is then left out of estimates rather than guessed)."""
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        try:
+            return [convert_to_openai_tool(t) for t in self.tools]
+        except Exception:
+            return None
+
     def __repr__(self) -> str:
         return f"ToolShape(tools={self.names}, tool_choice={self.tool_choice!r})"
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ._context import RequestContext
 from ._lease import Lease
 from ._waiting import SlotQueue
 
-__all__ = ["Call", "Deliver", "Emit", "Pause", "Sleep", "Step", "WaitForSlot"]
+__all__ = ["Call", "Deliver", "Emit", "Estimate", "Pause", "Sleep", "Step", "WaitForSlot"]
 
 
 class Call:
@@ -89,4 +90,14 @@ class Emit:
         self.data = data
 
 
-Step = Call | Deliver | Sleep | Pause | WaitForSlot | Emit
+class Estimate:
+    """Count the tokens of a large input (``context.estimated_tokens()``), off the event
+    loop on the async path. Resume with ``None``."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: RequestContext) -> None:
+        self.context = context
+
+
+Step = Call | Deliver | Sleep | Pause | WaitForSlot | Emit | Estimate

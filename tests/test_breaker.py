@@ -20,7 +20,7 @@ from router_middleware._breaker import (
 )
 from router_middleware._clock import FakeClock
 from router_middleware._config import CircuitBreakerConfig
-from router_middleware._storage import InMemoryStore
+from router_middleware._memory import InMemoryStore
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from langchain_core.exceptions import ContextOverflowError, ModelRefusalError
+from langchain_core.exceptions import ModelRefusalError
 from pydantic import PrivateAttr
 
 from router_middleware import (
@@ -40,14 +40,16 @@ RATE, BURST = 25.0, 5
 
 
 def error_mix(seed: int) -> Callable[[], BaseException]:
-    """Every error class the classifier knows, drawn at random."""
+    """Every error class the classifier knows, drawn at random, but a context window
+    exceeded: the router learns from that one that the input does not fit the provider
+    and stops sending it inputs that long (``test_token_gates``), which for the one size
+    of input here would take the provider out of the run."""
     rng = random.Random(seed)
     makers: list[Callable[[], BaseException]] = [
         lambda: http_error(500),
         lambda: http_error(503),
         lambda: ConnectionResetError("reset by peer"),
         lambda: http_error(401),
-        lambda: ContextOverflowError("too long"),
         lambda: http_error(400),
         lambda: ModelRefusalError("refused"),
         lambda: http_error(429),
@@ -250,6 +252,10 @@ def test_threaded_chaos_on_the_real_clock() -> None:
     finally:
         for model in models.values():
             model.release_hangs()
+    # A released hang returns on its abandoned worker thread, which then frees the slot.
+    deadline = time.monotonic() + 5
+    while any(m.in_flight for m in models.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             assert isinstance(outcome, (RouterError, ModelRefusalError)) or "502" in str(outcome)

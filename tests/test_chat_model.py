@@ -97,6 +97,7 @@ FAILED_OVER = {
         {"provider": "a", "model": "chat", "error": "HTTPStatusError"},
         {"provider": "b", "model": "chat", "error": None},
     ],
+    "cost": {"input": 0.0, "output": 0.0, "total": 0.0, "currency": "USD"},
 }
 
 

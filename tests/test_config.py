@@ -144,7 +144,7 @@ LOWEST = {
     "timeouts": {"attempt_seconds": 1, "first_token_seconds": 1, "idle_seconds": 1},
     "max_wait_seconds": 0, "deadline_seconds": 1, "max_attempts": 1,
     "max_cooldown_seconds": 0.001,
-    "providers": [{"name": "a", "priority": 0, "models": [{"name": "m", "max_tokens": 1}],
+    "providers": [{"name": "a", "priority": 0, "models": [{"name": "m", "max_output_tokens": 1}],
                    "rate_limit": {"requests_per_second": 0.001, "burst": 1,
                                   "max_concurrent": 1}}],
 }  # fmt: skip
@@ -159,11 +159,16 @@ HIGHEST = {
     "max_wait_seconds": 10**7, "deadline_seconds": 10**7, "max_attempts": 10_000,
     "max_cooldown_seconds": 10**7,
     "providers": [{"name": "a", "priority": 10**6,
-                   "models": [{"name": "m", "max_tokens": 10**9,
+                   "models": [{"name": "m", "max_input_tokens": 10**9,
+                               "max_output_tokens": 10**9,
                                "cost_per_1k_input_tokens": 10**6,
-                               "cost_per_1k_output_tokens": 10**6}],
+                               "cost_per_1k_output_tokens": 10**6,
+                               "token_limits": {"tokens_per_minute": 10**9}}],
                    "rate_limit": {"requests_per_second": 10**9, "burst": 10**9,
-                                  "max_concurrent": 10**9}}],
+                                  "max_concurrent": 10**9, "tokens_per_minute": 10**9,
+                                  "input_tokens_per_minute": 10**9,
+                                  "output_tokens_per_minute": 10**9},
+                   "budget": {"max_cost": 10**9, "period_seconds": 10**7}}],
 }  # fmt: skip
 
 

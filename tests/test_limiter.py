@@ -20,7 +20,7 @@ from router_middleware._limiter import (
     TokenBucket,
     take_tokens,
 )
-from router_middleware._storage import InMemoryStore
+from router_middleware._memory import InMemoryStore
 from router_middleware._waiting import SlotQueue, wait_for_slot, wait_for_slot_async
 
 PROPERTY = settings(

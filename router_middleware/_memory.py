@@ -1,0 +1,294 @@
+"""Process-local state: :class:`InMemoryStore` runs the pure algorithms of ``_bucket``,
+``_window``, ``_budget`` and ``_breaker_algorithm`` under one lock, held for microseconds,
+never across a provider call or an ``await``. The domain operations it implements are
+those of :class:`~._storage.StateStore`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from . import _breaker_algorithm as algo
+from . import _budget as budget
+from . import _window as windows
+from ._breaker_algorithm import BreakerRecord
+from ._bucket import BucketState, level, peek_tokens, refund_tokens, take_tokens
+from ._config import CircuitBreakerConfig
+from ._storage import Transitions
+
+__all__ = ["InMemoryStore"]
+
+
+_COMMANDS = {"observe": algo.advance, "reset": algo.reset, "force_open": algo.force_open}
+
+
+class InMemoryStore:
+    """Process-local state, safe across threads and asyncio tasks.
+
+    Example:
+        >>> store = InMemoryStore()
+        >>> bucket, slots = store.key("openai:bucket"), store.key("openai:slots")
+        >>> bucket
+        'router:openai:bucket'
+        >>> store.take_tokens(bucket, 0.0, rate=1, burst=1, cost=1)
+        0.0
+        >>> store.take_tokens(bucket, 0.0, rate=1, burst=1, cost=1)
+        1.0
+        >>> store.acquire_slot(slots, cap=1), store.acquire_slot(slots, cap=1)
+        (1, 0)
+        >>> store
+        InMemoryStore(namespace='router', keys=2)
+        >>> store.forget("openai")
+        2
+    """
+
+    __slots__ = ("_data", "_lock", "namespace")
+
+    def __init__(self, namespace: str = "router") -> None:
+        self.namespace = namespace
+        self._data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    # -- token buckets ---------------------------------------------------------------------
+
+    def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        with self._lock:
+            state, wait = take_tokens(self._data.get(key), now, rate, burst, cost)
+            self._data[key] = state
+        return wait
+
+    def refund_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> None:
+        with self._lock:
+            self._data[key] = refund_tokens(self._data.get(key), now, rate, burst, cost)
+
+    def peek_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        state: BucketState | None = self._data.get(key)
+        return peek_tokens(state, now, rate, burst, cost)
+
+    def tokens(self, key: str, now: float, rate: float, burst: float) -> float:
+        return level(self._data.get(key), now, rate, burst)
+
+    # -- concurrency slots -----------------------------------------------------------------
+
+    def acquire_slot(self, key: str, cap: int | None) -> int:
+        with self._lock:
+            used = self._data.get(key, 0)
+            if cap is not None and used >= cap:
+                return 0
+            self._data[key] = used = used + 1
+        return int(used)
+
+    def take_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        data = self._data
+        with self._lock:
+            state, wait = take_tokens(data.get(bucket), now, rate, burst, cost)
+            if wait:
+                return wait, 0
+            used = data.get(slots, 0)
+            if cap is not None and used >= cap:
+                return math.inf, 0
+            data[bucket] = state
+            data[slots] = used = used + 1
+        return 0.0, int(used)
+
+    def release_slot(self, key: str) -> None:
+        with self._lock:
+            used = self._data.get(key)
+            if used:
+                self._data[key] = used - 1
+
+    def slots_in_use(self, key: str) -> int:
+        return int(self._data.get(key, 0))
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    def breaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        with self._lock:
+            rec, result = algo.acquire(self._data.get(key), now, cfg, name)
+            self._data[key] = rec
+        return result
+
+    def breaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        with self._lock:
+            rec, moved = algo.report(self._data.get(key), now, cfg, name, generation, outcome)
+            self._data[key] = rec
+        return moved
+
+    def breaker_command(
+        self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[BreakerRecord, Transitions]:
+        fn = _COMMANDS[command]
+        with self._lock:
+            rec, moved = fn(self._data.get(key), now, cfg, name)
+            self._data[key] = rec
+        return rec, moved
+
+    def breaker_record(self, key: str) -> BreakerRecord | None:
+        rec: BreakerRecord | None = self._data.get(key)
+        return rec
+
+    # -- cool-downs ------------------------------------------------------------------------
+
+    def set_cooldown(self, key: str, until: float) -> float:
+        with self._lock:
+            until = max(until, self._data.get(key, 0.0))
+            self._data[key] = until
+        return until
+
+    def clear_cooldown(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def cooldown_until(self, key: str) -> float:
+        return float(self._data.get(key, 0.0))
+
+    def cap_tokens(self, key: str, now: float, rate: float, burst: float, remaining: float) -> None:
+        with self._lock:
+            tokens = level(self._data.get(key), now, rate, burst)
+            if tokens > remaining:
+                self._data[key] = (max(0.0, remaining), now)
+
+    # -- token windows and budgets -----------------------------------------------------
+
+    def take_windows(
+        self, now: float, window: float, charges: Sequence[tuple[str, float, float]]
+    ) -> tuple[float, int]:
+        data = self._data
+        with self._lock:
+            # Looked at first, all of them, so a refusal charges nothing.
+            wait = 0.0
+            for key, limit, cost in charges:
+                state = windows.advance(data.get(key), now, window)
+                data[key] = state
+                wait = max(wait, windows.room(state, now, window, limit, cost))
+            if wait:
+                return wait, -1
+            slot = -1
+            for key, limit, cost in charges:
+                _, _, slot = windows.take(data[key], now, window, limit, cost)
+        return 0.0, slot
+
+    def adjust_windows(
+        self, now: float, window: float, slot: int, deltas: Sequence[tuple[str, float]]
+    ) -> None:
+        data = self._data
+        with self._lock:
+            for key, delta in deltas:
+                data[key] = windows.adjust(data.get(key), now, window, slot, delta)
+
+    def cap_window(
+        self, key: str, now: float, window: float, limit: float, remaining: float, reset: float
+    ) -> None:
+        with self._lock:
+            self._data[key] = windows.cap(self._data.get(key), now, window, limit, remaining, reset)
+
+    def window_used(self, key: str, now: float, window: float) -> float:
+        return windows.used(self._data.get(key), now, window)
+
+    def spend(
+        self, key: str, now: float, period: float, limit: float, cost: float
+    ) -> tuple[float, float]:
+        with self._lock:
+            state, wait = budget.spend(self._data.get(key), now, period, limit, cost)
+            self._data[key] = state
+        return wait, state[0]
+
+    def adjust_spend(self, key: str, now: float, period: float, start: float, delta: float) -> None:
+        with self._lock:
+            self._data[key] = budget.adjust(self._data.get(key), now, period, start, delta)
+
+    def spent(self, key: str, now: float, period: float) -> float:
+        return budget.spent(self._data.get(key), now, period)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def forget(self, provider: str) -> int:
+        prefix = self.key(f"{provider}:")
+        with self._lock:
+            gone = [k for k in self._data if k.startswith(prefix)]
+            for k in gone:
+                del self._data[k]
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # -- async forms: every operation is a few microseconds under a thread lock -----------
+
+    async def atake_tokens(
+        self, key: str, now: float, rate: float, burst: float, cost: float
+    ) -> float:
+        return self.take_tokens(key, now, rate, burst, cost)
+
+    async def arefund_tokens(
+        self, key: str, now: float, rate: float, burst: float, cost: float
+    ) -> None:
+        self.refund_tokens(key, now, rate, burst, cost)
+
+    async def aacquire_slot(self, key: str, cap: int | None) -> int:
+        return self.acquire_slot(key, cap)
+
+    async def atake_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        return self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
+
+    async def arelease_slot(self, key: str) -> None:
+        self.release_slot(key)
+
+    async def abreaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        return self.breaker_acquire(key, now, cfg, name)
+
+    async def abreaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        return self.breaker_report(key, now, cfg, name, generation, outcome)
+
+    async def aset_cooldown(self, key: str, until: float) -> float:
+        return self.set_cooldown(key, until)
+
+    async def acooldown_until(self, key: str) -> float:
+        return self.cooldown_until(key)
+
+    def __repr__(self) -> str:
+        return f"InMemoryStore(namespace={self.namespace!r}, keys={len(self._data)})"

@@ -1,0 +1,361 @@
+"""Admission gates that weigh a request in LLM tokens: its context window, the provider's
+token limits and its budget.
+
+Each reads the request's estimated input tokens (counted once per request, corrected by
+the provider's :class:`~._tokens.Calibration`) and its output reserve (the request's
+``max_tokens``, else the model's ``output_reserve``), only for a provider and model that
+have such a limit. A request that could never fit (larger than a context window, a
+limit's capacity or a whole budget) is refused for good, with the reason, so another
+provider serves it or the request fails fast; one that fits later is refused with the
+exact wait.
+
+Charges are settled from what the provider reports (``usage_metadata``) when the attempt
+ends: unused output is refunded, an input shortfall charged, and Anthropic-style cache
+reads are not charged to ``input_tokens_per_minute``. Without usage the charge stands,
+except: a provider's 429 refunds all (it admitted nothing), another failure refunds
+the output reserve (nothing was generated); a cancelled or abandoned call keeps all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NamedTuple
+
+from ._classification import ErrorKind
+from ._clock import Clock
+from ._config import ProviderConfig
+from ._config_limits import TokenLimitConfig
+from ._gates import Gate, Refusal
+from ._storage import StateStore
+from ._tokens import Calibration, Usage, usage_of
+
+if TYPE_CHECKING:
+    from ._lease import Lease
+
+__all__ = ["WINDOW_SECONDS", "BudgetGate", "ContextWindowGate", "TokenGate"]
+
+WINDOW_SECONDS = 60.0
+"""Token limits are per minute."""
+
+_TOTAL, _INPUT, _OUTPUT = 0, 1, 2
+_FIELDS = ("tokens_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
+
+
+def _estimate(lease: Lease, calibration: Calibration) -> int:
+    ctx = lease.context
+    return 0 if ctx is None else calibration.apply(ctx.estimated_tokens())
+
+
+def _output(lease: Lease, reserve: int) -> int:
+    ctx = lease.context
+    asked = None if ctx is None else ctx.requested_output()
+    return reserve if asked is None else asked
+
+
+class ContextWindowGate(Gate):
+    """Skip a model whose context window cannot take the request: an estimated input over
+    its ``max_input_tokens``, a ``max_tokens`` over its ``max_output_tokens``, or a request
+    as long (input and asked output) as one the provider refused before
+    (``context_length_exceeded``)."""
+
+    __slots__ = ("_windows", "calibration", "learned")
+
+    def __init__(
+        self, config: ProviderConfig, calibration: Calibration, learned: dict[str, int]
+    ) -> None:
+        self._windows = {
+            m.name: (m.max_input_tokens, m.max_output_tokens)
+            for m in config.models
+            if m.max_input_tokens is not None or m.max_output_tokens is not None
+        }
+        self.calibration = calibration
+        self.learned = learned
+        """model -> the shortest request (estimated input plus asked output) the provider
+        refused as too long."""
+
+    @property
+    def active(self) -> bool:
+        return bool(self._windows)
+
+    def enter(self, lease: Lease) -> Refusal | None:
+        model = lease.model
+        window = self._windows.get(model)
+        refused = self.learned.get(model) if self.learned else None
+        if window is None and refused is None:
+            return None
+        max_in, max_out = window or (None, None)
+        if max_out is not None and lease.context is not None:
+            asked = lease.context.requested_output()
+            if asked is not None and asked > max_out:
+                return _never(
+                    f"context window: max_tokens {asked:,} > max_output_tokens {max_out:,}"
+                )
+        if max_in is None and refused is None:
+            return None
+        tokens = _estimate(lease, self.calibration)
+        if max_in is not None and tokens > max_in:
+            return _never(f"context window: ~{tokens:,} input tokens > max_input_tokens {max_in:,}")
+        if refused is not None and tokens + _asked(lease) >= refused:
+            return _never(
+                f"context window: it refused ~{refused:,} tokens before (context_length_exceeded)"
+            )
+        return None
+
+    def exit(self, lease: Lease) -> None:
+        verdict = lease.verdict
+        if verdict is not None and verdict.kind is ErrorKind.CONTEXT_LENGTH:
+            tokens = _estimate(lease, self.calibration) + _asked(lease)
+            if tokens:
+                known = self.learned.get(lease.model)
+                self.learned[lease.model] = tokens if known is None else min(known, tokens)
+
+
+def _asked(lease: Lease) -> int:
+    ctx = lease.context
+    return (ctx.requested_output() or 0) if ctx is not None else 0
+
+
+def _never(reason: str) -> Refusal:
+    return Refusal(reason, math.inf, limited=False)
+
+
+class _Limit(NamedTuple):
+    key: str
+    limit: int
+    kind: int
+    label: str
+
+
+class TokenCharge(NamedTuple):
+    """What a :class:`TokenGate` charged one attempt."""
+
+    slot: int
+    costs: tuple[tuple[_Limit, int], ...]
+    estimated: int
+    """The raw estimate (before calibration), which the provider's usage calibrates."""
+    output: int
+    """The output tokens reserved."""
+
+
+class TokenGate(Gate):
+    """The provider's token limits (and its models' own), charged per attempt at once:
+    all or none, in one store operation. See the module docstring for the settling."""
+
+    __slots__ = ("_clock", "_models", "_store", "calibration", "provider_limits")
+
+    def __init__(
+        self,
+        name: str,
+        config: ProviderConfig,
+        store: StateStore,
+        clock: Clock,
+        calibration: Calibration,
+    ) -> None:
+        self._store, self._clock, self.calibration = store, clock, calibration
+        self.provider_limits = _limits(store, name, config.rate_limit, "")
+        self._models: dict[str, tuple[tuple[_Limit, ...], int]] = {}
+        for m in config.models:
+            own = _limits(store, f"{name}:{m.name}", m.token_limits, f" of {m.name}")
+            if self.provider_limits or own:
+                self._models[m.name] = (self.provider_limits + own, m.output_reserve)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._models)
+
+    def enter(self, lease: Lease) -> Refusal | None:
+        entry = self._models.get(lease.model)
+        if entry is None or lease.context is None:
+            return None
+        limits, reserve = entry
+        raw = lease.context.estimated_tokens()
+        tokens_in = self.calibration.apply(raw)
+        tokens_out = _output(lease, reserve)
+        costs = []
+        for limit in limits:
+            cost = (tokens_in + tokens_out, tokens_in, tokens_out)[limit.kind]
+            if cost > limit.limit:
+                return _never(f"request of ~{cost:,} tokens > {limit.label} {limit.limit:,}")
+            costs.append((limit, cost))
+        wait, slot = self._store.take_windows(
+            self._clock.now(), WINDOW_SECONDS, [(lim.key, lim.limit, c) for lim, c in costs]
+        )
+        if wait:
+            return Refusal(f"token limit for {wait:.3f}s", wait)
+        lease.charge = TokenCharge(slot, tuple(costs), raw, tokens_out)
+        return None
+
+    def undo(self, lease: Lease) -> None:
+        charge: TokenCharge | None = lease.charge
+        if charge is not None:
+            self._settle(charge, [(lim.key, -c) for lim, c in charge.costs])
+
+    def exit(self, lease: Lease) -> None:
+        charge: TokenCharge | None = lease.charge
+        if charge is None:
+            return
+        usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
+        deltas: list[tuple[str, float]]
+        if usage is not None:
+            self.calibration.observe(charge.estimated, usage.input)
+            deltas = [(lim.key, _used(lim.kind, usage) - c) for lim, c in charge.costs]
+        elif lease.outcome == "failed":
+            throttled = lease.verdict is not None and lease.verdict.kind is ErrorKind.RATE_LIMITED
+            deltas = [
+                (lim.key, _refund(lim, c, charge.output, throttled)) for lim, c in charge.costs
+            ]
+        else:
+            return
+        self._settle(charge, deltas)
+
+    def _settle(self, charge: TokenCharge, deltas: list[tuple[str, float]]) -> None:
+        deltas = [(k, d) for k, d in deltas if d]
+        if deltas:
+            self._store.adjust_windows(self._clock.now(), WINDOW_SECONDS, charge.slot, deltas)
+
+    def headroom(self) -> float | None:
+        """Tokens the provider's own limits would admit now (``None``: it has none)."""
+        if not self.provider_limits:
+            return None
+        now = self._clock.now()
+        return min(
+            lim.limit - self._store.window_used(lim.key, now, WINDOW_SECONDS)
+            for lim in self.provider_limits
+        )
+
+    def cap(self, remaining: tuple[float | None, ...], resets: tuple[float | None, ...]) -> None:
+        """The provider says how many tokens it has left, by kind (total, input, output),
+        and in how many seconds each resets: the windows never assume more room."""
+        now = self._clock.now()
+        for lim in self.provider_limits:
+            left = remaining[lim.kind]
+            if left is not None:
+                reset = resets[lim.kind]
+                self._store.cap_window(
+                    lim.key,
+                    now,
+                    WINDOW_SECONDS,
+                    lim.limit,
+                    left,
+                    WINDOW_SECONDS if reset is None else reset,
+                )
+
+
+def _limits(
+    store: StateStore, prefix: str, config: TokenLimitConfig | None, of: str
+) -> tuple[_Limit, ...]:
+    if config is None:
+        return ()
+    values = (
+        config.tokens_per_minute,
+        config.input_tokens_per_minute,
+        config.output_tokens_per_minute,
+    )
+    return tuple(
+        _Limit(store.key(f"{prefix}:{field}"), value, kind, field + of)
+        for kind, (field, value) in enumerate(zip(_FIELDS, values, strict=True))
+        if value is not None
+    )
+
+
+def _used(kind: int, usage: Usage) -> int:
+    if kind == _TOTAL:
+        return usage.input + usage.output
+    if kind == _INPUT:
+        return max(0, usage.input - usage.cache_read)
+    return usage.output
+
+
+def _refund(limit: _Limit, cost: int, output: int, throttled: bool) -> float:
+    """What a failure without usage gives back: all after a 429, else the output."""
+    if throttled or limit.kind == _OUTPUT:
+        return -cost
+    return 0 if limit.kind == _INPUT else -output
+
+
+class BudgetGate(Gate):
+    """The provider's budget: each attempt charged its estimated cost on admission and
+    its real cost when it ends; skipped, with the time until the period rolls over,
+    once the budget cannot hold the request."""
+
+    __slots__ = (
+        "_clock",
+        "_key",
+        "_prices",
+        "_store",
+        "calibration",
+        "currency",
+        "limit",
+        "period",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: ProviderConfig,
+        store: StateStore,
+        clock: Clock,
+        calibration: Calibration,
+        currency: str,
+    ) -> None:
+        budget = config.budget
+        if budget is None:
+            raise ValueError(f"provider {name!r} has no budget")
+        self._key = store.key(f"{name}:budget")
+        self._store, self._clock, self.calibration = store, clock, calibration
+        self.limit = budget.max_cost
+        self.period = budget.period_seconds
+        self.currency = currency
+        self._prices = {
+            m.name: (
+                m.cost_per_1k_input_tokens / 1000,
+                m.cost_per_1k_output_tokens / 1000,
+                m.output_reserve,
+            )
+            for m in config.models
+        }
+
+    def enter(self, lease: Lease) -> Refusal | None:
+        price_in, price_out, reserve = self._prices[lease.model]
+        cost_in = cost_out = 0.0
+        if price_in or price_out:
+            cost_in = _estimate(lease, self.calibration) * price_in
+            cost_out = _output(lease, reserve) * price_out
+        cost = cost_in + cost_out
+        wait, start = self._store.spend(self._key, self._clock.now(), self.period, self.limit, cost)
+        if wait == math.inf:
+            return _never(f"budget: ~{cost:.4g} {self.currency} > max_cost {self.limit:g}")
+        if wait:
+            return Refusal(
+                f"budget spent until its period ends in {wait:.0f}s", wait, limited=False
+            )
+        lease.spend = (start, cost_in, cost_out)
+        return None
+
+    def undo(self, lease: Lease) -> None:
+        if lease.spend is not None:
+            start, cost_in, cost_out = lease.spend
+            self._adjust(start, -(cost_in + cost_out))
+
+    def exit(self, lease: Lease) -> None:
+        spend = lease.spend
+        if spend is None:
+            return
+        start, cost_in, cost_out = spend
+        usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
+        if usage is not None:
+            price_in, price_out, _ = self._prices[lease.model]
+            self._adjust(
+                start, usage.input * price_in + usage.output * price_out - cost_in - cost_out
+            )
+        elif lease.outcome == "failed":
+            throttled = lease.verdict is not None and lease.verdict.kind is ErrorKind.RATE_LIMITED
+            self._adjust(start, -(cost_in + cost_out) if throttled else -cost_out)
+
+    def _adjust(self, start: float, delta: float) -> None:
+        if delta:
+            self._store.adjust_spend(self._key, self._clock.now(), self.period, start, delta)
+
+    def spent(self) -> float:
+        """Spent in the current period."""
+        return self._store.spent(self._key, self._clock.now(), self.period)
