@@ -47,6 +47,7 @@ from ._observe import AttemptEnd, Observer
 from ._provider import Provider
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
+from ._routing import Routing
 from ._storage import InMemoryStore, StateStore
 from ._strategies import (
     Candidate,
@@ -131,6 +132,7 @@ __all__ = [
     "RouterConfig",
     "RouterError",
     "RouterSettings",
+    "Routing",
     "SelectionStrategy",
     "StateStore",
     "StructuredOutputConfig",

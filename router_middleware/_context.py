@@ -7,9 +7,12 @@ context-window check or a cache key has what it needs without a new parameter ea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from langchain_core.runnables import RunnableConfig
+
+if TYPE_CHECKING:
+    from ._routing import Routing
 
 __all__ = ["Limits", "RequestContext"]
 
@@ -38,6 +41,7 @@ class RequestContext:
         prefer: the provider to try first while it is available (the one that made
             the tool calls this turn answers), or ``None``.
         deadline_seconds, max_attempts: this request's limits (the router's by default).
+        routing: the providers it may use, by name and tag (``None``: any).
 
     Example:
         >>> ctx = RequestContext("fast", "Hello there, router", {}, {}, stream=False)
@@ -54,6 +58,7 @@ class RequestContext:
         "model",
         "options",
         "prefer",
+        "routing",
         "stream",
         "unsupported",
     )
@@ -70,6 +75,7 @@ class RequestContext:
         prefer: str | None = None,
         deadline_seconds: float | None = None,
         max_attempts: int = 10,
+        routing: Routing | None = None,
     ) -> None:
         self.model = model
         self.input = input
@@ -80,6 +86,7 @@ class RequestContext:
         self.prefer = prefer
         self.deadline_seconds = deadline_seconds
         self.max_attempts = max_attempts
+        self.routing = routing
         self._tokens: int | None = None
 
     def estimated_tokens(self) -> int:
