@@ -48,6 +48,7 @@ from ._observe import AttemptEnd, Observer
 from ._provider import Provider
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
+from ._routing import Routing
 from ._storage import StateStore
 from ._strategies import (
     Candidate,
@@ -132,6 +133,7 @@ __all__ = [
     "RouterConfig",
     "RouterError",
     "RouterSettings",
+    "Routing",
     "SelectionStrategy",
     "StateStore",
     "StructuredOutputConfig",

@@ -1,21 +1,53 @@
 """Which of a model's providers may serve one request, and which goes first.
 
 Selection starts from the enabled providers that serve the model (cached per model by
-the pipeline); these narrow it per request: a derived router's providers that cannot
-take its tools or schema, and providers whose config says they take no images when the
-input has one, are left out with the reason (shown when no candidate is left); and in a
-tool loop, the provider that made the pending tool calls goes first.
+the pipeline); these narrow it per request: the providers the request's routing controls
+rule out (by name or tag), a derived router's providers that cannot take its tools or
+schema, and providers whose config says they take no images when the input has one, are
+left out with the reason (shown when no candidate is left); and in a tool loop, the
+provider that made the pending tool calls goes first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ._context import RequestContext
 from ._errors import NoProviderAvailableError
 from ._provider import Provider
 
-__all__ = ["capable", "preferring"]
+__all__ = ["capable", "preferring", "routed"]
+
+
+def routed(
+    candidates: list[Provider], ctx: RequestContext, providers: Mapping[str, Provider]
+) -> list[Provider]:
+    """The candidates the request's routing controls allow (``ctx.routing`` is set).
+
+    ``providers`` are all the router's, disabled ones included: a name the request gives
+    must be one of them.
+    """
+    routing = ctx.routing
+    assert routing is not None
+    routing.check(providers)
+    reasons: dict[str, str] = {}
+    allowed = []
+    for p in candidates:
+        why = routing.refusal(p.name, p.config.tags)
+        if why is None:
+            allowed.append(p)
+        else:
+            reasons[p.name] = why
+    if not allowed:
+        # A provider the request allows by name may be no candidate at all: say why.
+        for name in routing.only or ():
+            if name not in reasons:
+                p = providers[name]
+                reasons[name] = (
+                    "disabled" if not p.enabled else f"does not serve model {ctx.model!r}"
+                )
+        raise NoProviderAvailableError(ctx.model, reasons)
+    return allowed
 
 
 def capable(

@@ -7,11 +7,14 @@ context-window check or a cache key has what it needs without a new parameter ea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from langchain_core.runnables import RunnableConfig
 
 from ._tokens import TokenCounter, approximate_tokens
+
+if TYPE_CHECKING:
+    from ._routing import Routing
 
 __all__ = ["LARGE_INPUT", "Limits", "RequestContext"]
 
@@ -45,6 +48,7 @@ class RequestContext:
             the tool calls this turn answers), or ``None``.
         deadline_seconds, max_attempts: this request's limits (the router's by default).
         counter, tools: how the router counts tokens, and the tool schemas it binds.
+        routing: the providers it may use, by name and tag (``None``: any).
 
     Example:
         >>> ctx = RequestContext("fast", "Hello there, router", {"max_tokens": 50}, {},
@@ -63,6 +67,7 @@ class RequestContext:
         "model",
         "options",
         "prefer",
+        "routing",
         "stream",
         "tools",
         "unsupported",
@@ -82,6 +87,7 @@ class RequestContext:
         max_attempts: int = 10,
         counter: TokenCounter = approximate_tokens,
         tools: list[dict[str, Any]] | None = None,
+        routing: Routing | None = None,
     ) -> None:
         self.model = model
         self.input = input
@@ -94,6 +100,7 @@ class RequestContext:
         self.max_attempts = max_attempts
         self.counter = counter
         self.tools = tools
+        self.routing = routing
         self._tokens: int | None = None
 
     def estimated_tokens(self) -> int:

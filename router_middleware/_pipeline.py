@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
-from ._candidates import capable, preferring
+from ._candidates import capable, preferring, routed
 from ._classification import ErrorPolicy
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
@@ -122,6 +122,8 @@ class Pipeline:
         candidates = self._candidates.get(model)  # the cached list, without a call
         if candidates is None:
             candidates = self.candidates(model)
+        if ctx.routing is not None:
+            candidates = routed(candidates, ctx, self.providers)
         if ctx.unsupported or (self._blind and ctx.has_images()):
             candidates = capable(candidates, ctx, self._blind)
         limit = ctx.deadline_seconds

@@ -10,7 +10,15 @@ tools or a structured output (``_shape.py``, ``_derived.py``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import LanguageModelInput
@@ -30,6 +38,7 @@ from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import MetricsObserver, Observer, Observers
 from ._pipeline import Pipeline
+from ._routing import CONTROLS
 from ._run import ainvoke_run, astream_run, invoke_run, stream_run
 from ._shape import Shape, StructuredShape, ToolShape
 from ._storage import StateStore
@@ -46,6 +55,11 @@ __all__ = ["ResilientRouter"]
 class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, BaseMessage]):
     """Routes each request to a provider that serves the model, and protects it.
 
+    A request may narrow the providers (routing controls, see ``_routing``): call keyword
+    arguments ``only_providers``, ``exclude_providers``, ``require_tags`` (a provider must
+    have every tag in its config), ``exclude_tags``, or the same keys in the run config's
+    ``configurable``; they never reach the providers as call options.
+
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
         >>> router = ResilientRouter(
@@ -58,6 +72,8 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
         'from a'
         >>> router.invoke("hi").response_metadata["router"]["provider"]
         'b'
+        >>> router.invoke("hi", exclude_providers=["a"]).content
+        'from b'
     """
 
     router_config: RouterConfig
@@ -322,16 +338,37 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
 
     # -- seed parity ----------------------------------------------------------------------
 
-    def execute(self, request: LLMRequest | Mapping[str, Any]) -> LLMResponse:
-        """Seed parity: route an ``LLMRequest`` (or dict) and return an ``LLMResponse``."""
+    def execute(
+        self,
+        request: LLMRequest | Mapping[str, Any],
+        *,
+        only_providers: Iterable[str] | None = None,
+        exclude_providers: Iterable[str] | None = None,
+        require_tags: Iterable[str] | None = None,
+        exclude_tags: Iterable[str] | None = None,
+    ) -> LLMResponse:
+        """Seed parity: route an ``LLMRequest`` (or dict) and return an ``LLMResponse``.
+
+        The keyword arguments are the routing controls, as on :meth:`invoke`.
+        """
         req = LLMRequest.coerce(request)
-        message = self.invoke(req, model=req.model)  # type: ignore[arg-type]
+        controls = _controls(only_providers, exclude_providers, require_tags, exclude_tags)
+        message = self.invoke(req, model=req.model, **controls)  # type: ignore[arg-type]
         return _response(message)
 
-    async def aexecute(self, request: LLMRequest | Mapping[str, Any]) -> LLMResponse:
+    async def aexecute(
+        self,
+        request: LLMRequest | Mapping[str, Any],
+        *,
+        only_providers: Iterable[str] | None = None,
+        exclude_providers: Iterable[str] | None = None,
+        require_tags: Iterable[str] | None = None,
+        exclude_tags: Iterable[str] | None = None,
+    ) -> LLMResponse:
         """Async :meth:`execute`."""
         req = LLMRequest.coerce(request)
-        message = await self.ainvoke(req, model=req.model)  # type: ignore[arg-type]
+        controls = _controls(only_providers, exclude_providers, require_tags, exclude_tags)
+        message = await self.ainvoke(req, model=req.model, **controls)  # type: ignore[arg-type]
         return _response(message)
 
     def __repr__(self) -> str:
@@ -346,6 +383,11 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
         )
 
     __str__ = __repr__
+
+
+def _controls(*values: Iterable[str] | None) -> dict[str, Iterable[str]]:
+    """The routing controls given (in ``CONTROLS`` order), as invoke keyword arguments."""
+    return {k: v for k, v in zip(CONTROLS, values, strict=True) if v is not None}
 
 
 def _response(message: BaseMessage) -> LLMResponse:

@@ -33,6 +33,7 @@ from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, fini
 from ._errors import InvalidInputError
 from ._history import last_tool_provider
 from ._pipeline import EMPTY
+from ._routing import CONTROL_KEYS, requested
 from ._shape import StructuredShape
 from ._streams import END
 from ._types import check_input
@@ -57,8 +58,8 @@ def _context(
 ) -> RequestContext:
     check_input(value)
     config = ensure_config(config)
+    configurable = config.get("configurable")
     if model is None:
-        configurable = config.get("configurable")
         if configurable and "model" in configurable:
             model = configurable["model"]
         else:
@@ -73,6 +74,13 @@ def _context(
         and pipeline.config.tool_loop.stick_to_provider
     ):
         prefer = last_tool_provider(value)
+    routing = None
+    # Two truth tests for the many requests without controls (empty options and
+    # configurable); the controls are parsed, and taken out of the options, only when set.
+    if (kwargs and not CONTROL_KEYS.isdisjoint(kwargs)) or (
+        configurable and not CONTROL_KEYS.isdisjoint(configurable)
+    ):
+        routing, kwargs = requested(kwargs, configurable)
     deadline, attempts = pipeline.deadline_seconds, pipeline.max_attempts
     if limits is not None:
         deadline = limits.deadline_seconds if limits.deadline_seconds is not None else deadline
@@ -89,6 +97,7 @@ def _context(
         max_attempts=attempts,
         counter=pipeline.counter,
         tools=router.tool_schemas,
+        routing=routing,
     )
 
 
