@@ -142,7 +142,9 @@ class RuntimeControls:
         self.apply_config(config, providers)
 
     def metrics(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of every provider's metrics and health."""
+        """A JSON-serialisable snapshot of every provider's metrics and health; with token
+        limits, a budget or a context window learnt, their ``token_headroom``,
+        ``budget_spent``/``budget_max_cost`` and ``context_refused_at`` (model -> tokens)."""
         providers = {}
         for name, p in self.pipeline.providers.items():
             snap = p.metrics.snapshot()
@@ -153,6 +155,13 @@ class RuntimeControls:
                 cooldown_seconds=p.cooldown_left,
                 cooldown_until=p.cooldown_until,
             )
+            if p.tokens is not None:
+                snap["token_headroom"] = p.token_headroom
+            if p.budget is not None:
+                snap["budget_spent"] = p.budget.spent()
+                snap["budget_max_cost"] = p.budget.limit
+            if p.context_window.learned:
+                snap["context_refused_at"] = dict(p.context_window.learned)
             providers[name] = snap
         keys = (
             "total_requests",

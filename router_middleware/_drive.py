@@ -40,7 +40,7 @@ __all__ = [
     "drive",
     "finish",
     "priced",
-    "usage_only",
+    "quiet",
 ]
 
 
@@ -238,20 +238,17 @@ def priced(message: Any, lease: Lease) -> None:
         metadata["router"]["cost"] = cost
 
 
-def usage_only(chunk: Any) -> bool:
-    """A chunk that carries usage and nothing to read (a stream's usual last chunk)."""
-    return bool(
-        getattr(chunk, "usage_metadata", None)
-        and not chunk.content
-        and not getattr(chunk, "tool_call_chunks", None)
-    )
+def quiet(chunk: Any) -> bool:
+    """A chunk with nothing to read (usage, a finish reason: a stream's usual last ones),
+    which can be held back until the next one comes without delaying any text."""
+    return not chunk.content and not getattr(chunk, "tool_call_chunks", None)
 
 
 def cost_tail(final: Any, held: Any, lease: Lease) -> Any:
-    """What ends a stream: its usage-only last chunk ``held`` back (``None`` if none),
-    carrying the cost of the whole stream (known only once its usage is in) under
+    """What ends a stream: its quiet last chunk ``held`` back (``None`` if none), carrying
+    the cost of the whole stream (known only once its usage is in) under
     ``response_metadata["router"]``, which the chunks' sum merges with the first chunk's;
-    a chunk without content for the cost when usage came with content; else nothing."""
+    a chunk without content for the cost when the stream ended on text; else nothing."""
     total = final if held is None else final + held
     cost = _cost(total, lease) if getattr(total, "usage_metadata", None) else None
     if cost is None:

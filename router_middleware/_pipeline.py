@@ -316,6 +316,9 @@ class Pipeline:
             quota = quota_from_message(message)
             if quota is not None:
                 provider.heed(quota)
+            ctx = lease.context
+            if tokens_in and ctx is not None and ctx.estimated:  # only where limits count
+                provider.calibration.observe(ctx.estimated_tokens(), tokens_in)
         latency = self.clock.now() - lease.started
         # Positional: keywords would make the class call build a dict of them.
         end = AttemptEnd(

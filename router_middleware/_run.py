@@ -29,7 +29,7 @@ from langchain_core.runnables.config import (
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
 from ._context import Limits, RequestContext
-from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, finish, usage_only
+from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, finish, quiet
 from ._errors import InvalidInputError
 from ._history import last_tool_provider
 from ._pipeline import EMPTY
@@ -226,13 +226,13 @@ def stream_run(
             if first is not EMPTY:
                 final = annotate(first, deliver)
                 yield final
-                held = None  # a usage-only chunk, held back to carry the cost
+                held = None  # a quiet chunk, held back to carry the cost
                 while (chunk := chunks.next()) is not END:
                     if held is not None:
                         final = final + held
                         yield held
                         held = None
-                    if usage_only(chunk):
+                    if quiet(chunk):
                         held = chunk
                         continue
                     final = final + chunk
@@ -283,13 +283,13 @@ async def astream_run(
             if first is not EMPTY:
                 final = annotate(first, deliver)
                 yield final
-                held = None  # a usage-only chunk, held back to carry the cost
+                held = None  # a quiet chunk, held back to carry the cost
                 while (chunk := await chunks.next()) is not END:
                     if held is not None:
                         final = final + held
                         yield held
                         held = None
-                    if usage_only(chunk):
+                    if quiet(chunk):
                         held = chunk
                         continue
                     final = final + chunk

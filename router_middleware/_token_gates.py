@@ -131,8 +131,6 @@ class TokenCharge(NamedTuple):
 
     slot: int
     costs: tuple[tuple[_Limit, int], ...]
-    estimated: int
-    """The raw estimate (before calibration), which the provider's usage calibrates."""
     output: int
     """The output tokens reserved."""
 
@@ -168,8 +166,7 @@ class TokenGate(Gate):
         if entry is None or lease.context is None:
             return None
         limits, reserve = entry
-        raw = lease.context.estimated_tokens()
-        tokens_in = self.calibration.apply(raw)
+        tokens_in = self.calibration.apply(lease.context.estimated_tokens())
         tokens_out = _output(lease, reserve)
         costs = []
         for limit in limits:
@@ -182,7 +179,7 @@ class TokenGate(Gate):
         )
         if wait:
             return Refusal(f"token limit for {wait:.3f}s", wait)
-        lease.charge = TokenCharge(slot, tuple(costs), raw, tokens_out)
+        lease.charge = TokenCharge(slot, tuple(costs), tokens_out)
         return None
 
     def undo(self, lease: Lease) -> None:
@@ -197,7 +194,6 @@ class TokenGate(Gate):
         usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
         deltas: list[tuple[str, float]]
         if usage is not None:
-            self.calibration.observe(charge.estimated, usage.input)
             deltas = [(lim.key, _used(lim.kind, usage) - c) for lim, c in charge.costs]
         elif lease.outcome == "failed":
             throttled = lease.verdict is not None and lease.verdict.kind is ErrorKind.RATE_LIMITED
