@@ -233,9 +233,8 @@ def priced(message: Any, lease: Lease) -> None:
     """Add the cost of ``message`` (from its usage and the model's prices) to its
     ``response_metadata["router"]``, in the currency the prices are in."""
     metadata = getattr(message, "response_metadata", None)
-    cost = _cost(message, lease)
-    if isinstance(metadata, dict) and cost is not None and "router" in metadata:
-        metadata["router"]["cost"] = cost
+    if isinstance(metadata, dict) and "router" in metadata:
+        metadata["router"]["cost"] = _cost(message, lease)
 
 
 def quiet(chunk: Any) -> bool:
@@ -250,27 +249,23 @@ def cost_tail(final: Any, held: Any, lease: Lease) -> Any:
     ``response_metadata["router"]``, which the chunks' sum merges with the first chunk's;
     a chunk without content for the cost when the stream ended on text; else nothing."""
     total = final if held is None else final + held
-    cost = _cost(total, lease) if getattr(total, "usage_metadata", None) else None
-    if cost is None:
+    if not getattr(total, "usage_metadata", None):
         return held
+    cost = _cost(total, lease)
     if held is None:
         return AIMessageChunk(content="", id=final.id, response_metadata={"router": {"cost": cost}})
     held.response_metadata["router"] = {"cost": cost}
     return held
 
 
-def _cost(message: Any, lease: Lease) -> dict[str, Any] | None:
-    model = lease.provider.config.model(lease.model)
-    if model is None:
-        return None
-    tokens_in, tokens_out = usage_from_message(message)
-    cost_in = tokens_in * model.cost_per_1k_input_tokens / 1000
-    cost_out = tokens_out * model.cost_per_1k_output_tokens / 1000
+def _cost(message: Any, lease: Lease) -> dict[str, Any]:
+    provider = lease.provider
+    cost_in, cost_out = provider.price(lease.model, *usage_from_message(message))
     return {
         "input": cost_in,
         "output": cost_out,
         "total": cost_in + cost_out,
-        "currency": lease.provider.currency,
+        "currency": provider.currency,
     }
 
 

@@ -19,11 +19,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langchain_core.messages import BaseMessage
+    pass
 
-    from ._config import ModelConfig
-
-__all__ = ["LatencyWindow", "ProviderMetrics", "cost_of", "usage_from_message"]
+__all__ = ["LatencyWindow", "ProviderMetrics", "usage_from_message"]
 
 _PERCENTILES = (50, 95, 99)
 
@@ -367,22 +365,7 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def cost_of(model: ModelConfig, input_tokens: int, output_tokens: int) -> float:
-    """The price of one call, in the currency of the model's per-1k-token prices.
-
-    Example:
-        >>> from router_middleware._config import ModelConfig
-        >>> m = ModelConfig(name="m", cost_per_1k_input_tokens=0.5, cost_per_1k_output_tokens=1.5)
-        >>> cost_of(m, 2000, 1000)
-        2.5
-    """
-    return (
-        input_tokens * model.cost_per_1k_input_tokens
-        + output_tokens * model.cost_per_1k_output_tokens
-    ) / 1000
-
-
-def usage_from_message(message: BaseMessage) -> tuple[int, int]:
+def usage_from_message(message: object) -> tuple[int, int]:
     """``(input_tokens, output_tokens)`` from a message's ``usage_metadata``, else ``(0, 0)``.
 
     Example:

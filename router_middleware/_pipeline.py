@@ -35,10 +35,9 @@ from ._errors import (
 )
 from ._gates import Refusal
 from ._lease import Lease, admit
-from ._metrics import cost_of, usage_from_message
+from ._metrics import usage_from_message
 from ._observe import AttemptEnd, Observers
 from ._provider import Provider
-from ._quota_headers import quota_from_message
 from ._request import RequestState, Skipped, all_failed, out_of_time, pass_on_spare_slots
 from ._retry import plan_retry
 from ._steps import Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
@@ -267,8 +266,9 @@ class Pipeline:
             if delay is not None and provider.breaker.is_open():
                 delay = None
             end = AttemptEnd(name, model, lease.attempt, "failed", verdict.kind.value, latency)
-            if isinstance(result, InvalidStructuredOutputError):
-                self._billed(end, provider, result.raw)  # an answer, paid for, not taken
+            if isinstance(result, InvalidStructuredOutputError):  # an answer, paid, not taken
+                end.input_tokens, end.output_tokens = usage_from_message(result.raw)
+                end.cost = sum(provider.price(model, end.input_tokens, end.output_tokens))
             if delay is not None:
                 self.observer.retried(name, lease.attempt, delay)
                 yield Emit(
@@ -290,10 +290,10 @@ class Pipeline:
                 if again.transitions:
                     yield from self._announce(again)
                 if refusal is None:
-                    self.observer.attempt_ended(_retried(end))
+                    self.observer.attempt_ended(dataclasses.replace(end, ends_request=False))
                     lease = again
                     continue
-            self.observer.attempt_ended(_failed_over(end))
+            self.observer.attempt_ended(dataclasses.replace(end, fallback=True))
             req.errors[name] = result
             req.done.add(name)
             yield Emit(
@@ -303,22 +303,16 @@ class Pipeline:
             return None
 
     def _succeeded(self, lease: Lease) -> None:
-        provider = lease.provider
-        message = lease.message
+        provider, message = lease.provider, lease.message
         tokens_in, tokens_out = usage_from_message(message) if message is not None else (0, 0)
-        cost = 0.0
-        if tokens_in or tokens_out:
-            model_cfg = provider.config.model(lease.model)
-            if model_cfg is not None:
-                cost = cost_of(model_cfg, tokens_in, tokens_out)
+        cost = (
+            sum(provider.price(lease.model, tokens_in, tokens_out))
+            if tokens_in or tokens_out
+            else 0.0
+        )
         lease.succeed(message)
         if message is not None:
-            quota = quota_from_message(message)
-            if quota is not None:
-                provider.heed(quota)
-            ctx = lease.context
-            if tokens_in and ctx is not None and ctx.estimated:  # only where limits count
-                provider.calibration.observe(ctx.estimated_tokens(), tokens_in)
+            provider.learn(message, lease.context, tokens_in)
         latency = self.clock.now() - lease.started
         # Positional: keywords would make the class call build a dict of them.
         end = AttemptEnd(
@@ -334,14 +328,6 @@ class Pipeline:
             cost,
         )
         self.observer.attempt_ended(end)
-
-    def _billed(self, end: AttemptEnd, provider: Provider, message: Any) -> None:
-        """Put what ``message`` cost on ``end``."""
-        end.input_tokens, end.output_tokens = usage_from_message(message)
-        if end.input_tokens or end.output_tokens:
-            model_cfg = provider.config.model(end.model)
-            if model_cfg is not None:
-                end.cost = cost_of(model_cfg, end.input_tokens, end.output_tokens)
 
     def _broke_after_start(
         self, lease: Lease, error: BaseException, req: RequestState
@@ -426,11 +412,3 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
-
-
-def _retried(end: AttemptEnd) -> AttemptEnd:
-    return dataclasses.replace(end, ends_request=False)
-
-
-def _failed_over(end: AttemptEnd) -> AttemptEnd:
-    return dataclasses.replace(end, fallback=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerTransition, CircuitBreaker
 from ._clock import Clock
@@ -20,12 +21,15 @@ from ._config import ProviderConfig, RouterConfig, TimeoutConfig
 from ._gates import BreakerGate, CooldownGate, Gate, LimiterGate
 from ._limiter import ProviderLimiter
 from ._metrics import ProviderMetrics
-from ._quota_headers import ProviderQuota
+from ._quota_headers import ProviderQuota, quota_from_message
 from ._retry import BackoffPolicy
 from ._storage import StateStore
 from ._token_gates import BudgetGate, ContextWindowGate, TokenGate
 from ._tokens import Calibration
 from ._waiting import SlotQueue
+
+if TYPE_CHECKING:
+    from ._context import RequestContext
 
 __all__ = ["Provider"]
 
@@ -48,6 +52,7 @@ class Provider:
         "_clock",
         "_cooldown",
         "_cost",
+        "_prices",
         "attempt_seconds",
         "backoff",
         "breaker",
@@ -89,6 +94,10 @@ class Provider:
         self.priority = config.priority
         self.models = tuple(m.name for m in config.models)
         self._cost = {m.name: m.average_cost_per_1k for m in config.models}
+        self._prices = {
+            m.name: (m.cost_per_1k_input_tokens / 1000, m.cost_per_1k_output_tokens / 1000)
+            for m in config.models
+        }
         self._clock = clock
         self.timeouts: TimeoutConfig = config.timeouts or router_config.timeouts
         # Read on every attempt: a plain copy (reading the pydantic config costs more).
@@ -139,6 +148,22 @@ class Provider:
     def cost_per_1k(self, model: str | None) -> float:
         """Mean of the input and output price per 1k tokens of ``model`` here."""
         return self._cost[model if model is not None else self.models[0]]
+
+    def price(self, model: str, tokens_in: int, tokens_out: int) -> tuple[float, float]:
+        """What ``tokens_in`` input and ``tokens_out`` output tokens of ``model`` cost here,
+        in the currency of its prices (0 for a model it does not serve)."""
+        price_in, price_out = self._prices.get(model, (0.0, 0.0))
+        return tokens_in * price_in, tokens_out * price_out
+
+    def learn(self, message: Any, context: RequestContext | None, tokens_in: int) -> None:
+        """What an answer says about the provider: the quota it has left (rate-limit
+        headers), and how it counts tokens (against the request's estimate, if one was
+        made: only requests that limits weighed are estimated)."""
+        quota = quota_from_message(message)
+        if quota is not None:
+            self.heed(quota)
+        if tokens_in and context is not None and context.estimated:
+            self.calibration.observe(context.estimated_tokens(), tokens_in)
 
     @property
     def circuit_breaker_state(self) -> str:

@@ -10,11 +10,9 @@ from collections.abc import Iterator
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 
-from router_middleware._config import ModelConfig
 from router_middleware._metrics import (
     LatencyWindow,
     ProviderMetrics,
-    cost_of,
     usage_from_message,
 )
 
@@ -339,16 +337,27 @@ def test_memory_is_constant_however_many_requests() -> None:
 # -- cost and usage ----------------------------------------------------------------------
 
 
-def test_cost_of_uses_per_1k_prices() -> None:
-    model = ModelConfig(name="m", cost_per_1k_input_tokens=0.5, cost_per_1k_output_tokens=1.5)
-    assert cost_of(model, 2000, 1000) == pytest.approx(2.5)
-    assert cost_of(model, 0, 0) == 0.0
-    assert cost_of(model, 1, 0) == pytest.approx(0.0005)
-    mini = ModelConfig(
-        name="gpt-4o-mini", cost_per_1k_input_tokens=0.00015, cost_per_1k_output_tokens=0.0006
+def test_a_providers_price_is_per_1k_tokens_of_the_model() -> None:
+    from router_middleware import ResilientRouter
+
+    models = [
+        {"name": "m", "cost_per_1k_input_tokens": 0.5, "cost_per_1k_output_tokens": 1.5},
+        {"name": "gpt-4o-mini", "cost_per_1k_input_tokens": 0.00015,
+         "cost_per_1k_output_tokens": 0.0006},
+        {"name": "free"},
+    ]  # fmt: skip
+    router = ResilientRouter(
+        {"a": lambda r: "ok"}, {"providers": [{"name": "a", "models": models}]}
     )
-    assert cost_of(mini, 1234, 567) == pytest.approx((1234 * 0.00015 + 567 * 0.0006) / 1000)
-    assert cost_of(ModelConfig(name="free"), 10_000, 10_000) == 0.0
+    a = router.providers["a"]
+    assert a.price("m", 2000, 1000) == pytest.approx((1.0, 1.5))
+    assert a.price("m", 0, 0) == (0.0, 0.0)
+    assert a.price("m", 1, 0) == pytest.approx((0.0005, 0.0))
+    assert sum(a.price("gpt-4o-mini", 1234, 567)) == pytest.approx(
+        (1234 * 0.00015 + 567 * 0.0006) / 1000
+    )
+    assert a.price("free", 10_000, 10_000) == (0.0, 0.0)
+    assert a.price("unserved", 10, 10) == (0.0, 0.0)
 
 
 def _usage(i: int, o: int) -> dict[str, int]:
