@@ -17,6 +17,7 @@ from ._classification import Classification, ErrorClassifier, ErrorKind, ErrorPo
 from ._classify import chain_classifiers, default_classifier
 from ._clock import Clock, FakeClock, SystemClock
 from ._config import (
+    BudgetConfig,
     CircuitBreakerConfig,
     ModelConfig,
     ProviderConfig,
@@ -24,6 +25,7 @@ from ._config import (
     RetryConfig,
     RouterConfig,
     TimeoutConfig,
+    TokenLimitConfig,
 )
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import (
@@ -46,6 +48,7 @@ from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import AttemptEnd, Observer
 from ._provider import Provider
+from ._quota_headers import ProviderQuota, quota_from_message
 from ._retry import BackoffPolicy
 from ._router import ResilientRouter
 from ._routing import Routing
@@ -65,6 +68,7 @@ from ._strategies import (
     register_strategy,
     strategy_names,
 )
+from ._tokens import Calibration, TiktokenCounter, TokenCounter, approximate_tokens
 from ._types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
@@ -89,6 +93,8 @@ __all__ = [
     "BackoffPolicy",
     "BreakerState",
     "BreakerTransition",
+    "BudgetConfig",
+    "Calibration",
     "Candidate",
     "CandidateBase",
     "CandidateReader",
@@ -122,6 +128,7 @@ __all__ = [
     "ProviderError",
     "ProviderLimiter",
     "ProviderMetrics",
+    "ProviderQuota",
     "ProviderSettings",
     "ProviderTarget",
     "ProviderTimeoutError",
@@ -138,15 +145,20 @@ __all__ = [
     "StateStore",
     "StructuredOutputConfig",
     "SystemClock",
+    "TiktokenCounter",
     "TimeoutConfig",
+    "TokenCounter",
+    "TokenLimitConfig",
     "ToolLoopConfig",
     "UnknownProviderError",
     "UsageBased",
     "Weighted",
     "__version__",
+    "approximate_tokens",
     "chain_classifiers",
     "default_classifier",
     "get_strategy",
+    "quota_from_message",
     "register_strategy",
     "strategy_names",
 ]

@@ -463,3 +463,27 @@ def test_token_limits_come_from_the_environment(
     with pytest.raises(ConfigurationError) as raised:
         ResilientRouter.from_settings({"a": Provider()})
     assert "LLM_ROUTER_PROVIDERS__A__RATE_LIMIT__TOKENS_PER_MINUTE" in str(raised.value)
+
+
+def test_the_readmes_worked_example(clock: FakeClock) -> None:
+    prompt = "z" * 4000
+    a = Provider(usage=(1100, 250))
+    r = router(clock, {"a": a}, {"a": tpm(60_000)}, max_wait_seconds=100)
+    assert approximate_tokens([HumanMessage(prompt)]) == 1004
+    r.invoke(prompt, max_tokens=1000)
+    assert r.providers["a"].token_headroom == 60_000 - 1350
+    before = r.providers["a"].token_headroom
+    a.usage = None  # the charge then stands: 1,100 + 1,000
+    r.invoke(prompt, max_tokens=1000)
+    assert before - r.providers["a"].token_headroom == 2100
+    # Fill the window to 59,000 from slot 12 on: 3,000 of it in that slot.
+    clock.advance(12.0 - clock.now())
+    gate = r.providers["a"].tokens
+    assert gate is not None
+    key = gate.provider_limits[0].key
+    r.store.adjust_windows(clock.now(), 60.0, 0, [(key, -3450)])  # the first two charges gone
+    r.store.take_windows(clock.now(), 60.0, [(key, 60_000, 3000)])
+    clock.advance(5.0)
+    r.store.take_windows(clock.now(), 60.0, [(key, 60_000, 56_000)])
+    r.invoke(prompt, max_tokens=1000)
+    assert clock.now() == pytest.approx(73.0)
