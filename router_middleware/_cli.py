@@ -18,7 +18,16 @@ from typing import Any, TextIO
 from ._errors import ConfigurationError
 from .settings import RouterSettings, env_reference
 from .settings._origin import Origin
-from .sim import Fault, Scenario, default_scenario, parse_fault, scenario_for, simulate
+from .sim import (
+    Fault,
+    Scenario,
+    default_scenario,
+    parse_fault,
+    scenario_for,
+    simulate,
+    token_scenario,
+    with_token_limits,
+)
 from .sim._report import print_rich_report, write_report
 
 __all__ = ["main"]
@@ -84,10 +93,19 @@ def _parser() -> argparse.ArgumentParser:
         "without, a built-in scenario of three providers is used.",
     )
     sources(sim)
-    sim.add_argument("--requests", type=int, default=600, help="requests to send (600)")
-    sim.add_argument("--concurrency", type=int, default=32, help="requests in flight at most (32)")
+    # No defaults here: each scenario has its own (--tokens spans two minutes).
+    sim.add_argument("--requests", type=int, help="requests to send (600)")
+    sim.add_argument("--concurrency", type=int, help="requests in flight at most (32)")
     sim.add_argument(
-        "--duration", type=float, default=60.0, help="simulated seconds the arrivals span (60)"
+        "--duration", type=float, help="simulated seconds the arrivals span (60; --tokens: 120)"
+    )
+    sim.add_argument(
+        "--tokens",
+        action="store_true",
+        help="token limits: prompts of varied sizes and max_tokens, each provider enforcing "
+        "the token limits of its config (tokens_per_minute, max_input_tokens) with 429s and "
+        "400s; without a configuration, a provider with a tokens-per-minute limit, one with a "
+        "small context window and one without limits",
     )
     sim.add_argument(
         "--fault",
@@ -95,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME:KEY=VALUE,...",
         help="replace provider NAME's behaviour; keys: latency[_ms], latency_p95[_ms], "
-        "failure_rate, hang_rate, outage=START-END, rate_limit_burst=START-END, retry_after",
+        "failure_rate, hang_rate, outage=START-END, rate_limit_burst=START-END, retry_after, "
+        "tokens_per_minute, max_input_tokens",
     )
     sim.add_argument("--seed", type=int, default=0, help="the same seed gives the same counts")
     sim.add_argument(
@@ -188,22 +207,26 @@ def _check(args: argparse.Namespace) -> int:
 
 def _scenario(args: argparse.Namespace) -> Scenario:
     faults: dict[str, Fault] = dict(parse_fault(spec) for spec in args.fault)
-    traffic = {
+    given = {
         "requests": args.requests,
         "concurrency": args.concurrency,
         "duration_seconds": args.duration,
-        "seed": args.seed,
-        # Pace the run for someone watching it; a pipe or a file gets the result at once.
-        "speed": args.speed or (10.0 if sys.stdout.isatty() and not args.json else math.inf),
     }
+    traffic: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    traffic["seed"] = args.seed
+    # Pace the run for someone watching it; a pipe or a file gets the result at once.
+    traffic["speed"] = args.speed or (10.0 if sys.stdout.isatty() and not args.json else math.inf)
     settings = None if args.no_config else _settings(args)
     if settings is not None and settings.providers:
         cfg = settings.to_router_config()
-        return scenario_for(cfg, faults, model=args.model or cfg.default_model, **traffic)
-    scenario = default_scenario(model=args.model, **traffic)
-    if faults:
-        scenario = replace(scenario, faults={**scenario.faults, **faults})
-    return scenario
+        scenario = scenario_for(cfg, faults, model=args.model or cfg.default_model, **traffic)
+    else:
+        make = token_scenario if args.tokens else default_scenario
+        scenario = make(model=args.model, **traffic)
+        if faults:
+            scenario = replace(scenario, faults={**scenario.faults, **faults})
+    # Last, so that a --fault replacing a provider's behaviour keeps its config's limits.
+    return with_token_limits(scenario) if args.tokens else scenario
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -122,7 +122,9 @@ class Provider:
         self._cooldown = CooldownGate(self.name, store, clock, router_config.max_cooldown_seconds)
         learned: dict[str, int] = previous.context_window.learned if previous else {}
         self.context_window = ContextWindowGate(config, self.calibration, learned)
-        tokens = TokenGate(self.name, config, store, clock, self.calibration)
+        tokens = TokenGate(
+            self.name, config, store, clock, self.calibration, self.slots, self.limiter.concurrency
+        )
         self.tokens = tokens if tokens.active else None
         self.budget: BudgetGate | None = None
         if config.budget is not None:

@@ -13,7 +13,8 @@ Charges are settled from what the provider reports (``usage_metadata``) when the
 ends: unused output is refunded, an input shortfall charged, and Anthropic-style cache
 reads are not charged to ``input_tokens_per_minute``. Without usage the charge stands,
 except: a provider's 429 refunds all (it admitted nothing), another failure refunds
-the output reserve (nothing was generated); a cancelled or abandoned call keeps all.
+the output reserve (nothing was generated); a call timed out (the provider goes on),
+cancelled or abandoned keeps all.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from ._clock import Clock
 from ._config import ProviderConfig
 from ._config_limits import TokenLimitConfig
 from ._gates import Gate, Refusal
+from ._limiter import ConcurrencyLimiter
 from ._storage import StateStore
 from ._tokens import Calibration, Usage, usage_of
+from ._waiting import SlotQueue
 
 if TYPE_CHECKING:
     from ._lease import Lease
@@ -139,7 +142,7 @@ class TokenGate(Gate):
     """The provider's token limits (and its models' own), charged per attempt at once:
     all or none, in one store operation. See the module docstring for the settling."""
 
-    __slots__ = ("_clock", "_models", "_store", "calibration", "provider_limits")
+    __slots__ = ("_clock", "_models", "_slots", "_store", "calibration", "provider_limits", "queue")
 
     def __init__(
         self,
@@ -148,8 +151,11 @@ class TokenGate(Gate):
         store: StateStore,
         clock: Clock,
         calibration: Calibration,
+        queue: SlotQueue,
+        slots: ConcurrencyLimiter,
     ) -> None:
         self._store, self._clock, self.calibration = store, clock, calibration
+        self.queue, self._slots = queue, slots
         self.provider_limits = _limits(store, name, config.rate_limit, "")
         self._models: dict[str, tuple[tuple[_Limit, ...], int]] = {}
         for m in config.models:
@@ -178,7 +184,10 @@ class TokenGate(Gate):
             self._clock.now(), WINDOW_SECONDS, [(lim.key, lim.limit, c) for lim, c in costs]
         )
         if wait:
-            return Refusal(f"token limit for {wait:.3f}s", wait)
+            # A call that settles may refund room sooner: then wait on the slot queue too,
+            # which every settle notifies (after its refund: gates exit in order).
+            queue = self.queue if self._slots.in_flight else None
+            return Refusal(f"token limit for {wait:.3f}s", wait, queue=queue)
         lease.charge = TokenCharge(slot, tuple(costs), tokens_out)
         return None
 
@@ -195,13 +204,13 @@ class TokenGate(Gate):
         deltas: list[tuple[str, float]]
         if usage is not None:
             deltas = [(lim.key, _used(lim.kind, usage) - c) for lim, c in charge.costs]
-        elif lease.outcome == "failed":
-            throttled = lease.verdict is not None and lease.verdict.kind is ErrorKind.RATE_LIMITED
-            deltas = [
-                (lim.key, _refund(lim, c, charge.output, throttled)) for lim, c in charge.costs
-            ]
         else:
-            return
+            refund = _refund(lease)
+            if refund is None:
+                return
+            deltas = [
+                (lim.key, _given_back(lim, c, charge.output, refund)) for lim, c in charge.costs
+            ]
         self._settle(charge, deltas)
 
     def _settle(self, charge: TokenCharge, deltas: list[tuple[str, float]]) -> None:
@@ -262,9 +271,19 @@ def _used(kind: int, usage: Usage) -> int:
     return usage.output
 
 
-def _refund(limit: _Limit, cost: int, output: int, throttled: bool) -> float:
-    """What a failure without usage gives back: all after a 429, else the output."""
-    if throttled or limit.kind == _OUTPUT:
+def _refund(lease: Lease) -> str | None:
+    """What an attempt that ended without usage gives back: ``"all"`` after a 429 (the
+    provider admitted nothing), ``"output"`` after another failure (nothing generated),
+    ``None`` (nothing) when the call may still be running or may have run to its end:
+    a timeout (the provider goes on), a cancellation, an attempt abandoned otherwise."""
+    verdict = lease.verdict
+    if lease.outcome != "failed" or verdict is None or verdict.kind is ErrorKind.TIMEOUT:
+        return None
+    return "all" if verdict.kind is ErrorKind.RATE_LIMITED else "output"
+
+
+def _given_back(limit: _Limit, cost: int, output: int, refund: str) -> float:
+    if refund == "all" or limit.kind == _OUTPUT:
         return -cost
     return 0 if limit.kind == _INPUT else -output
 
@@ -344,9 +363,10 @@ class BudgetGate(Gate):
             self._adjust(
                 start, usage.input * price_in + usage.output * price_out - cost_in - cost_out
             )
-        elif lease.outcome == "failed":
-            throttled = lease.verdict is not None and lease.verdict.kind is ErrorKind.RATE_LIMITED
-            self._adjust(start, -(cost_in + cost_out) if throttled else -cost_out)
+        else:
+            refund = _refund(lease)
+            if refund is not None:
+                self._adjust(start, -(cost_in + cost_out) if refund == "all" else -cost_out)
 
     def _adjust(self, start: float, delta: float) -> None:
         if delta:

@@ -319,6 +319,114 @@ def test_simulate_with_rich_on_a_terminal(
     assert "…" not in text  # nothing cut short at 80 columns
     assert "Breaker transitions" in text
     assert "closed -> open" in text
+    screen.truncate(0)
+    screen.seek(0)
+    code, _, _ = run(capsys, "simulate", "--tokens", *FAST)
+    text = screen.getvalue()
+    assert code == 0
+    assert "Traffic: prompts of 30 to 6,000 tokens" in text
+    for label in ("Tokens", "per min", "60 s", "window", "context", "100,000"):
+        assert label in text
+    assert "primary: its 60 s window peaked at " in text
+    assert "…" not in text
+
+
+def test_simulate_tokens_plain(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "simulate", "--tokens", *FAST)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "Scenario: 120 requests arriving evenly over 12 simulated seconds, at most 32 in flight "
+        "(seed 0)",
+        "Router: strategy cost_priority_round_robin, any model",
+        "Traffic: prompts of 30 to 6,000 tokens (log-uniform), max_tokens 128, 256, 512, 1,024 "
+        "or unset; answers of 40 to 800 tokens, at most max_tokens",
+    ]
+    limit = next(line for line in lines if " token limit " in line)
+    assert limit.split()[:5] == ["primary", "token", "limit", "whole", "run"]
+    assert "over 100,000 tokens" in limit
+    window = next(line for line in lines if " context window " in line)
+    assert window.split()[:3] == ["small-window", "context", "window"]
+    assert lines[lines.index(next(x for x in lines if x.startswith("Results: ")))].startswith(
+        "Results: 120 of 120 requests succeeded, 0 failed"
+    )
+    top = lines.index("Tokens:") + 1
+    assert [line.split() for line in lines[top : top + 3]] == [
+        ["provider", "input", "output", "limit", "peak", "429s", "400s", "skipped", "skipped"],
+        ["tokens", "60", "s", "for", "too", "token", "context"],
+        ["per", "min", "window", "tokens", "long", "limit", "window"],
+    ]
+    primary = lines[top + 3].split()
+    assert primary[0] == "primary"
+    assert primary[3] == "100,000"
+    peak = int(primary[4].replace(",", ""))
+    assert 90_000 <= peak <= 100_000
+    assert primary[5:7] == ["0", "0"]  # no 429 for tokens, no 400
+    assert int(primary[7]) > 0  # skipped for its token limit
+    small = lines[top + 4].split()
+    assert (small[0], small[3], small[5], small[6]) == ("small-window", "-", "0", "0")
+    assert int(small[8]) > 0  # long prompts skipped it
+    sentence = next(line for line in lines if line.startswith("primary: its 60 s window"))
+    assert sentence.startswith(f"primary: its 60 s window peaked at {peak:,} of 100,000 tokens")
+    assert "it answered 0 429s" in sentence + lines[lines.index(sentence) + 1]
+    assert lines.index("Tokens:") < lines.index("Failed requests:")
+
+
+def test_simulate_tokens_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "simulate", "--tokens", "--json", *FAST)
+    report = json.loads(out)
+    assert code == 0
+    assert report["scenario"]["prompts"]["prompt_tokens"] == [30, 6000]
+    assert report["scenario"]["tokens_per_answer"] is None
+    primary, small = report["providers"]["primary"], report["providers"]["small-window"]
+    assert primary["tokens_per_minute"] == 100_000
+    assert primary["throttled"] == 0
+    assert 0 < primary["peak_window_tokens"] <= 100_000
+    assert primary["skipped_for"]["token limit"] > 0
+    assert small["skipped_for"]["context window"] > 0
+    assert small["injected"] == {"ok": small["successes"]}
+    faults = {(i["provider"], i["fault"]): i for i in report["injected"]}
+    assert faults["primary", "token limit"]["hits"] == 0
+    # A --fault replaces the provider's behaviour, not the limits of its config.
+    fault = "--fault=primary:failure_rate=0.1"
+    _, out, _ = run(capsys, "simulate", "--tokens", "--json", *FAST, fault)
+    assert json.loads(out)["scenario"]["faults"]["primary"]["tokens_per_minute"] == 100_000
+
+
+def test_simulate_tokens_with_a_configuration(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch)
+    monkeypatch.setenv("LLM_ROUTER_PROVIDERS__OPENAI__RATE_LIMIT__TOKENS_PER_MINUTE", "20000")
+    monkeypatch.setenv(
+        "LLM_ROUTER_PROVIDERS__LOCAL__MODELS", '[{"name": "gpt-4o-mini", "max_input_tokens": 1000}]'
+    )
+    code, out, _ = run(capsys, "simulate", "--tokens", "--json", *FAST)
+    report = json.loads(out)
+    assert code == 0
+    faults = report["scenario"]["faults"]
+    # Each provider enforces what its config says; the default roles stay.
+    assert faults["openai"]["tokens_per_minute"] == 20_000
+    assert faults["openai"]["outage"] == [3.0, 6.0]
+    assert faults["local"]["max_input_tokens"] == 1000
+    openai, local = report["providers"]["openai"], report["providers"]["local"]
+    assert "token_limited" not in openai["injected"]
+    assert openai["skipped_for"]["token limit"] > 0
+    assert openai["peak_window_tokens"] <= 20_000
+    assert "too_long" not in local["injected"]
+    assert local["skipped_for"]["context window"] > 0
+
+
+def test_a_token_limit_the_router_is_not_told(capsys: pytest.CaptureFixture[str]) -> None:
+    fault = "primary:tokens_per_minute=5000,latency=0.3"
+    code, out, _ = run(capsys, "simulate", "--json", "--no-config", *FAST, "--fault", fault)
+    report = json.loads(out)
+    assert code == 0
+    assert report["scenario"]["prompts"] is not None  # a token limit brings token traffic
+    primary = report["providers"]["primary"]
+    assert primary["tokens_per_minute"] == 5000
+    # Its own 429s (a retry after a short Retry-After may meet another one).
+    assert primary["injected"]["token_limited"] >= primary["throttled"] >= 1
 
 
 @pytest.mark.parametrize(
@@ -327,6 +435,11 @@ def test_simulate_with_rich_on_a_terminal(
         (["simulate", "--fault", "primary:nonsense=1"], "unknown part 'nonsense=1'"),
         (["simulate", "--fault", "ghost:failure_rate=1"], "faults for unknown provider(s): ghost"),
         (["simulate", "--requests", "0"], "requests and concurrency must be >= 1"),
+        (["simulate", "--tokens", "--concurrency", "0"], "requests and concurrency must be >= 1"),
+        (
+            ["simulate", "--fault", "primary:tokens_per_minute=0"],
+            "tokens_per_minute must be a whole number >= 1",
+        ),
     ],
 )
 def test_simulate_usage_errors(

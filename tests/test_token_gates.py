@@ -487,3 +487,76 @@ def test_the_readmes_worked_example(clock: FakeClock) -> None:
     r.store.take_windows(clock.now(), 60.0, [(key, 60_000, 56_000)])
     r.invoke(prompt, max_tokens=1000)
     assert clock.now() == pytest.approx(73.0)
+
+
+def test_a_refund_ends_a_wait_for_tokens_at_once_on_the_event_loop() -> None:
+    """Found by the benchmarks: the waiter slept until the oldest charge left (61 s)."""
+    from router_middleware.testing import LoopClock, ScriptedChatModel, VirtualLoop
+
+    loop = VirtualLoop()
+    clock = LoopClock(loop)
+    model = ScriptedChatModel(latency=1.0, clock=clock, usage=(5, 10))
+    r = router(clock, {"p": model}, {"p": tpm(1000)}, max_wait_seconds=120)  # type: ignore[arg-type]
+    ended: dict[str, float] = {}
+
+    async def one(name: str, delay: float, max_tokens: int) -> None:
+        await asyncio.sleep(delay)
+        await r.ainvoke("hi", max_tokens=max_tokens)
+        ended[name] = loop.time()
+
+    async def main() -> None:
+        await asyncio.gather(one("a", 0.0, 900), one("b", 0.1, 500))
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert ended["a"] == pytest.approx(1.0)
+    assert ended["b"] == pytest.approx(2.0)  # admitted when a's refund came, at 1 s
+
+
+def test_a_refund_ends_a_wait_for_tokens_at_once_on_threads() -> None:
+    import threading
+    import time
+
+    from router_middleware import SystemClock
+
+    def slow(request: LLMRequest) -> AIMessage:
+        time.sleep(0.2)
+        usage = {"input_tokens": 5, "output_tokens": 10, "total_tokens": 15}
+        return AIMessage("ok", usage_metadata=usage)  # type: ignore[arg-type]
+
+    r = router(SystemClock(), {"p": slow}, {"p": tpm(1000)}, max_wait_seconds=30)  # type: ignore[arg-type]
+    first = threading.Thread(target=r.invoke, args=("hi",), kwargs={"max_tokens": 900})
+    first.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    r.invoke("hi", max_tokens=500)
+    first.join()
+    assert time.monotonic() - started < 5  # not the 60 s until the first charge leaves
+
+
+def test_a_timed_out_call_keeps_its_charge_and_cost(call: Callable[..., Any]) -> None:
+    """Found by the simulator: the output was refunded while the provider went on."""
+    from router_middleware.testing import Hang, ScriptedChatModel
+
+    model = ScriptedChatModel(script=[Hang(1.0)])
+    models = [{"name": "m", "cost_per_1k_output_tokens": 1.0}]
+    r = ResilientRouter(
+        {"p": model},
+        {
+            "providers": [
+                {"name": "p", "models": models, **tpm(10_000), "budget": {"max_cost": 100}}
+            ],
+            "timeouts": {"attempt_seconds": 0.05},
+            "retry": {"attempts": 1},
+        },
+    )
+    with pytest.raises(Exception, match="timed out|Timeout|deadline"):
+        call(r, "hi", max_tokens=4000)
+    model.release_hangs()
+    p = r.providers["p"]
+    estimate = approximate_tokens([HumanMessage("hi")])
+    assert p.token_headroom == 10_000 - estimate - 4000
+    assert p.budget is not None
+    assert p.budget.spent() == pytest.approx(4.0)

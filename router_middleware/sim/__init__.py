@@ -3,14 +3,20 @@
 A :class:`Scenario` says what to run (the router's configuration, each provider's
 :class:`Fault`, the traffic); :func:`simulate` runs it through a real
 :class:`~router_middleware.ResilientRouter` and returns a :class:`SimulationReport`.
-``llm-router simulate`` is this, from the command line.
+``llm-router simulate`` is this, from the command line. :func:`token_scenario`
+(``llm-router simulate --tokens``) sends prompts of varied sizes (a :class:`PromptMix`)
+to providers that enforce token limits; :func:`with_token_limits` makes any scenario's
+providers enforce the token limits of their config.
 
 Example:
     >>> import math
-    >>> from router_middleware.sim import default_scenario, simulate
+    >>> from router_middleware.sim import default_scenario, simulate, token_scenario
     >>> report = simulate(default_scenario(requests=30, duration_seconds=3.0, speed=math.inf))
     >>> report.requests["total"], report.injected[0]["fault"]
     (30, 'outage')
+    >>> report = simulate(token_scenario(requests=60, duration_seconds=12.0, speed=math.inf))
+    >>> report.providers["primary"]["tokens_per_minute"], report.providers["primary"]["throttled"]
+    (100000, 0)
 """
 
 # ``testing`` first: SimulatedProvider extends its ScriptedChatModel, and it re-exports
@@ -18,12 +24,14 @@ Example:
 from .. import testing as _testing  # noqa: F401
 from ._provider import SimulatedProvider, Window
 from ._run import SimulationReport, simulate
-from ._scenario import Fault, Scenario, default_scenario, parse_fault, scenario_for
+from ._scenario import Fault, PromptMix, Scenario, default_scenario, parse_fault, scenario_for
+from ._traffic import token_scenario, with_token_limits
 from ._virtual import LoopClock, VirtualLoop, run_virtual
 
 __all__ = [
     "Fault",
     "LoopClock",
+    "PromptMix",
     "Scenario",
     "SimulatedProvider",
     "SimulationReport",
@@ -34,4 +42,6 @@ __all__ = [
     "run_virtual",
     "scenario_for",
     "simulate",
+    "token_scenario",
+    "with_token_limits",
 ]

@@ -2,7 +2,8 @@
 
 Both say the same, in this order: what was injected (which provider, which fault, from
 when to when), how the requests fared, what each provider did (its own 429s apart from
-the router's skips, cost in the prices' currency), why each failed request failed
+the router's skips, cost in the prices' currency), when providers counted tokens, each
+one's tokens, token limit and fullest 60 s window, why each failed request failed
 (grouped by reason) and each breaker transition.
 
 Example:
@@ -45,12 +46,16 @@ def write_report(report: SimulationReport, out: TextIO) -> None:
     rows = [_provider_cells(name, row) for name, row in report.providers.items()]
     _table(_provider_head(report), rows, out)
     for item in _legend():
-        say(
-            textwrap.fill(
-                item, 92, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
-            )
-        )
+        say(_wrap(item))
     say()
+    if _counts_tokens(report):
+        say("Tokens:")
+        _table(_TOKENS_HEAD, [_token_cells(n, r) for n, r in report.providers.items()], out)
+        for item in _token_legend():
+            say(_wrap(item))
+        for line in _token_lines(report):
+            say(_wrap(line, indent=""))
+        say()
     say("Failed requests:")
     for line in _failure_lines(report) or ["none"]:
         say("  " + line)
@@ -105,6 +110,14 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
         providers.add_row(*cells)
     console.print(providers)
     say("")
+    if _counts_tokens(report):
+        tokens = table("Tokens", _TOKENS_HEAD, "\n".join(_token_legend()))
+        for name, row in report.providers.items():
+            tokens.add_row(*_token_cells(name, row))
+        console.print(tokens)
+        for line in _token_lines(report):
+            say(line)
+        say("")
     say("Failed requests:")
     for line in _failure_lines(report) or ["none"]:
         say("  " + line)
@@ -127,11 +140,24 @@ _TIMES = "t = simulated seconds from the start"
 def _scenario_lines(report: SimulationReport) -> list[str]:
     s = report.scenario
     model = "any model" if s["model"] is None else f"model {s['model']!r}"
-    return [
+    lines = [
         f"Scenario: {s['requests']} requests arriving evenly over {s['duration_seconds']:g} "
         f"simulated seconds, at most {s['concurrency']} in flight (seed {s['seed']})",
         f"Router: strategy {s['strategy']}, {model}",
     ]
+    mix = s.get("prompts")
+    if mix:
+        low, high = mix["prompt_tokens"]
+        caps = [f"{m:,}" for m in mix["max_tokens"] if m is not None]
+        if None in mix["max_tokens"]:
+            caps.append("unset")
+        listed = caps[0] if len(caps) == 1 else f"{', '.join(caps[:-1])} or {caps[-1]}"
+        answers = mix["answer_tokens"]
+        lines.append(
+            f"Traffic: prompts of {low:,} to {high:,} tokens (log-uniform), max_tokens "
+            f"{listed}; answers of {answers[0]:,} to {answers[1]:,} tokens, at most max_tokens"
+        )
+    return lines
 
 
 _INJECTED_HEAD = [("provider",), ("fault",), ("when",), ("effect",), ("calls", "hit")]
@@ -147,12 +173,16 @@ def _summary(report: SimulationReport) -> list[str]:
     r, s = report.requests, report.scenario
     tokens = s["tokens_per_answer"]
     unit = f" {s['currency']}, from" if s["currency"] else ", in the currency of"
+    paid = (
+        "on the tokens each provider reported"
+        if tokens is None
+        else f"each answer: {tokens['input']} input + {tokens['output']} output tokens"
+    )
     return [
         f"Results: {r['succeeded']} of {r['total']} requests succeeded, {r['failed']} failed, "
         f"in {r['simulated_seconds']:.1f} simulated seconds ({report.wall_seconds:.1f} s real)",
         f"latency seen by callers: p50 {_num(r['latency_p50'])} s, p95 {_num(r['latency_p95'])} s",
-        f"cost: {_money(r['cost'])}{unit} the config's prices per 1k tokens "
-        f"(each answer: {tokens['input']} input + {tokens['output']} output tokens)",
+        f"cost: {_money(r['cost'])}{unit} the config's prices per 1k tokens ({paid})",
     ]
 
 
@@ -186,6 +216,74 @@ def _legend() -> list[str]:
         "skipped: not called, the router held it back (its rate_limit or max_concurrent, or "
         "a cool-down after a 429's Retry-After)",
     ]
+
+
+def _counts_tokens(report: SimulationReport) -> bool:
+    # Only a run whose providers counted tokens has a token table to show.
+    return bool(report.scenario.get("prompts"))
+
+
+_TOKENS_HEAD = [
+    ("provider",), ("input",), ("output",), ("limit", "tokens", "per min"),
+    ("peak", "60 s", "window"), ("429s", "for", "tokens"), ("400s", "too", "long"),
+    ("skipped", "token", "limit"), ("skipped", "context", "window"),
+]  # fmt: skip
+
+
+def _token_cells(name: str, row: dict[str, Any]) -> list[str]:
+    injected, skipped = row["injected"], row.get("skipped_for", {})
+    return [
+        name,
+        f"{row['input_tokens']:,}",
+        f"{row['output_tokens']:,}",
+        _count(row.get("tokens_per_minute")),
+        _count(row.get("peak_window_tokens")),
+        str(injected.get("token_limited", 0)),
+        str(injected.get("too_long", 0)),
+        str(skipped.get("token limit", 0)),
+        str(skipped.get("context window", 0)),
+    ]
+
+
+def _token_legend() -> list[str]:
+    return [
+        "input, output: tokens each provider reported on its answers (usage_metadata)",
+        "limit: the tokens per minute the provider itself enforces as OpenAI does: prompt + "
+        "max_tokens charged on arrival, corrected to usage at the end, HTTP 429 with "
+        "Retry-After when over; peak: the most its sliding 60 s window held (its own log)",
+        "400s: prompts over its context window; skipped: requests the router kept from it, "
+        "its token window full (token limit) or the prompt over its max_input_tokens "
+        "(context window)",
+    ]
+
+
+def _token_lines(report: SimulationReport) -> list[str]:
+    """A sentence per token-limited provider: did the router keep within its limit?"""
+    lines = []
+    for name, row in report.providers.items():
+        limit = row.get("tokens_per_minute")
+        if limit is None:
+            continue
+        peak, at = row["peak_window_tokens"], row["peak_window_at"]
+        when = "" if at is None else f" (t={at:.1f}s)"
+        throttled = row["injected"].get("token_limited", 0)
+        skipped = row.get("skipped_for", {}).get("token limit", 0)
+        lines.append(
+            f"{name}: its 60 s window peaked at {peak:,} of {limit:,} tokens{when}; it "
+            f"answered {throttled} 429s for tokens; the router skipped it {skipped} times "
+            "for its token limit"
+        )
+    return lines
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _wrap(item: str, indent: str = "  ") -> str:
+    return textwrap.fill(
+        item, 92, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False
+    )
 
 
 def _failure_lines(report: SimulationReport) -> list[str]:

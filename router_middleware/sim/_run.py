@@ -35,6 +35,7 @@ from .._errors import (
 from .._router import ResilientRouter
 from ._provider import SimulatedProvider
 from ._scenario import Fault, Scenario, injections
+from ._skips import SkipTally, current_request
 from ._virtual import LoopClock, VirtualLoop
 
 __all__ = ["SimulationReport", "simulate"]
@@ -51,16 +52,22 @@ class SimulationReport:
     transitions and why each failed request failed. Times are simulated seconds from the
     start of the run.
 
-    ``scenario`` describes the run (traffic, seed, ``currency`` of the prices, the
-    ``tokens_per_answer``). ``injected`` lists each provider's faults (see
-    :func:`~router_middleware.sim._scenario.injections`) with ``hits``, the calls each
-    fault hit. ``requests`` holds ``total``, ``succeeded``, ``failed``, ``errors`` (by
-    type), ``served_by`` (provider -> answers), ``latency_p50``/``latency_p95`` (seconds,
-    as the caller saw them), ``cost`` (the sum over providers) and ``simulated_seconds``.
+    ``scenario`` describes the run (traffic, seed, ``currency`` of the prices, and
+    either ``tokens_per_answer``, the fixed usage of every answer, or ``prompts``, the
+    :class:`~._scenario.PromptMix` whose tokens each provider counted). ``injected``
+    lists each provider's faults (see :func:`~router_middleware.sim._scenario.injections`)
+    with ``hits``, the calls each fault hit. ``requests`` holds ``total``, ``succeeded``,
+    ``failed``, ``errors`` (by type), ``served_by`` (provider -> answers),
+    ``latency_p50``/``latency_p95`` (seconds, as the caller saw them), ``cost`` (the sum
+    over providers) and ``simulated_seconds``.
     ``providers`` holds each provider's router metrics: ``throttled`` counts the
     provider's own 429s, ``rate_limited`` the turns the router itself skipped it (its rate
     limit, concurrency cap or a Retry-After cool-down), ``cost`` is tokens times the
-    config's prices per 1k tokens; ``injected`` counts the fates its calls met.
+    config's prices per 1k tokens; ``injected`` counts the fates its calls met;
+    ``skipped_for`` counts the requests the router skipped it for, by reason (``token
+    limit``, ``context window``, ``rate limited``, ...); ``tokens_per_minute`` is the
+    limit the provider itself enforces, ``peak_window_tokens`` the most its 60 s window
+    held (at ``peak_window_at``), from its own log (``None``: it counts no tokens).
     ``transitions`` lists each breaker change; ``failures`` each failed request:
     ``request`` (its index), ``sent_at`` (its arrival), ``failed_at`` (``None``: still
     running when the run stopped), ``error`` (the exception type) and ``reason``.
@@ -132,6 +139,7 @@ def _run(scenario: Scenario, on_progress: Progress | None) -> SimulationReport:
 
 def _providers(scenario: Scenario, clock: LoopClock) -> dict[str, SimulatedProvider]:
     built = {}
+    mix = scenario.prompt_mix
     for pc in scenario.config.providers:
         fault = scenario.faults.get(pc.name, Fault())
         built[pc.name] = SimulatedProvider(
@@ -148,6 +156,13 @@ def _providers(scenario: Scenario, clock: LoopClock) -> dict[str, SimulatedProvi
             clock=clock,
             epoch=clock.now(),
             usage=_USAGE,
+            # With prompts of varied sizes every provider counts tokens, limit or none.
+            answer_tokens=None if mix is None else mix.answer_tokens,
+            tokens_per_minute=fault.tokens_per_minute,
+            max_input_tokens=fault.max_input_tokens,
+            # What it charges a call without max_tokens: the router's reserve, as a
+            # deployment would configure it to match.
+            output_reserve=pc.models[0].output_reserve,
         )
     return built
 
@@ -160,6 +175,9 @@ async def _drive(
     # Each provider serves every model of its config through one simulated model.
     targets = {pc.name: {m.name: providers[pc.name] for m in pc.models} for pc in config.providers}
     router = ResilientRouter(targets, config, clock=clock, seed=scenario.seed)
+    skips = SkipTally()
+    skips.watch(router)
+    mix = scenario.prompt_mix
     start = clock.now()
     transitions: list[dict[str, Any]] = []
 
@@ -188,8 +206,14 @@ async def _drive(
         await asyncio.sleep(max(0.0, start + i * gap - clock.now()))
         async with slots:
             begun = clock.now()
+            current_request.set(i)  # this task's own context: its skips count as request i
+            prompt, options = f"request {i}", dict[str, Any]()
+            if mix is not None:
+                prompt, max_tokens = mix.request(i, scenario.seed)
+                if max_tokens is not None:
+                    options["max_tokens"] = max_tokens
             try:
-                message = await router.ainvoke(f"request {i}", model=scenario.model)
+                message = await router.ainvoke(prompt, model=scenario.model, **options)
             except Exception as exc:
                 ended = clock.now() - start
                 failures.append(_failure(i, i * gap, ended, type(exc).__name__, _reason(exc)))
@@ -215,7 +239,7 @@ async def _drive(
     errors: dict[str, int] = {}
     for f in failures:
         errors[f["error"]] = errors.get(f["error"], 0) + 1
-    rows = _provider_rows(router.metrics()["providers"], providers)
+    rows = _provider_rows(router.metrics()["providers"], providers, skips)
     return SimulationReport(
         scenario=_describe(scenario),
         requests={
@@ -298,11 +322,15 @@ def _round(value: float | None) -> float | None:
 
 
 def _provider_rows(
-    snapshot: Mapping[str, Mapping[str, Any]], providers: Mapping[str, SimulatedProvider]
+    snapshot: Mapping[str, Mapping[str, Any]],
+    providers: Mapping[str, SimulatedProvider],
+    skips: SkipTally | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each provider's row from a ``router.metrics()["providers"]`` snapshot."""
     rows = {}
     for name, m in snapshot.items():
+        sim = providers[name]
+        peak, at = sim.peak_window
         rows[name] = {
             "requests": m["total_requests"],
             "successes": m["successful_requests"],
@@ -320,13 +348,18 @@ def _provider_rows(
             "output_tokens": m["output_tokens"],
             "cost": round(m["cost"], 6),
             "breaker_state": m["circuit_breaker_state"],
-            "calls": providers[name].calls,
-            "injected": dict(sorted(providers[name].faults.items())),
+            "calls": sim.calls,
+            "injected": dict(sorted(sim.faults.items())),
+            "skipped_for": {} if skips is None else skips.counts(name),
+            "tokens_per_minute": sim.tokens_per_minute,
+            "peak_window_tokens": peak if sim.counts_tokens else None,
+            "peak_window_at": None if at is None else round(at, 3),
         }
     return rows
 
 
 def _describe(scenario: Scenario) -> dict[str, Any]:
+    mix = scenario.prompt_mix
     return {
         "requests": scenario.requests,
         "concurrency": scenario.concurrency,
@@ -336,6 +369,7 @@ def _describe(scenario: Scenario) -> dict[str, Any]:
         "model": scenario.model,
         "strategy": scenario.config.strategy,
         "currency": scenario.currency,
-        "tokens_per_answer": {"input": _USAGE[0], "output": _USAGE[1]},
+        "tokens_per_answer": None if mix else {"input": _USAGE[0], "output": _USAGE[1]},
+        "prompts": None if mix is None else asdict(mix),
         "faults": {n: asdict(f) for n, f in scenario.faults.items()},
     }

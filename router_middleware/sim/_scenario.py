@@ -3,7 +3,8 @@
 :func:`default_scenario` is a minute of three providers showing every mechanism;
 :func:`scenario_for` gives a deployment's own providers the same roles by priority;
 :func:`parse_fault` reads the ``--fault`` option of ``llm-router simulate``;
-:func:`injections` lists what a scenario makes each provider do, for reports.
+:func:`injections` lists what a scenario makes each provider do, for reports;
+:class:`PromptMix` is traffic of varied sizes, for token limits (``_traffic``).
 
 Example:
     >>> scenario = default_scenario(requests=60, duration_seconds=6.0)
@@ -14,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +32,7 @@ from .._config import (
 
 __all__ = [
     "Fault",
+    "PromptMix",
     "Scenario",
     "default_scenario",
     "injections",
@@ -54,11 +57,19 @@ class Fault:
     rate_limit_burst: tuple[float, float] | None = None
     retry_after_seconds: float = 2.0
     hang_rate: float = 0.0
+    tokens_per_minute: int | None = None
+    """The provider's own limit, enforced with 429s (``None``: none)."""
+    max_input_tokens: int | None = None
+    """The provider's context window: longer prompts get a 400 (``None``: any fits)."""
 
     def __post_init__(self) -> None:
         for name in ("failure_rate", "hang_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
+        for name in ("tokens_per_minute", "max_input_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1")
         if not 0.0 <= self.latency_seconds <= self.latency_p95_seconds:
             raise ValueError("latency must satisfy 0 <= latency <= latency_p95")
         for name in ("outage", "rate_limit_burst"):
@@ -77,7 +88,10 @@ _FAULT_KEYS: dict[str, tuple[str, float]] = {
     "rate_limit_burst": ("rate_limit_burst", 1.0),
     "retry_after": ("retry_after_seconds", 1.0),
     "hang_rate": ("hang_rate", 1.0),
+    "tokens_per_minute": ("tokens_per_minute", 1.0),
+    "max_input_tokens": ("max_input_tokens", 1.0),
 }
+_WHOLE = {"tokens_per_minute", "max_input_tokens"}
 
 
 def parse_fault(spec: str, base: Fault | None = None) -> tuple[str, Fault]:
@@ -85,13 +99,15 @@ def parse_fault(spec: str, base: Fault | None = None) -> tuple[str, Fault]:
 
     Keys: ``latency``/``latency_ms`` (median), ``latency_p95``/``latency_p95_ms``,
     ``failure_rate``, ``hang_rate``, ``outage=START-END``, ``rate_limit_burst=START-END``
-    (seconds) and ``retry_after`` (seconds). Unset keys keep ``base``'s values. A
-    median above the given p95 raises the p95 to it.
+    (seconds), ``retry_after`` (seconds), and the provider's own token limits
+    ``tokens_per_minute`` and ``max_input_tokens`` (whole tokens). Unset keys keep
+    ``base``'s values. A median above the given p95 raises the p95 to it.
 
     Example:
         >>> parse_fault("primary:failure_rate=0.3,latency_ms=50,outage=2-5")
         ('primary', Fault(latency_seconds=0.05, latency_p95_seconds=0.8, failure_rate=0.3, \
-outage=(2.0, 5.0), rate_limit_burst=None, retry_after_seconds=2.0, hang_rate=0.0))
+outage=(2.0, 5.0), rate_limit_burst=None, retry_after_seconds=2.0, hang_rate=0.0, \
+tokens_per_minute=None, max_input_tokens=None))
 
     Raises:
         ValueError: naming the part of ``spec`` at fault.
@@ -113,6 +129,8 @@ outage=(2.0, 5.0), rate_limit_burst=None, retry_after_seconds=2.0, hang_rate=0.0
                 if not dash:
                     raise ValueError
                 values[target] = (float(start), float(end))
+            elif target in _WHOLE:
+                values[target] = int(raw)
             else:
                 values[target] = float(raw) * scale
         except ValueError:
@@ -124,6 +142,51 @@ outage=(2.0, 5.0), rate_limit_burst=None, retry_after_seconds=2.0, hang_rate=0.0
     return name, replace(base, **values)
 
 
+# Filler for prompts of a given size: plain words, four characters a token.
+_FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+
+
+@dataclass(frozen=True)
+class PromptMix:
+    """Requests of varied sizes, for token limits: each request's prompt and
+    ``max_tokens`` drawn from the run's seed and the request's index (so the same
+    whatever order requests run in).
+
+    Prompt sizes are log-uniform over ``prompt_tokens`` (as the providers count them:
+    many short prompts, a few long ones, as chat traffic goes); ``max_tokens`` is one of
+    ``max_tokens`` (``None``: the request sets none); answers are ``answer_tokens`` long,
+    at most the request's ``max_tokens``.
+
+    Example:
+        >>> text, max_tokens = PromptMix().request(7, seed=0)
+        >>> text[:16], len(text), max_tokens  # 52 + 6 tokens as the providers count it
+        ('request 7: lorem', 208, 512)
+    """
+
+    prompt_tokens: tuple[int, int] = (30, 6000)
+    max_tokens: tuple[int | None, ...] = (128, 256, 512, 1024, None)
+    answer_tokens: tuple[int, int] = (40, 800)
+
+    def __post_init__(self) -> None:
+        if not 7 <= self.prompt_tokens[0] <= self.prompt_tokens[1]:
+            raise ValueError("prompt_tokens must be (LOW, HIGH) with 7 <= LOW <= HIGH")
+        if not 0 <= self.answer_tokens[0] <= self.answer_tokens[1]:
+            raise ValueError("answer_tokens must be (LOW, HIGH) with 0 <= LOW <= HIGH")
+        if not self.max_tokens or any(m is not None and m < 1 for m in self.max_tokens):
+            raise ValueError("max_tokens must list values >= 1 (or None)")
+
+    def request(self, index: int, seed: int) -> tuple[str, int | None]:
+        """Request ``index``'s prompt and ``max_tokens``."""
+        rng = random.Random(f"{seed}:prompt:{index}")
+        low, high = self.prompt_tokens
+        tokens = round(math.exp(rng.uniform(math.log(low), math.log(high))))
+        head = f"request {index}: "
+        # 6 tokens are the providers' overheads (a message, the reply's priming).
+        size = max(len(head), 4 * (tokens - 6))
+        body = _FILLER * (size // len(_FILLER) + 1)
+        return (head + body)[:size], rng.choice(self.max_tokens)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A run: the router's configuration, each provider's faults and the traffic.
@@ -132,7 +195,9 @@ class Scenario:
     ``concurrency`` in flight; ``speed`` is simulated seconds per real second
     (``math.inf``: as fast as possible). Providers without a fault are healthy.
     ``currency`` names what the configured prices are in (``None``: unknown, the
-    config's own unit).
+    config's own unit). ``prompts``, when set, sends requests of varied sizes, whose
+    tokens every provider counts; by default each request is a short ``request N``
+    and every answer reports the same usage.
     """
 
     config: RouterConfig
@@ -144,6 +209,7 @@ class Scenario:
     speed: float = 10.0
     model: str | None = None
     currency: str | None = None
+    prompts: PromptMix | None = None
 
     def __post_init__(self) -> None:
         if self.requests < 1 or self.concurrency < 1:
@@ -155,6 +221,19 @@ class Scenario:
         unknown = set(self.faults) - {p.name for p in self.config.providers}
         if unknown:
             raise ValueError(f"faults for unknown provider(s): {', '.join(sorted(unknown))}")
+
+    @property
+    def prompt_mix(self) -> PromptMix | None:
+        """The traffic a run sends: ``prompts``; else, when a provider limits tokens, the
+        default mix (a limit means nothing to requests of one fixed size); else
+        ``None``, the fixed ``request N`` prompts."""
+        if self.prompts is not None:
+            return self.prompts
+        limits = any(
+            f.tokens_per_minute is not None or f.max_input_tokens is not None
+            for f in self.faults.values()
+        )
+        return PromptMix() if limits else None
 
 
 def _model(name: str, cost_in: float, cost_out: float) -> list[ModelConfig]:
@@ -237,10 +316,11 @@ def _default_faults(config: RouterConfig, duration: float) -> dict[str, Fault]:
 def injections(scenario: Scenario) -> list[dict[str, Any]]:
     """What each provider of ``scenario`` is made to do, one entry per fault.
 
-    Each entry has ``provider``, ``fault`` (``outage``, ``429 burst``, ``hangs``,
-    ``random failures``, ``latency``), ``start``/``end`` (simulated seconds; ``None``:
-    the whole run), ``effect`` (a short sentence) and ``fate``, the key of
-    ``SimulatedProvider.faults`` that counts the calls it hit (``None`` for latency).
+    Each entry has ``provider``, ``fault`` (``context window``, ``token limit``,
+    ``outage``, ``429 burst``, ``hangs``, ``random failures``, ``latency``),
+    ``start``/``end`` (simulated seconds; ``None``: the whole run), ``effect`` (a short
+    sentence) and ``fate``, the key of ``SimulatedProvider.faults`` that counts the
+    calls it hit (``None`` for latency).
 
     Example:
         >>> [(i["fault"], i["start"], i["end"]) for i in injections(default_scenario())][:2]
@@ -258,6 +338,18 @@ def injections(scenario: Scenario) -> list[dict[str, Any]]:
     for pc in config.providers:
         f = scenario.faults.get(pc.name, Fault())
         rows: list[tuple[str, tuple[float, float] | None, str, str | None]] = []
+        if f.max_input_tokens is not None:
+            effect = (
+                f"answers HTTP 400 context_length_exceeded to prompts over "
+                f"{f.max_input_tokens:,} tokens"
+            )
+            rows.append(("context window", None, effect, "too_long"))
+        if f.tokens_per_minute is not None:
+            effect = (
+                f"answers HTTP 429 with Retry-After when prompt + max_tokens would take its "
+                f"60 s window over {f.tokens_per_minute:,} tokens"
+            )
+            rows.append(("token limit", None, effect, "token_limited"))
         if f.outage:
             rows.append(("outage", f.outage, "every call fails fast with HTTP 503", "outage"))
         if f.rate_limit_burst:
