@@ -25,8 +25,14 @@ Variants:
   then the fallback answers; no backoff sleeps in either. ``direct_fail`` makes the same
   four provider calls by hand (three caught failures, one answer): the providers' own
   share of that path.
+* ``router_4k`` / ``router_tpm_4k``: the router as above on a ~1,000-token prompt
+  (4,000 characters), its providers reporting ``usage_metadata``; ``router_tpm_4k`` adds
+  ``tokens_per_minute`` (too large ever to refuse), so each request is estimated, charged
+  its input and output reserve at admission, and settled from the usage (calibrating the
+  estimate) afterwards. Their ratio is the token limits' own cost.
 
-Run: ``.venv/bin/python benchmarks/overhead.py`` (``--quick`` for a smoke run).
+Run: ``.venv/bin/python benchmarks/overhead.py`` (``--quick`` for a smoke run;
+``--variants router_4k,router_tpm_4k`` to time only those, with ``direct``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from _common import (
     verdict,
     write_results,
 )
+from langchain_core.outputs import ChatResult
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
@@ -67,6 +74,16 @@ from router_middleware import ResilientRouter
 
 INPUT = "hi"
 
+# ~1,000 tokens by the router's estimate (count_tokens_approximately: 4 characters a token).
+PROMPT_4K = (
+    "Summarise the following support ticket in two sentences, then list the actions. "
+    "The customer reports that the router skipped a provider during the peak hour. "
+) * 26
+PROMPT_4K = PROMPT_4K[:4000]
+
+# Never refuses in a benchmark (MAX_COUNT), yet every request is estimated and charged.
+HUGE_TOKENS_PER_MINUTE = 10**9
+
 # (numerator, denominator, max ratio of p50): the issue's targets, checked on the sync and
 # the async path alike; None: for information.
 TARGETS = [
@@ -74,6 +91,7 @@ TARGETS = [
     ("router", "floor_inline", 1.15),
     ("router_tools", "floor_inline_tools", 1.15),
     ("router", "litellm_router", 0.05),
+    ("router_tpm_4k", "router_4k", 1.1),
     ("router_fail", "lc_fail", 0.55),
     ("floor_inline", "litellm_router", None),
     ("router_fail", "direct_fail", None),
@@ -183,7 +201,32 @@ def _lc_composition(primary: Runnable[Any, Any], secondary: Runnable[Any, Any]) 
     )
 
 
-def _router(primary: Runnable[Any, Any], secondary: Runnable[Any, Any]) -> ResilientRouter:
+class UsageChatModel(ConstantChatModel):
+    """``ConstantChatModel`` whose answers report ``usage_metadata``, as real providers'
+    do (which is what a router with token limits settles its charges from)."""
+
+    input_tokens: int = 1_100
+    output_tokens: int = 1
+
+    def _result(self) -> ChatResult:
+        result = super()._result()
+        result.generations[0].message.usage_metadata = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+        return result
+
+
+def _router(
+    primary: Runnable[Any, Any],
+    secondary: Runnable[Any, Any],
+    tokens_per_minute: int | None = None,
+) -> ResilientRouter:
+    providers = [router_provider("primary", 1), router_provider("secondary", 2)]
+    if tokens_per_minute is not None:
+        for provider in providers:
+            provider["rate_limit"]["tokens_per_minute"] = tokens_per_minute
     return ResilientRouter(
         {"primary": primary, "secondary": secondary},
         {
@@ -191,7 +234,7 @@ def _router(primary: Runnable[Any, Any], secondary: Runnable[Any, Any]) -> Resil
             # LangChain composition (round robin would alternate).
             "strategy": "cost_priority_round_robin",
             "default_model": "m",
-            "providers": [router_provider("primary", 1), router_provider("secondary", 2)],
+            "providers": providers,
             "retry": {"attempts": 3, "initial_backoff_seconds": 0.0, "max_backoff_seconds": 0.0},
             "circuit_breaker": {"threshold": 5, "sampling_duration_seconds": 60},
         },
@@ -289,6 +332,21 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
             "router_tools", lambda: router_tools.invoke(INPUT), lambda: router_tools.ainvoke(INPUT)
         )
     )
+    # The same prompt of ~1,000 tokens, without and with token limits.
+    router_4k = _router(UsageChatModel(), UsageChatModel())
+    variants.append(
+        Variant(
+            "router_4k", lambda: router_4k.invoke(PROMPT_4K), lambda: router_4k.ainvoke(PROMPT_4K)
+        )
+    )
+    router_tpm = _router(UsageChatModel(), UsageChatModel(), HUGE_TOKENS_PER_MINUTE)
+    variants.append(
+        Variant(
+            "router_tpm_4k",
+            lambda: router_tpm.invoke(PROMPT_4K),
+            lambda: router_tpm.ainvoke(PROMPT_4K),
+        )
+    )
 
     failing, answering = model(fail=True), model()
 
@@ -370,7 +428,15 @@ async def time_async(variant: Variant, n: int) -> list[float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     block_network()
-    variants, notes = build_variants(not args.no_litellm)
+    variants, notes = build_variants(not args.no_litellm and _wanted(args, "litellm_router"))
+    if not _wanted(args, "litellm_router"):
+        notes = [n for n in notes if "--no-litellm" not in n]
+    if args.variants:
+        wanted = {"direct", *args.variants.split(",")}
+        unknown = wanted - {v.name for v in variants} - {"litellm_router"}
+        if unknown:
+            raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
+        variants = [v for v in variants if v.name in wanted]
     names = [v.name for v in variants]
     loop = asyncio.new_event_loop()
     # Warm-up, and a check that every variant really answers "ok" on both paths.
@@ -429,6 +495,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["variants"][mode] = mode_out
         for num, den, limit in TARGETS:
             if num not in rounds or den not in rounds:
+                if args.variants:
+                    continue  # not asked for
                 results["targets"].append(
                     {"mode": mode, "ratio": f"{num} / {den}", "target": limit, "skipped": True}
                 )
@@ -481,6 +549,10 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _wanted(args: argparse.Namespace, name: str) -> bool:
+    return not args.variants or name in args.variants.split(",")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds")
@@ -489,12 +561,16 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM variant")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 60 calls")
     parser.add_argument("--verbose", action="store_true", help="report progress on stderr")
+    parser.add_argument(
+        "--variants",
+        help="comma-separated variants to time (with direct); writes overhead_partial.json",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls, args.warmup = 3, 60, 20
     results = run(args)
     print(report(results))
-    path = write_results("overhead", args, results)
+    path = write_results("overhead_partial" if args.variants else "overhead", args, results)
     print(f"\nwrote {path.name} ({results['elapsed_seconds']:.0f}s)")
 
 

@@ -17,6 +17,7 @@ from router_middleware import (
     LLMRequest,
     NoProviderAvailableError,
     ResilientRouter,
+    RouterError,
 )
 from router_middleware._tokens import approximate_tokens
 from router_middleware.testing import http_error
@@ -552,7 +553,7 @@ def test_a_timed_out_call_keeps_its_charge_and_cost(call: Callable[..., Any]) ->
             "retry": {"attempts": 1},
         },
     )
-    with pytest.raises(Exception, match="timed out|Timeout|deadline"):
+    with pytest.raises(RouterError):
         call(r, "hi", max_tokens=4000)
     model.release_hangs()
     p = r.providers["p"]
