@@ -163,6 +163,12 @@ class Pipeline:
                     served = yield from self._serve(lease, req)
                     if served is not None:
                         return served
+                if woke_from and not req.passed_on:
+                    # Woken by a release, then refused for another reason (its tokens): the
+                    # free slot goes to the next waiter. Once a request, so that two such
+                    # requests cannot wake each other without end.
+                    req.passed_on = True
+                    pass_on_spare_slots(woke_from, None)
                 # Every candidate tried and failed, or none refused that a wait could help.
                 if skipped is None or len(req.done) == len(candidates):
                     raise all_failed(req, skipped.reasons if skipped else {})

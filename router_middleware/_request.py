@@ -28,6 +28,7 @@ class RequestState:
         "done",
         "errors",
         "limited",
+        "passed_on",
         "trail",
     )
 
@@ -41,6 +42,7 @@ class RequestState:
         self.trail: list[dict[str, Any]] = []
         self.limited: set[str] | None = None
         self.admitted: set[str] | None = None
+        self.passed_on = False
 
 
 class Skipped:
@@ -60,9 +62,10 @@ class Skipped:
             self.soonest = wait
 
 
-def pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider) -> None:
-    """A request woken by a release was admitted at ``taken``: a slot freed elsewhere for it
-    would otherwise wait unclaimed, so wake the next waiter of every such provider."""
+def pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider | None) -> None:
+    """A request woken by a release was admitted at ``taken`` (or nowhere): a slot freed
+    for it elsewhere would otherwise wait unclaimed, so wake the next waiter of every
+    such provider that has a free slot."""
     for provider, _ in woke_from:
         if provider is not taken and provider.limiter.wait_time() != math.inf:
             provider.slots.notify()

@@ -561,3 +561,32 @@ def test_a_timed_out_call_keeps_its_charge_and_cost(call: Callable[..., Any]) ->
     assert p.token_headroom == 10_000 - estimate - 4000
     assert p.budget is not None
     assert p.budget.spent() == pytest.approx(4.0)
+
+
+def test_a_slots_wake_up_passes_on_when_the_woken_request_lacks_tokens() -> None:
+    """Found by the benchmarks: A's release woke B, which the token limit refused; C,
+    which fits, stayed asleep with the slot free until B's own call ended (62 s)."""
+    from router_middleware.testing import LoopClock, ScriptedChatModel, VirtualLoop
+
+    loop = VirtualLoop()
+    clock = LoopClock(loop)
+    model = ScriptedChatModel(latency=1.0, clock=clock, usage=(300, 10))
+    r = router(clock, {"p": model}, {"p": tpm(1000, max_concurrent=1)}, max_wait_seconds=120)  # type: ignore[arg-type]
+    ended: dict[str, float] = {}
+
+    async def one(name: str, delay: float, max_tokens: int) -> None:
+        await asyncio.sleep(delay)
+        await r.ainvoke("hi", max_tokens=max_tokens)
+        ended[name] = loop.time()
+
+    async def main() -> None:
+        await asyncio.gather(one("a", 0.0, 100), one("b", 0.1, 600), one("c", 0.2, 50))
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert ended["c"] == pytest.approx(2.0)
+    # b (300 + 600) fits once both a's and c's charges (310 each) have left: 62 s.
+    assert ended["b"] == pytest.approx(63.0)
+    assert model.max_in_flight == 1
