@@ -33,16 +33,23 @@ from ._errors import (
     NoProviderForModelError,
     ProviderTimeoutError,
 )
-from ._gates import Refusal
 from ._lease import Lease, admit
 from ._metrics import usage_from_message
 from ._observe import AttemptEnd, Observers
 from ._provider import Provider
-from ._request import RequestState, Skipped, all_failed, out_of_time, pass_on_spare_slots
+from ._request import (
+    RequestState,
+    Skipped,
+    all_failed,
+    out_of_time,
+    pass_on_spare_slots,
+    pass_on_wake,
+)
 from ._retry import plan_retry
 from ._steps import Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
 from ._strategies import SelectionStrategy
 from ._tokens import TokenCounter, approximate_tokens
+from ._waiting import Wake
 
 __all__ = ["EMPTY", "Pipeline"]
 
@@ -132,6 +139,7 @@ class Pipeline:
             yield Estimate(ctx)  # counted off the event loop on the async path
         wait_left = self._max_wait
         woke_from: list[tuple[Provider, int]] = []
+        held: Wake | None = None  # a wake-up handed to this request, not yet used
         try:
             while True:
                 skipped = None  # made on the first refusal: most requests never see one
@@ -156,19 +164,19 @@ class Pipeline:
                     if refusal is not None:
                         if skipped is None:
                             skipped = Skipped()
-                        self._refused(provider, refusal, since, req, skipped)
+                        skipped.add(provider, refusal, since, req)
                         continue
                     if woke_from:
                         pass_on_spare_slots(woke_from, provider)
+                        held = None
                     served = yield from self._serve(lease, req)
                     if served is not None:
                         return served
-                if woke_from and not req.passed_on:
-                    # Woken by a release, then refused for another reason (its tokens): the
-                    # free slot goes to the next waiter. Once a request, so that two such
-                    # requests cannot wake each other without end.
-                    req.passed_on = True
-                    pass_on_spare_slots(woke_from, None)
+                if held is not None:
+                    # Woken by a release, refused there for another reason (its tokens):
+                    # the free slot's wake-up goes to the next waiter of that release.
+                    pass_on_wake(held, woke_from)
+                    held = None
                 # Every candidate tried and failed, or none refused that a wait could help.
                 if skipped is None or len(req.done) == len(candidates):
                     raise all_failed(req, skipped.reasons if skipped else {})
@@ -182,32 +190,21 @@ class Pipeline:
                 # Never a pause too short to move a clock: asyncio runs timers due within
                 # its clock resolution at once, and a virtual-time loop would then spin.
                 pause = max(min(skipped.soonest, budget), _MIN_PAUSE)
-                woken = False
+                woken: Wake | bool = False
                 if skipped.blocked:
                     woken = yield WaitForSlot(pause, [(p.slots, s) for p, s in skipped.blocked])
                 else:
                     yield Pause(pause)
                 waited = self.clock.now() - now
-                self.observer.waited(list(skipped.reasons), waited, woken)
+                self.observer.waited(list(skipped.reasons), waited, bool(woken))
                 wait_left -= waited if woken else max(waited, pause)
                 woke_from = skipped.blocked if woken else []
+                held = woken if type(woken) is Wake else None
         finally:
             if req.limited:
                 # One provider request each, and only where the request was never admitted.
                 for name in req.limited - (req.admitted or set()):
                     self.observer.request_ended(name, "rate_limited")
-
-    def _refused(
-        self, provider: Provider, refusal: Refusal, since: int, req: RequestState, skipped: Skipped
-    ) -> None:
-        """Note why ``provider`` was not admitted, and what would end the wait for it."""
-        skipped.note(provider.name, refusal.reason, refusal.wait)
-        if refusal.queue is not None:
-            skipped.blocked.append((provider, since))
-        if refusal.limited:
-            if req.limited is None:
-                req.limited = set()
-            req.limited.add(provider.name)
 
     # -- execute with retry, record, fall back --------------------------------------------
 

@@ -11,9 +11,18 @@ from typing import Any
 
 from ._context import RequestContext
 from ._errors import AllProvidersFailedError, DeadlineExceededError
+from ._gates import Refusal
 from ._provider import Provider
+from ._waiting import Wake
 
-__all__ = ["RequestState", "Skipped", "all_failed", "out_of_time", "pass_on_spare_slots"]
+__all__ = [
+    "RequestState",
+    "Skipped",
+    "all_failed",
+    "out_of_time",
+    "pass_on_spare_slots",
+    "pass_on_wake",
+]
 
 
 class RequestState:
@@ -28,7 +37,6 @@ class RequestState:
         "done",
         "errors",
         "limited",
-        "passed_on",
         "trail",
     )
 
@@ -42,7 +50,6 @@ class RequestState:
         self.trail: list[dict[str, Any]] = []
         self.limited: set[str] | None = None
         self.admitted: set[str] | None = None
-        self.passed_on = False
 
 
 class Skipped:
@@ -56,19 +63,35 @@ class Skipped:
         self.blocked: list[tuple[Provider, int]] = []
         """Providers a slot release can unblock, with their slot snapshot."""
 
-    def note(self, name: str, reason: str, wait: float) -> None:
-        self.reasons[name] = reason
-        if wait < self.soonest:
-            self.soonest = wait
+    def add(self, provider: Provider, refusal: Refusal, since: int, req: RequestState) -> None:
+        """Note why ``provider`` was not admitted, and what would end the wait for it
+        (``since``: its slot queue's snapshot before the try)."""
+        self.reasons[provider.name] = refusal.reason
+        if refusal.wait < self.soonest:
+            self.soonest = refusal.wait
+        if refusal.queue is not None:
+            self.blocked.append((provider, since))
+        if refusal.limited:
+            if req.limited is None:
+                req.limited = set()
+            req.limited.add(provider.name)
 
 
-def pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider | None) -> None:
-    """A request woken by a release was admitted at ``taken`` (or nowhere): a slot freed
-    for it elsewhere would otherwise wait unclaimed, so wake the next waiter of every
-    such provider that has a free slot."""
+def pass_on_spare_slots(woke_from: list[tuple[Provider, int]], taken: Provider) -> None:
+    """A request woken by a release was admitted at ``taken``: a slot freed elsewhere for it
+    would otherwise wait unclaimed, so wake the next waiter of every such provider."""
     for provider, _ in woke_from:
         if provider is not taken and provider.limiter.wait_time() != math.inf:
             provider.slots.notify()
+
+
+def pass_on_wake(wake: Wake, woke_from: list[tuple[Provider, int]]) -> None:
+    """A request was handed ``wake`` but could not use it (refused for another reason than
+    slots): if the slot is still free, hand it on to the waiters of that release. Not when
+    the slot went to someone else: the wake-up would travel through every waiter in vain."""
+    for provider, _ in woke_from:
+        if provider.slots is wake.queue and not provider.limiter.concurrency.full:
+            wake.queue.pass_on(wake)
 
 
 def all_failed(req: RequestState, skipped: dict[str, str]) -> AllProvidersFailedError:

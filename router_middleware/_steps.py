@@ -71,7 +71,8 @@ class Pause:
 
 class WaitForSlot:
     """Every candidate is full: wait up to ``seconds`` for a release on one of
-    ``blocked`` (pairs of a slot queue and its snapshot). Resume with whether one came."""
+    ``blocked`` (pairs of a slot queue and its snapshot). Resume with the
+    :class:`~._waiting.Wake` handed over, ``True`` (look again) or ``False`` (time out)."""
 
     __slots__ = ("blocked", "seconds")
 

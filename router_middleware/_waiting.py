@@ -35,14 +35,29 @@ import math
 import threading
 from collections.abc import Sequence
 
-__all__ = ["SlotQueue", "wait_for_slot", "wait_for_slot_async"]
+__all__ = ["SlotQueue", "Wake", "wait_for_slot", "wait_for_slot_async"]
 
 _lock = threading.Lock()
 """One lock for all queues: a waiter joins and leaves several atomically; sections are tiny."""
 
 
+class Wake:
+    """A wake-up handed to a waiter: a release of ``queue``'s provider, the
+    ``generation``-th. A waiter that cannot use it hands it on (:meth:`SlotQueue.pass_on`)
+    to waiters that were already waiting then, never back to itself."""
+
+    __slots__ = ("generation", "queue")
+
+    def __init__(self, queue: SlotQueue, generation: int) -> None:
+        self.queue = queue
+        self.generation = generation
+
+    def __repr__(self) -> str:
+        return f"Wake({self.queue!r}, generation={self.generation})"
+
+
 class _Waiter:
-    __slots__ = ("event", "future", "queues", "woken_by")
+    __slots__ = ("event", "future", "generation", "queues", "woken_by")
 
     def __init__(
         self,
@@ -53,8 +68,9 @@ class _Waiter:
         self.future = future
         self.queues: list[SlotQueue] = []
         self.woken_by: SlotQueue | None = None
+        self.generation = 0
 
-    def wake(self, queue: SlotQueue) -> bool:
+    def wake(self, queue: SlotQueue, generation: int) -> bool:
         """Leave every queue and wake the caller (``_lock`` held); False if it is gone."""
         for other in self.queues:
             other._waiters.pop(self, None)
@@ -66,6 +82,7 @@ class _Waiter:
         elif self.event is not None:
             self.event.set()
         self.woken_by = queue
+        self.generation = generation
         return True
 
 
@@ -92,8 +109,9 @@ class SlotQueue:
     __slots__ = ("_releases", "_waiters")
 
     def __init__(self) -> None:
-        # Ordered for oldest-first; a mapping so a waiter leaves any position in O(1).
-        self._waiters: collections.OrderedDict[_Waiter, None] = collections.OrderedDict()
+        # Ordered for oldest-first; a mapping so a waiter leaves any position in O(1). Each
+        # waiter maps to the release count it looked at: it may take wake-ups of later ones.
+        self._waiters: collections.OrderedDict[_Waiter, int] = collections.OrderedDict()
         self._releases = 0
 
     def snapshot(self) -> int:
@@ -113,14 +131,24 @@ class SlotQueue:
         self._releases += 1
         if self._waiters:
             with _lock:
-                self._wake_oldest()
+                self._wake_oldest(self._releases)
 
-    def _wake_oldest(self) -> None:
-        """Wake the oldest waiter still able to take the slot (``_lock`` held)."""
-        while self._waiters:
-            waiter, _ = self._waiters.popitem(last=False)
-            if waiter.wake(self):
-                return
+    def pass_on(self, wake: Wake) -> None:
+        """Hand on a wake-up its waiter could not use (it was refused for another reason)
+        to the oldest waiter that was waiting at that release; none that joined later, so
+        two waiters that cannot use it never wake each other without end."""
+        if self._waiters:
+            with _lock:
+                self._wake_oldest(wake.generation)
+
+    def _wake_oldest(self, generation: int) -> None:
+        """Wake the oldest waiter still able to take the ``generation``-th release
+        (``_lock`` held)."""
+        for waiter, since in list(self._waiters.items()):
+            if since < generation:
+                del self._waiters[waiter]
+                if waiter.wake(self, generation):
+                    return
 
     def __repr__(self) -> str:
         return f"SlotQueue(waiting={len(self._waiters)}, releases={self._releases})"
@@ -129,9 +157,9 @@ class SlotQueue:
 def _join(blocked: Sequence[tuple[SlotQueue, int]], waiter: _Waiter) -> bool:
     """Register ``waiter``; False when a release already happened since the snapshots."""
     with _lock:
-        for queue, _ in blocked:
+        for queue, since in blocked:
             if waiter not in queue._waiters:  # a queue listed twice is joined once
-                queue._waiters[waiter] = None
+                queue._waiters[waiter] = since
                 waiter.queues.append(queue)
         # Only after joining (see SlotQueue.notify): a release since the snapshot means
         # the caller must look again rather than sleep.
@@ -143,8 +171,8 @@ def _join(blocked: Sequence[tuple[SlotQueue, int]], waiter: _Waiter) -> bool:
         return True
 
 
-def _leave(waiter: _Waiter, *, pass_on: bool) -> bool:
-    """Unregister; True if it had been woken, that wake-up handed on when ``pass_on``."""
+def _leave(waiter: _Waiter, *, pass_on: bool) -> Wake | bool:
+    """Unregister; the wake-up it had been handed (False: none), handed on if ``pass_on``."""
     with _lock:
         queue = waiter.woken_by
         if queue is None:
@@ -152,31 +180,34 @@ def _leave(waiter: _Waiter, *, pass_on: bool) -> bool:
                 other._waiters.pop(waiter, None)
             return False
         if pass_on:
-            queue._wake_oldest()
-        return True
+            queue._wake_oldest(waiter.generation)
+        return Wake(queue, waiter.generation)
 
 
-def wait_for_slot(blocked: Sequence[tuple[SlotQueue, int]], timeout: float) -> bool:
-    """Block until a slot of one of ``blocked`` is released (True) or ``timeout`` passes.
+def wait_for_slot(blocked: Sequence[tuple[SlotQueue, int]], timeout: float) -> Wake | bool:
+    """Block until a slot of one of ``blocked`` is released or ``timeout`` passes.
 
     ``blocked`` pairs each queue with the :meth:`SlotQueue.snapshot` read before the
-    refused admission; ``timeout`` may be ``math.inf``.
+    refused admission; ``timeout`` may be ``math.inf``. Returns the :class:`Wake` handed
+    to this caller, ``True`` when a release came between the snapshot and the wait (look
+    again: no wake-up is held), ``False`` when the time ran out.
     """
     event = threading.Event()
     waiter = _Waiter(event=event)
     if not _join(blocked, waiter):
         return True
     try:
-        if event.wait(None if timeout >= threading.TIMEOUT_MAX else max(0.0, timeout)):
-            return True
+        event.wait(None if timeout >= threading.TIMEOUT_MAX else max(0.0, timeout))
     except BaseException:  # interrupted: this caller will not take the slot
         _leave(waiter, pass_on=True)
         raise
     return _leave(waiter, pass_on=False)
 
 
-async def wait_for_slot_async(blocked: Sequence[tuple[SlotQueue, int]], timeout: float) -> bool:
-    """Suspend until a slot of one of ``blocked`` is released (True) or ``timeout`` passes.
+async def wait_for_slot_async(
+    blocked: Sequence[tuple[SlotQueue, int]], timeout: float
+) -> Wake | bool:
+    """Suspend until a slot of one of ``blocked`` is released or ``timeout`` passes.
 
     As :func:`wait_for_slot`; a cancelled task hands a wake-up it got to the next waiter.
     """
@@ -187,8 +218,7 @@ async def wait_for_slot_async(blocked: Sequence[tuple[SlotQueue, int]], timeout:
         return True
     timer = None if timeout == math.inf else loop.call_later(timeout, _settle, future, False)
     try:
-        if await future:
-            return True
+        await future
     except asyncio.CancelledError:
         # Only cancellation: a coroutine closed unresumed is being finalised, perhaps by the
         # garbage collector inside a locked section of this thread, and has left every

@@ -20,7 +20,7 @@ from router_middleware import (
     RouterError,
 )
 from router_middleware._tokens import approximate_tokens
-from router_middleware.testing import http_error
+from router_middleware.testing import ScriptedChatModel, http_error
 
 PROMPT = "x" * 400  # 100 tokens by the default estimate, plus 3 for the message
 ESTIMATE = approximate_tokens([HumanMessage(PROMPT)])
@@ -563,15 +563,18 @@ def test_a_timed_out_call_keeps_its_charge_and_cost(call: Callable[..., Any]) ->
     assert p.budget.spent() == pytest.approx(4.0)
 
 
-def test_a_slots_wake_up_passes_on_when_the_woken_request_lacks_tokens() -> None:
-    """Found by the benchmarks: A's release woke B, which the token limit refused; C,
-    which fits, stayed asleep with the slot free until B's own call ended (62 s)."""
-    from router_middleware.testing import LoopClock, ScriptedChatModel, VirtualLoop
+def _finish_times(
+    usage: tuple[int, int], max_concurrent: int, plan: list[tuple[str, float, int]]
+) -> tuple[dict[str, float], ScriptedChatModel]:
+    """When each ``(name, start, max_tokens)`` request ended, on a virtual-time loop, over
+    one provider with 1,000 tokens a minute whose calls take 1 s."""
+    from router_middleware.testing import LoopClock, VirtualLoop
 
     loop = VirtualLoop()
     clock = LoopClock(loop)
-    model = ScriptedChatModel(latency=1.0, clock=clock, usage=(300, 10))
-    r = router(clock, {"p": model}, {"p": tpm(1000, max_concurrent=1)}, max_wait_seconds=120)  # type: ignore[arg-type]
+    model = ScriptedChatModel(latency=1.0, clock=clock, usage=usage)
+    limits = tpm(1000, max_concurrent=max_concurrent)
+    r = router(clock, {"p": model}, {"p": limits}, max_wait_seconds=120)  # type: ignore[arg-type]
     ended: dict[str, float] = {}
 
     async def one(name: str, delay: float, max_tokens: int) -> None:
@@ -580,13 +583,32 @@ def test_a_slots_wake_up_passes_on_when_the_woken_request_lacks_tokens() -> None
         ended[name] = loop.time()
 
     async def main() -> None:
-        await asyncio.gather(one("a", 0.0, 100), one("b", 0.1, 600), one("c", 0.2, 50))
+        await asyncio.gather(*(one(*p) for p in plan))
 
     try:
         loop.run_until_complete(main())
     finally:
         loop.close()
+    return ended, model
+
+
+def test_a_slots_wake_up_passes_on_when_the_woken_request_lacks_tokens() -> None:
+    """Found by the benchmarks: A's release woke B, which the token limit refused; C,
+    which fits, stayed asleep with the slot free until B's own call ended (62 s)."""
+    plan = [("a", 0.0, 100), ("b", 0.1, 600), ("c", 0.2, 50)]
+    ended, model = _finish_times((300, 10), 1, plan)
     assert ended["c"] == pytest.approx(2.0)
     # b (300 + 600) fits once both a's and c's charges (310 each) have left: 62 s.
     assert ended["b"] == pytest.approx(63.0)
     assert model.max_in_flight == 1
+
+
+def test_every_settle_gives_each_waiter_that_fits_its_turn() -> None:
+    """Found by the benchmarks: a request that had handed on one wake-up swallowed the
+    next, and e, which fits once a settles, slept until another call ended."""
+    plan = [("a", 0.0, 600), ("b", 0.1, 990), ("c", 0.2, 390), ("d", 0.3, 300), ("e", 1.1, 600)]
+    ended, _ = _finish_times((5, 10), 4, plan)
+    assert ended["a"] == pytest.approx(1.0)
+    assert ended["c"] == pytest.approx(1.2)
+    assert ended["d"] == pytest.approx(2.0)
+    assert ended["e"] == pytest.approx(2.2)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from router_middleware._limiter import ConcurrencyLimiter
-from router_middleware._waiting import SlotQueue, wait_for_slot, wait_for_slot_async
+from router_middleware._waiting import SlotQueue, Wake, wait_for_slot, wait_for_slot_async
 
 SHORT = 0.05
 """Longest real wait in this file: a wait that must time out."""
@@ -79,7 +79,7 @@ async def test_one_notify_wakes_only_the_oldest_task() -> None:
         await _yield_until(lambda: queue.waiting, count)
     queue.notify()
     assert queue.waiting == 2
-    assert await asyncio.gather(*waiters) == [True, False, False]
+    assert [bool(r) for r in await asyncio.gather(*waiters)] == [True, False, False]
     assert queue.waiting == 0
 
 
@@ -116,8 +116,8 @@ async def test_a_waiter_on_two_queues_is_woken_once_and_leaves_both() -> None:
     first.notify()
     assert (first.waiting, second.waiting) == (0, 1)
     second.notify()  # must reach the next waiter, not the one already woken
-    assert await asyncio.wait_for(both, 1.0) is True
-    assert await only_second is True
+    assert bool(await asyncio.wait_for(both, 1.0))
+    assert bool(await only_second)
     assert first.waiting == second.waiting == 0
 
 
@@ -128,7 +128,7 @@ def test_a_queue_listed_twice_registers_the_waiter_once() -> None:
     assert queue.waiting == 1
     queue.notify()
     thread.join(1.0)
-    assert results == [True]
+    assert [bool(r) for r in results] == [True]
     assert queue.waiting == 0
 
 
@@ -140,7 +140,7 @@ async def test_a_notify_from_a_thread_wakes_a_task() -> None:
     waiter = asyncio.create_task(wait_for_slot_async([(queue, 0)], math.inf))
     await _yield_until(lambda: queue.waiting == 1)
     threading.Thread(target=queue.notify).start()
-    assert await asyncio.wait_for(waiter, 1.0) is True
+    assert bool(await asyncio.wait_for(waiter, 1.0))
     assert queue.waiting == 0
 
 
@@ -152,7 +152,7 @@ def test_a_notify_wakes_a_task_on_another_threads_loop() -> None:
     _wait_until(lambda: queue.waiting == 1)
     queue.notify()
     thread.join(1.0)
-    assert results == [True]
+    assert [bool(r) for r in results] == [True]
     assert queue.waiting == 0
 
 
@@ -169,7 +169,7 @@ def test_a_waiter_whose_loop_was_closed_passes_the_release_on() -> None:
     _wait_until(lambda: queue.waiting == 2)
     queue.notify()
     thread.join(1.0)
-    assert results == [True]
+    assert [bool(r) for r in results] == [True]
     assert queue.waiting == 0
 
 
@@ -191,7 +191,7 @@ async def test_a_task_cancelled_after_being_chosen_passes_the_release_on(settled
     chosen.cancel()
     with pytest.raises(asyncio.CancelledError):
         await chosen
-    assert await following is True
+    assert bool(await following)
     assert queue.waiting == 0
 
 
@@ -207,7 +207,7 @@ async def test_a_release_is_passed_on_only_in_the_queue_that_sent_it() -> None:
     chosen.cancel()
     with pytest.raises(asyncio.CancelledError):
         await chosen
-    assert await on_sent is True
+    assert bool(await on_sent)
     assert await on_other is False, "no slot was released there"
     assert repr(other) == "SlotQueue(waiting=0, releases=0)"
 
@@ -223,7 +223,7 @@ async def test_a_cancelled_task_that_was_not_chosen_just_leaves() -> None:
     later = asyncio.create_task(wait_for_slot_async([(queue, 0)], SHORT))
     await _yield_until(lambda: queue.waiting == 1)
     queue.notify()
-    assert await later is True
+    assert bool(await later)
 
 
 async def test_a_task_chosen_as_its_timeout_fires_keeps_the_release() -> None:
@@ -236,7 +236,7 @@ async def test_a_task_chosen_as_its_timeout_fires_keeps_the_release() -> None:
     await _yield_until(future.done)  # timed out; the task resumes on the next loop turn
     assert queue.waiting == 1
     queue.notify()
-    assert await waiter is True, "its caller is still there to take the slot"
+    assert bool(await waiter), "its caller is still there to take the slot"
     assert queue.waiting == 0
 
 
@@ -266,9 +266,9 @@ async def test_an_unbounded_wait_ends_with_a_later_notify() -> None:
     assert not task.done()
     queue.notify()
     queue.notify()
-    assert await asyncio.wait_for(task, 1.0) is True
+    assert bool(await asyncio.wait_for(task, 1.0))
     thread.join(1.0)
-    assert results == [True]
+    assert [bool(r) for r in results] == [True]
 
 
 def test_repr_shows_waiters_and_releases() -> None:
@@ -355,3 +355,32 @@ def test_threads_and_tasks_contending_for_two_providers_are_all_woken() -> None:
     assert limiters[0].high_water == 1
     assert limiters[1].high_water <= 2
     assert [queue.waiting for queue in queues] == [0, 0]
+
+
+# --- a wake-up its waiter cannot use ---------------------------------------------------
+
+
+async def test_a_wake_up_handed_on_reaches_those_waiting_at_that_release_only() -> None:
+    """A woken request that another gate refuses (its tokens) hands the wake-up on; the
+    waiters that joined after that release never get it, so two waiters that cannot use
+    it cannot wake each other without end."""
+    queue = SlotQueue()
+    first = asyncio.create_task(wait_for_slot_async([(queue, 0)], SHORT))
+    await _yield_until(lambda: queue.waiting, 1)
+    second = asyncio.create_task(wait_for_slot_async([(queue, 0)], SHORT))
+    await _yield_until(lambda: queue.waiting, 2)
+    queue.notify()
+    wake = await first
+    assert isinstance(wake, Wake)
+    assert (wake.queue, wake.generation) == (queue, 1)
+    # The first waits again (it looked after the release), then hands the wake-up on.
+    again = asyncio.create_task(wait_for_slot_async([(queue, queue.snapshot())], SHORT))
+    await _yield_until(lambda: queue.waiting, 2)
+    queue.pass_on(wake)
+    handed = await second
+    assert isinstance(handed, Wake)
+    assert handed.generation == 1
+    # The second cannot use it either: nobody left who was waiting at release 1.
+    queue.pass_on(handed)
+    assert queue.waiting == 1
+    assert await again is False  # timed out: it was never woken by a wake-up it passed on
