@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 
-from ._tokens import TokenCounter, approximate_tokens
+from ._tokens import TokenCounter, approximate_text_tokens, approximate_tokens
+from ._types import LLMRequest, request_from_input
 
 if TYPE_CHECKING:
     from ._routing import Routing
@@ -109,14 +111,18 @@ class RequestContext:
         on first use (from any thread: a race counts twice, harmlessly)."""
         tokens = self._tokens
         if tokens is None:
-            from ._types import LLMRequest, request_from_input
-
             value = self.input
-            if isinstance(value, LLMRequest):
+            counter = self.counter
+            if type(value) is str and counter is approximate_tokens and not self.tools:
+                self._tokens = tokens = approximate_text_tokens(value)  # without a message
+                return tokens
+            if isinstance(value, str):
+                messages: list[BaseMessage] = [HumanMessage(value)]
+            elif isinstance(value, LLMRequest):
                 messages = value.to_messages()
             else:
                 messages = request_from_input(value, self.model).messages
-            self._tokens = tokens = self.counter(messages, self.tools)
+            self._tokens = tokens = counter(messages, self.tools)
         return tokens
 
     @property

@@ -45,8 +45,15 @@ _FIELDS = ("tokens_per_minute", "input_tokens_per_minute", "output_tokens_per_mi
 
 
 def _estimate(lease: Lease, calibration: Calibration) -> int:
+    """The input tokens to charge."""
     ctx = lease.context
     return 0 if ctx is None else calibration.apply(ctx.estimated_tokens())
+
+
+def _expected(lease: Lease, calibration: Calibration) -> int:
+    """The input tokens the provider will likely count (for context windows)."""
+    ctx = lease.context
+    return 0 if ctx is None else calibration.expect(ctx.estimated_tokens())
 
 
 def _output(lease: Lease, reserve: int) -> int:
@@ -95,7 +102,7 @@ class ContextWindowGate(Gate):
                 )
         if max_in is None and refused is None:
             return None
-        tokens = _estimate(lease, self.calibration)
+        tokens = _expected(lease, self.calibration)
         if max_in is not None and tokens > max_in:
             return _never(f"context window: ~{tokens:,} input tokens > max_input_tokens {max_in:,}")
         if refused is not None and tokens + _asked(lease) >= refused:
@@ -107,7 +114,7 @@ class ContextWindowGate(Gate):
     def exit(self, lease: Lease) -> None:
         verdict = lease.verdict
         if verdict is not None and verdict.kind is ErrorKind.CONTEXT_LENGTH:
-            tokens = _estimate(lease, self.calibration) + _asked(lease)
+            tokens = _expected(lease, self.calibration) + _asked(lease)
             if tokens:
                 known = self.learned.get(lease.model)
                 self.learned[lease.model] = tokens if known is None else min(known, tokens)
@@ -133,7 +140,9 @@ class TokenCharge(NamedTuple):
     """What a :class:`TokenGate` charged one attempt."""
 
     slot: int
-    costs: tuple[tuple[_Limit, int], ...]
+    limits: tuple[_Limit, ...]
+    charges: list[tuple[str, int, int]]
+    """``(key, limit, cost)`` per limit, as the store took them."""
     output: int
     """The output tokens reserved."""
 
@@ -172,44 +181,48 @@ class TokenGate(Gate):
         if entry is None or lease.context is None:
             return None
         limits, reserve = entry
-        tokens_in = self.calibration.apply(lease.context.estimated_tokens())
-        tokens_out = _output(lease, reserve)
-        costs = []
-        for limit in limits:
-            cost = (tokens_in + tokens_out, tokens_in, tokens_out)[limit.kind]
-            if cost > limit.limit:
-                return _never(f"request of ~{cost:,} tokens > {limit.label} {limit.limit:,}")
-            costs.append((limit, cost))
-        wait, slot = self._store.take_windows(
-            self._clock.now(), WINDOW_SECONDS, [(lim.key, lim.limit, c) for lim, c in costs]
-        )
+        ctx = lease.context
+        tokens_in = self.calibration.apply(ctx.estimated_tokens())
+        asked = ctx.requested_output()
+        tokens_out = reserve if asked is None else asked
+        both = tokens_in + tokens_out
+        charges = []
+        for lim in limits:
+            kind = lim.kind
+            cost = both if kind == _TOTAL else tokens_in if kind == _INPUT else tokens_out
+            if cost > lim.limit:
+                return _never(f"request of ~{cost:,} tokens > {lim.label} {lim.limit:,}")
+            charges.append((lim.key, lim.limit, cost))
+        wait, slot = self._store.take_windows(self._clock.now(), WINDOW_SECONDS, charges)
         if wait:
             # A call that settles may refund room sooner: then wait on the slot queue too,
             # which every settle notifies (after its refund: gates exit in order).
             queue = self.queue if self._slots.in_flight else None
             return Refusal(f"token limit for {wait:.3f}s", wait, queue=queue)
-        lease.charge = TokenCharge(slot, tuple(costs), tokens_out)
+        lease.charge = TokenCharge(slot, limits, charges, tokens_out)
         return None
 
     def undo(self, lease: Lease) -> None:
         charge: TokenCharge | None = lease.charge
         if charge is not None:
-            self._settle(charge, [(lim.key, -c) for lim, c in charge.costs])
+            self._settle(charge, [(key, -cost) for key, _, cost in charge.charges])
 
     def exit(self, lease: Lease) -> None:
         charge: TokenCharge | None = lease.charge
         if charge is None:
             return
         usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
+        pairs = zip(charge.limits, charge.charges, strict=True)
         deltas: list[tuple[str, float]]
         if usage is not None:
-            deltas = [(lim.key, _used(lim.kind, usage) - c) for lim, c in charge.costs]
+            deltas = [(key, _used(lim.kind, usage) - cost) for lim, (key, _, cost) in pairs]
         else:
             refund = _refund(lease)
             if refund is None:
                 return
             deltas = [
-                (lim.key, _given_back(lim, c, charge.output, refund)) for lim, c in charge.costs
+                (key, _given_back(lim, cost, charge.output, refund))
+                for lim, (key, _, cost) in pairs
             ]
         self._settle(charge, deltas)
 

@@ -19,11 +19,12 @@ from router_middleware import (
     ResilientRouter,
     RouterError,
 )
-from router_middleware._tokens import approximate_tokens
+from router_middleware._tokens import Calibration, approximate_tokens
 from router_middleware.testing import ScriptedChatModel, http_error
 
 PROMPT = "x" * 400  # 100 tokens by the default estimate, plus 3 for the message
 ESTIMATE = approximate_tokens([HumanMessage(PROMPT)])
+CHARGED = Calibration().apply(ESTIMATE)  # before the provider has reported usage
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -113,7 +114,7 @@ def test_when_the_window_is_full_the_next_provider_serves_with_the_reason(
     clock: FakeClock, call: Callable[..., Any]
 ) -> None:
     a, b = Provider(), Provider()  # no usage reported: the charge stands
-    r = router(clock, {"a": a, "b": b}, {"a": tpm(ESTIMATE + 1024)})
+    r = router(clock, {"a": a, "b": b}, {"a": tpm(CHARGED + 1024)})
     assert served_by(call(r)) == "a"
     assert served_by(call(r)) == "b"
     assert (a.calls, b.calls) == (1, 1)
@@ -124,7 +125,7 @@ def test_without_another_provider_the_request_waits_exactly_for_room(
     clock: FakeClock, call: Callable[..., Any]
 ) -> None:
     a = Provider()
-    r = router(clock, {"a": a}, {"a": tpm(2 * (ESTIMATE + 100))}, max_wait_seconds=120)
+    r = router(clock, {"a": a}, {"a": tpm(2 * (CHARGED + 100))}, max_wait_seconds=120)
     clock.advance(0.5)
     call(r, max_tokens=100)
     call(r, max_tokens=100)
@@ -143,7 +144,7 @@ def test_a_request_larger_than_the_limit_fails_fast_naming_provider_limit_and_es
         call(r, max_tokens=1000)
     reason = raised.value.reasons["a"]
     assert "tokens_per_minute 500" in reason
-    assert f"~{ESTIMATE + 1000:,} tokens" in reason
+    assert f"~{CHARGED + 1000:,} tokens" in reason
     assert (a.calls, clock.now()) == (0, 0.0)  # no call, no wait
 
 
@@ -185,7 +186,7 @@ def test_output_reserve_defaults_to_the_models_then_1024(
     clock: FakeClock, call: Callable[..., Any]
 ) -> None:
     a, b = Provider(), Provider()
-    limit = ESTIMATE + 200
+    limit = CHARGED + 200
     configs = {
         "a": {**tpm(limit), "models": [{"name": "m", "output_reserve_tokens": 200}]},
         "b": tpm(limit),  # 1024 by default: never fits
@@ -195,7 +196,7 @@ def test_output_reserve_defaults_to_the_models_then_1024(
     assert r.providers["a"].token_headroom == 0
     with pytest.raises(NoProviderAvailableError) as raised:
         call(r)
-    assert f"~{ESTIMATE + 1024:,} tokens" in raised.value.reasons["b"]
+    assert f"~{CHARGED + 1024:,} tokens" in raised.value.reasons["b"]
 
 
 def test_a_models_own_limit_applies_to_that_model_only(
@@ -217,7 +218,7 @@ def test_a_models_own_limit_applies_to_that_model_only(
     ("error", "kept"),
     [
         (http_error(429), 0),  # the provider admitted nothing: all refunded
-        (http_error(500), ESTIMATE),  # the input was sent: the output reserve refunded
+        (http_error(500), CHARGED),  # the input was sent: the output reserve refunded
     ],
 )
 def test_a_failure_gives_back_what_it_did_not_use(
@@ -245,7 +246,7 @@ def test_a_cancelled_call_keeps_its_charge(clock: FakeClock) -> None:
 
     asyncio.run(main())
     # The provider may have run it all: nothing is refunded that it may have counted.
-    assert r.providers["a"].token_headroom == 100_000 - ESTIMATE - 50
+    assert r.providers["a"].token_headroom == 100_000 - CHARGED - 50
 
 
 def test_usage_based_prefers_the_provider_with_more_token_headroom(
@@ -468,10 +469,18 @@ def test_token_limits_come_from_the_environment(
 
 def test_the_readmes_worked_example(clock: FakeClock) -> None:
     prompt = "z" * 4000
-    a = Provider(usage=(1100, 250))
+    seen: list[float | None] = []
+
+    class Watching(Provider):
+        def __call__(self, request: LLMRequest) -> AIMessage:
+            seen.append(r.providers["a"].token_headroom)  # while the call runs
+            return super().__call__(request)
+
+    a = Watching(usage=(1100, 250))
     r = router(clock, {"a": a}, {"a": tpm(60_000)}, max_wait_seconds=100)
     assert approximate_tokens([HumanMessage(prompt)]) == 1004
     r.invoke(prompt, max_tokens=1000)
+    assert seen == [60_000 - 1255 - 1000]
     assert r.providers["a"].token_headroom == 60_000 - 1350
     before = r.providers["a"].token_headroom
     a.usage = None  # the charge then stands: 1,100 + 1,000
@@ -557,17 +566,22 @@ def test_a_timed_out_call_keeps_its_charge_and_cost(call: Callable[..., Any]) ->
         call(r, "hi", max_tokens=4000)
     model.release_hangs()
     p = r.providers["p"]
-    estimate = approximate_tokens([HumanMessage("hi")])
-    assert p.token_headroom == 10_000 - estimate - 4000
+    charged = Calibration().apply(approximate_tokens([HumanMessage("hi")]))
+    assert p.token_headroom == 10_000 - charged - 4000
     assert p.budget is not None
     assert p.budget.spent() == pytest.approx(4.0)
 
 
 def _finish_times(
-    usage: tuple[int, int], max_concurrent: int, plan: list[tuple[str, float, int]]
+    usage: tuple[int, int],
+    max_concurrent: int,
+    plan: list[tuple[str, float, int]],
+    *,
+    calibrated: bool = False,
 ) -> tuple[dict[str, float], ScriptedChatModel]:
     """When each ``(name, start, max_tokens)`` request ended, on a virtual-time loop, over
-    one provider with 1,000 tokens a minute whose calls take 1 s."""
+    one provider with 1,000 tokens a minute whose calls take 1 s (``calibrated``: whose
+    count of the prompt the router knows already)."""
     from router_middleware.testing import LoopClock, VirtualLoop
 
     loop = VirtualLoop()
@@ -575,6 +589,8 @@ def _finish_times(
     model = ScriptedChatModel(latency=1.0, clock=clock, usage=usage)
     limits = tpm(1000, max_concurrent=max_concurrent)
     r = router(clock, {"p": model}, {"p": limits}, max_wait_seconds=120)  # type: ignore[arg-type]
+    if calibrated:
+        r.providers["p"].calibration.observe(usage[0], usage[0])
     ended: dict[str, float] = {}
 
     async def one(name: str, delay: float, max_tokens: int) -> None:
@@ -607,7 +623,7 @@ def test_every_settle_gives_each_waiter_that_fits_its_turn() -> None:
     """Found by the benchmarks: a request that had handed on one wake-up swallowed the
     next, and e, which fits once a settles, slept until another call ended."""
     plan = [("a", 0.0, 600), ("b", 0.1, 990), ("c", 0.2, 390), ("d", 0.3, 300), ("e", 1.1, 600)]
-    ended, _ = _finish_times((5, 10), 4, plan)
+    ended, _ = _finish_times((5, 10), 4, plan, calibrated=True)
     assert ended["a"] == pytest.approx(1.0)
     assert ended["c"] == pytest.approx(1.2)
     assert ended["d"] == pytest.approx(2.0)

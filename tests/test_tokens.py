@@ -14,6 +14,7 @@ from router_middleware._context import RequestContext
 from router_middleware._tokens import (
     Calibration,
     TiktokenCounter,
+    approximate_text_tokens,
     approximate_tokens,
     counter_named,
     usage_of,
@@ -31,6 +32,14 @@ def byte_encoding() -> Any:
 def get_weather(city: str) -> str:
     """Get the weather in a city."""
     return "sunny"
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 5, 399, 400, 401, 4000, 100_003])
+def test_the_plain_text_shortcut_counts_as_langchain_does(length: int) -> None:
+    text = "é" * length
+    assert approximate_text_tokens(text) == approximate_tokens([HumanMessage(text)])
+    ctx = RequestContext("m", text, {}, {}, stream=False)
+    assert ctx.estimated_tokens() == approximate_tokens([HumanMessage(text)])
 
 
 def test_tools_bound_count_toward_the_estimate() -> None:
@@ -175,3 +184,18 @@ def test_a_tools_router_counts_its_tools(clock: FakeClock) -> None:
     )
     router.bind_tools([get_weather]).invoke("weather?")
     assert counted[0][0]["function"]["name"] == "get_weather"
+
+
+def test_a_long_text_is_counted_in_pieces_as_it_would_be_whole() -> None:
+    """Pieces cut before a space leave every pre-token whole, so merges come out the same
+    (the pieces keep the event loop free: see TiktokenCounter._count)."""
+    ranks = {bytes([i]): i for i in range(256)}
+    for extra, token in enumerate([b"lo", b"low", b" low", b"er", b" lower", b"  "]):
+        ranks[token] = 256 + extra
+    enc = tiktoken.Encoding(
+        name="mini", pat_str=r" ?[a-z]+| +|[^a-z ]+", mergeable_ranks=ranks, special_tokens={}
+    )
+    text = " ".join(["lower", "low", "slow", "x", " lowerlow"] * 9_000)
+    whole = len(enc.encode(text))
+    assert whole < len(text)  # merges happened
+    assert TiktokenCounter(enc)._count(text) == whole
