@@ -174,13 +174,18 @@ def environment() -> dict[str, Any]:
 _STARTED = environment()
 
 
-def write_results(name: str, args: Any, figures: Mapping[str, Any]) -> Path:
-    """Write ``benchmarks/results/<name>.json``: the figures, the flags and the environment."""
+def write_results(
+    name: str, args: Any, figures: Mapping[str, Any], script: str | None = None
+) -> Path:
+    """Write ``benchmarks/results/<name>.json``: the figures, the flags and the environment.
+
+    ``script``: the benchmark's name when ``name`` is that of a partial run's file.
+    """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     data = {
-        "benchmark": name,
-        "command": "python " + " ".join([f"benchmarks/{name}.py", *sys.argv[1:]]),
+        "benchmark": script or name,
+        "command": "python " + " ".join([f"benchmarks/{script or name}.py", *sys.argv[1:]]),
         "settings": vars(args),
         "environment": _STARTED,
         **figures,

@@ -570,7 +570,8 @@ def main() -> None:
         args.rounds, args.calls, args.warmup = 3, 60, 20
     results = run(args)
     print(report(results))
-    path = write_results("overhead_partial" if args.variants else "overhead", args, results)
+    name = "overhead_partial" if args.variants else "overhead"
+    path = write_results(name, args, results, script="overhead")
     print(f"\nwrote {path.name} ({results['elapsed_seconds']:.0f}s)")
 
 

@@ -628,6 +628,7 @@ def test_no_429_the_router_could_have_prevented_even_all_at_once() -> None:
 
 def test_no_429_the_router_could_have_prevented_after_timeouts() -> None:
     """A timed-out call keeps its charge: the provider goes on counting it."""
+
     def slow(data: dict[str, Any]) -> None:
         data["providers"][0]["rate_limit"]["tokens_per_minute"] = 8_000
         data["timeouts"]["attempt_seconds"] = 3.0
