@@ -3,10 +3,11 @@
 A chain can say "only EU providers" or "never the free tier" without a second router.
 The controls come, field by field (the call winning), from the call's keyword arguments
 (``router.invoke(x, require_tags=["eu"])``, so ``router.bind(require_tags=["eu"])``
-works inside a chain) and from the run config's ``configurable``, where ``model`` is read
+works inside a chain), from the run config's ``configurable``, where ``model`` is read
 too (``{"configurable": {"exclude_tags": ["free-tier"]}}``: LangChain's place for the
 runtime settings of the runnables in a run, and it reaches a model call deep inside an
-agent). They never reach a provider as call options. They become one :class:`Routing`;
+agent), and from its ``metadata`` (``{"metadata": {"require_tags": ["eu"]}}``). They
+never reach a provider as call options. They become one :class:`Routing`;
 ``_candidates.routed`` applies it to the request's candidates.
 """
 
@@ -102,10 +103,13 @@ single str 'eu' (it would be read as its letters): write ['eu']
 
 
 def requested(
-    options: dict[str, Any], configurable: Mapping[str, Any] | None
+    options: dict[str, Any],
+    configurable: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[Routing | None, dict[str, Any]]:
     """The request's controls (``None`` when they narrow nothing), and its call options
-    without them.
+    without them; per field the call wins over ``configurable``, which wins over the run's
+    ``metadata``.
 
     A control given ``None`` counts as not given.
 
@@ -118,11 +122,12 @@ def requested(
         (['eu'], ['free'], {'temperature': 0})
     """
     given: dict[str, tuple[Any, str]] = {}
-    if configurable:
-        for key in CONTROLS:
-            value = configurable.get(key)
-            if value is not None:
-                given[key] = (value, f"configurable[{key!r}]")
+    for name, source in (("metadata", metadata), ("configurable", configurable)):
+        if source:
+            for key in CONTROLS:
+                value = source.get(key)
+                if value is not None:
+                    given[key] = (value, f"{name}[{key!r}]")
     if not CONTROL_KEYS.isdisjoint(options):
         for key in CONTROLS:
             value = options.get(key)

@@ -75,12 +75,16 @@ def _context(
     ):
         prefer = last_tool_provider(value)
     routing = None
-    # Two truth tests for the many requests without controls (empty options and
-    # configurable); the controls are parsed, and taken out of the options, only when set.
-    if (kwargs and not CONTROL_KEYS.isdisjoint(kwargs)) or (
-        configurable and not CONTROL_KEYS.isdisjoint(configurable)
+    # Three truth tests for the many requests without controls (empty options,
+    # configurable and metadata); the controls are parsed, and taken out of the options,
+    # only when set.
+    metadata = config.get("metadata")
+    if (
+        (kwargs and not CONTROL_KEYS.isdisjoint(kwargs))
+        or (configurable and not CONTROL_KEYS.isdisjoint(configurable))
+        or (metadata and not CONTROL_KEYS.isdisjoint(metadata))
     ):
-        routing, kwargs = requested(kwargs, configurable)
+        routing, kwargs = requested(kwargs, configurable, metadata)
     deadline, attempts = pipeline.deadline_seconds, pipeline.max_attempts
     if limits is not None:
         deadline = limits.deadline_seconds if limits.deadline_seconds is not None else deadline

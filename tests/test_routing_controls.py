@@ -134,6 +134,16 @@ def test_run_config_configurable_sets_them(world, entry) -> None:
     assert served_by(entry.answer(world.router, config=config)) == "oregon"
 
 
+def test_run_config_metadata_sets_them_below_configurable(world, entry) -> None:
+    config = {"metadata": {"require_tags": ["us"], "exclude_tags": ["paid"]}}
+    assert served_by(entry.answer(world.router, config=config)) == "oregon"
+    # configurable wins over metadata, field by field: require_tags from it, the rest not.
+    config["configurable"] = {"require_tags": ["eu"]}
+    assert served_by(entry.answer(world.router, config=config)) == "dublin"
+    with pytest.raises(InvalidInputError, match=r"metadata\['require_tags'\]"):
+        entry.answer(world.router, config={"metadata": {"require_tags": "eu"}})
+
+
 def test_the_call_wins_over_the_run_config_field_by_field(world, entry) -> None:
     config = {"configurable": {"require_tags": ["us"], "exclude_tags": ["paid"]}}
     # require_tags from the call replaces the config's; exclude_tags stays the config's.
