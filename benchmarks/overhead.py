@@ -19,6 +19,8 @@ Variants:
 * ``litellm_router``: LiteLLM's ``Router``, two deployments, ``mock_response``.
 * ``router``: ``ResilientRouter`` over two providers, rate limits, breakers, retries and
   metrics all enabled.
+* ``router_prometheus``: the same router with a ``PrometheusExporter`` attached (its own
+  registry); its ratio to ``router`` is the exporter's cost per call.
 * ``floor_inline_tools`` / ``router_tools``: the same floor and router with a tool bound
   (the model's own ``bind_tools``; ``router.bind_tools``), as agents call them.
 * ``lc_fail`` / ``router_fail``: the primary always fails (HTTP 503), three attempts,
@@ -92,6 +94,7 @@ TARGETS = [
     ("router_tools", "floor_inline_tools", 1.15),
     ("router", "litellm_router", 0.05),
     ("router_tpm_4k", "router_4k", 1.1),
+    ("router_prometheus", "router", 1.1),
     ("router_fail", "lc_fail", 0.55),
     ("floor_inline", "litellm_router", None),
     ("router_fail", "direct_fail", None),
@@ -318,6 +321,21 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
         notes.append("litellm variant disabled (--no-litellm)")
     router = _router(model(), model())
     variants.append(Variant("router", lambda: router.invoke(INPUT), lambda: router.ainvoke(INPUT)))
+    # Imported here: prometheus_client is an extra, and only this variant needs it.
+    try:
+        from router_middleware.exporters import instrument
+
+        router_prom = _router(model(), model())
+        instrument(router_prom)
+        variants.append(
+            Variant(
+                "router_prometheus",
+                lambda: router_prom.invoke(INPUT),
+                lambda: router_prom.ainvoke(INPUT),
+            )
+        )
+    except ImportError:
+        notes.append("prometheus-client is not installed: router_prometheus skipped")
     floor_tools = InlineFloor(model().bind_tools([_add]))
     variants.append(
         Variant(

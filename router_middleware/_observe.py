@@ -3,7 +3,8 @@
 The pipeline reports to one :class:`Observer`: attempt start and end (provider, model,
 outcome, latency, time to first token, tokens, cost), the end of a provider request that
 made no attempt (turned away by the router's limits),
-retries, breaker transitions, limiter waits and cool-downs. The per-provider metrics are
+retries, fallbacks from one provider to the next, breaker transitions, limiter waits and
+cool-downs. The per-provider metrics are
 one observer (:class:`MetricsObserver`); an exporter (Prometheus, OpenTelemetry) is
 another, added with ``ResilientRouter(observers=[...])``. An observer that raises is
 logged and never fails a request.
@@ -74,6 +75,15 @@ class Observer:
     def retried(self, provider: str, attempt: int, delay: float) -> None:
         """The router will call ``provider`` again after ``delay`` seconds."""
 
+    def fell_back(self, from_provider: str, to_provider: str, reason: str) -> None:
+        """A request that left ``from_provider`` after a failure (``reason``: its
+        :class:`~._classification.ErrorKind` value) was admitted by ``to_provider``.
+
+        Told when the next provider admits the request, so the pair is that of one
+        request (``AttemptEnd.fallback`` alone cannot say where it went); a request that
+        no other provider takes has no fallback event.
+        """
+
     def breaker_changed(self, transition: BreakerTransition) -> None:
         """A circuit breaker changed state (from a request or a runtime control)."""
 
@@ -96,6 +106,7 @@ class Observers(Observer):
         "attempt_ended",
         "request_ended",
         "retried",
+        "fell_back",
         "breaker_changed",
         "waited",
         "cooled_down",
@@ -149,6 +160,13 @@ class Observers(Observer):
             except Exception:
                 _failed(o, "retried")
 
+    def fell_back(self, from_provider: str, to_provider: str, reason: str) -> None:
+        for o in self._by_event["fell_back"]:
+            try:
+                o.fell_back(from_provider, to_provider, reason)
+            except Exception:
+                _failed(o, "fell_back")
+
     def breaker_changed(self, transition: BreakerTransition) -> None:
         for o in self._by_event["breaker_changed"]:
             try:
@@ -169,6 +187,9 @@ class Observers(Observer):
                 o.cooled_down(provider, seconds)
             except Exception:
                 _failed(o, "cooled_down")
+
+    def __contains__(self, observer: object) -> bool:
+        return any(o is observer for o in self._observers)
 
     def __repr__(self) -> str:
         return f"Observers({list(self._observers)!r})"

@@ -169,6 +169,9 @@ class Pipeline:
                     if woke_from:
                         pass_on_spare_slots(woke_from, provider)
                         held = None
+                    if req.left is not None:  # only after a failover: nothing on the hot path
+                        self.observer.fell_back(req.left[0], provider.name, req.left[1])
+                        req.left = None
                     served = yield from self._serve(lease, req)
                     if served is not None:
                         return served
@@ -297,6 +300,7 @@ class Pipeline:
                     lease = again
                     continue
             self.observer.attempt_ended(dataclasses.replace(end, fallback=True))
+            req.left = (name, end.kind or "")
             req.errors[name] = result
             req.done.add(name)
             yield Emit(

@@ -36,6 +36,7 @@ class RequestState:
         "deadline",
         "done",
         "errors",
+        "left",
         "limited",
         "trail",
     )
@@ -50,6 +51,9 @@ class RequestState:
         self.trail: list[dict[str, Any]] = []
         self.limited: set[str] | None = None
         self.admitted: set[str] | None = None
+        self.left: tuple[str, str] | None = None
+        """The provider the request last left after a failure, and why (its error kind),
+        until another admits it: the ``from`` of a fallback."""
 
 
 class Skipped:

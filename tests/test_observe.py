@@ -111,3 +111,28 @@ def test_events_go_only_to_observers_that_override_them() -> None:
     fan.attempt_started("p", "m", 1)
     fan.attempt_ended(AttemptEnd("p", "m", 1, "succeeded"))
     assert ends.ends == 1
+
+
+def test_a_fallback_names_the_provider_left_and_the_one_that_took_the_request() -> None:
+    class Fallbacks(Observer):
+        def __init__(self) -> None:
+            self.pairs: list[tuple[str, str, str]] = []
+
+        def fell_back(self, from_provider: str, to_provider: str, reason: str) -> None:
+            self.pairs.append((from_provider, to_provider, reason))
+
+    seen = Fallbacks()
+    router = _router(
+        seen,
+        ScriptedChatModel(default=http_error(500)),
+        ScriptedChatModel(default=http_error(429)),
+        ScriptedChatModel(text="ok"),
+        retry={"attempts": 1},
+    )
+    assert router.invoke("hi").content == "ok"
+    assert seen.pairs == [("p0", "p1", "transient"), ("p1", "p2", "rate_limited")]
+    # A request no other provider takes has no fallback.
+    lone = _router(seen := Fallbacks(), ScriptedChatModel(default=http_error(500)))
+    with pytest.raises(Exception, match="all providers failed"):
+        lone.invoke("hi")
+    assert seen.pairs == []
