@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Too
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel
 
-from router_middleware import ResilientRouter
+from router_middleware import AllProvidersFailedError, IncompleteStreamError, ResilientRouter
 from router_middleware._cache_key import Uncacheable, request_key, shape_document
 from router_middleware._shape import StructuredShape, ToolShape
 from router_middleware.testing import (
@@ -185,8 +185,11 @@ def test_hit_returns_the_answer_marked_and_free() -> None:
     assert model.calls == 1
     assert second.content == first.content == "the answer 1"
     info = second.response_metadata["router"]
-    assert info["cache"] == "hit" and info["provider"] == "a" and info["model"] == "m"
-    assert info["cost"]["total"] == 0 and info["attempts"] == []
+    assert info["cache"] == "hit"
+    assert info["provider"] == "a"
+    assert info["model"] == "m"
+    assert info["cost"]["total"] == 0
+    assert info["attempts"] == []
     assert second.usage_metadata == first.usage_metadata
     assert "cache" not in first.response_metadata["router"]
     second.content = "edited"  # the caller's own copy
@@ -204,7 +207,8 @@ def test_cache_off_by_default_costs_nothing() -> None:
     )
     router.invoke("hi")
     router.invoke("hi")
-    assert model.calls == 2 and router.pipeline.cache is None
+    assert model.calls == 2
+    assert router.pipeline.cache is None
     assert "cache" not in router.metrics()
 
 
@@ -241,11 +245,14 @@ def test_structured_hit_returns_a_parsed_copy() -> None:
     first = structured.invoke("q")
     second = structured.invoke("q")
     assert len(model.requests) == 1
-    assert isinstance(second, Answer) and second == first and second is not first
+    assert isinstance(second, Answer)
+    assert second == first
+    assert second is not first
     raw = router.with_structured_output(Answer, include_raw=True).invoke("q")
     assert len(model.requests) == 2  # include_raw is part of the key
     again = router.with_structured_output(Answer, include_raw=True).invoke("q")
-    assert again["parsed"] == raw["parsed"] and again["raw"].response_metadata["router"]["cache"]
+    assert again["parsed"] == raw["parsed"]
+    assert again["raw"].response_metadata["router"]["cache"]
 
 
 def test_ttl_on_a_fake_clock() -> None:
@@ -278,7 +285,8 @@ def test_bounded_in_bytes() -> None:
     big = _router(Counting(text="x" * 10_000), max_bytes=4_000)
     big.invoke("a")
     big.invoke("a")
-    assert _stats(big)["entries"] == 0 and _stats(big)["hits"] == 0  # too large to keep
+    assert _stats(big)["entries"] == 0
+    assert _stats(big)["hits"] == 0
 
 
 def test_stream_replays_a_hit_as_chunks() -> None:
@@ -286,7 +294,8 @@ def test_stream_replays_a_hit_as_chunks() -> None:
     router = _router(model)
     original = router.invoke("hi")
     chunks = list(router.stream("hi"))
-    assert len(chunks) > 3 and model.calls == 1
+    assert len(chunks) > 3
+    assert model.calls == 1
     total = chunks[0]
     for chunk in chunks[1:]:
         total = total + chunk
@@ -301,7 +310,8 @@ def test_a_streamed_answer_is_kept_and_serves_invoke() -> None:
     router = _router(model)
     streamed = "".join(str(c.content) for c in router.stream("hi"))
     hit = router.invoke("hi")
-    assert model.calls == 1 and hit.content == streamed
+    assert model.calls == 1
+    assert hit.content == streamed
     assert hit.response_metadata["router"]["cache"] == "hit"
 
 
@@ -314,13 +324,14 @@ async def test_astream_replays_tool_calls() -> None:
     for chunk in chunks[1:]:
         total = total + chunk
     assert len(model.requests) == 1
-    assert total.tool_calls[0]["name"] == "_add" and total.tool_calls[0]["args"] == {"a": 1, "b": 2}
+    assert total.tool_calls[0]["name"] == "_add"
+    assert total.tool_calls[0]["args"] == {"a": 1, "b": 2}
 
 
 def test_errors_and_cut_answers_are_never_kept() -> None:
     failing = ScriptedChatModel(script=[ConnectionError("down")])
     router = _router(failing)
-    with pytest.raises(Exception):
+    with pytest.raises(AllProvidersFailedError):
         router.invoke("hi")
     router.invoke("hi")
     assert failing.calls == 2
@@ -329,13 +340,14 @@ def test_errors_and_cut_answers_are_never_kept() -> None:
     router.invoke("hi")
     list(router.stream("hi"))
     router.invoke("hi")
-    assert cut.calls == 3 and _stats(router)["entries"] == 0
+    assert cut.calls == 3
+    assert _stats(router)["entries"] == 0
 
 
 def test_broken_or_abandoned_streams_are_never_kept() -> None:
     broken = ScriptedChatModel(script=[StreamBreak(after=1)], text="a b c")
     router = _router(broken)
-    with pytest.raises(Exception):
+    with pytest.raises(IncompleteStreamError):
         list(router.stream("hi"))
     assert _stats(router)["entries"] == 0
     model = Counting(text="one two three")
@@ -343,7 +355,8 @@ def test_broken_or_abandoned_streams_are_never_kept() -> None:
     stream = router.stream("hi")
     next(stream)
     stream.close()  # the consumer stopped early
-    assert _stats(router)["entries"] == 0 and _stats(router)["in_flight"] == 0
+    assert _stats(router)["entries"] == 0
+    assert _stats(router)["in_flight"] == 0
 
 
 def test_scope_provider_serves_only_an_allowed_provider() -> None:
@@ -393,6 +406,14 @@ def _wait_for(predicate: Any, seconds: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+async def _until(predicate: Any) -> None:
+    for _ in range(5_000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("timed out")
+
+
 def _gated_handler(gate: threading.Event, calls: list[int], fail_first: bool = False) -> Any:
     def handler(request: Any) -> str:
         calls.append(1)
@@ -436,7 +457,8 @@ def test_identical_requests_in_threads_make_one_call() -> None:
     gate.set()
     for t in threads:
         t.join(5)
-    assert len(calls) == 1 and results == ["answer 1"] * 8
+    assert len(calls) == 1
+    assert results == ["answer 1"] * 8
     assert _stats(router)["coalesced"] == 7
 
 
@@ -456,7 +478,7 @@ def test_a_failed_leader_releases_its_followers_to_route() -> None:
 def test_single_flight_off_makes_every_call() -> None:
     gate, calls = threading.Event(), []
     router = _handler_router(_gated_handler(gate, calls), single_flight=False)
-    results, threads = _threads(router, 3)
+    _, threads = _threads(router, 3)
     _wait_for(lambda: len(calls) == 3)
     gate.set()
     for t in threads:
@@ -474,11 +496,11 @@ async def test_identical_requests_in_tasks_make_one_call() -> None:
 
     router = _handler_router(handler)
     tasks = [asyncio.create_task(router.ainvoke("same")) for _ in range(8)]
-    while _stats(router)["waiting"] < 7:
-        await asyncio.sleep(0.001)
+    await _until(lambda: _stats(router)["waiting"] == 7)
     gate.set()
     results = await asyncio.gather(*tasks)
-    assert len(calls) == 1 and [r.content for r in results] == ["shared"] * 8
+    assert len(calls) == 1
+    assert [r.content for r in results] == ["shared"] * 8
 
 
 async def test_a_cancelled_leader_does_not_strand_its_followers() -> None:
@@ -493,11 +515,9 @@ async def test_a_cancelled_leader_does_not_strand_its_followers() -> None:
 
     router = _handler_router(handler)
     leader = asyncio.create_task(router.ainvoke("same"))
-    while not calls:
-        await asyncio.sleep(0.001)
+    await _until(lambda: bool(calls))
     followers = [asyncio.create_task(router.ainvoke("same")) for _ in range(3)]
-    while _stats(router)["waiting"] < 3:
-        await asyncio.sleep(0.001)
+    await _until(lambda: _stats(router)["waiting"] == 3)
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
