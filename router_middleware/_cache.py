@@ -151,7 +151,9 @@ class ResponseCache:
                 timer=clock.now,
                 getsizeof=lambda e: max(e.size, floor),
             )
-        self._lock = threading.Lock()
+        # Reentrant: a leader abandoned unclosed is released by the garbage collector, which
+        # may run on this thread while it holds the lock.
+        self._lock = threading.RLock()
         self._flights: dict[str, _Flight] = {}
         # A derived router's part of the key, by shape (held, so its id stays its own).
         self._shapes: LRUCache[int, tuple[Any, Any]] = LRUCache(256)
