@@ -32,6 +32,8 @@ Variants:
   ``tokens_per_minute`` (too large ever to refuse), so each request is estimated, charged
   its input and output reserve at admission, and settled from the usage (calibrating the
   estimate) afterwards. Their ratio is the token limits' own cost.
+* ``router_cached``: the router as ``router``, with the response cache on; every timed call
+  is a hit (the warm-up made the one miss): the cost of a hit, no provider called.
 
 Run: ``.venv/bin/python benchmarks/overhead.py`` (``--quick`` for a smoke run;
 ``--variants router_4k,router_tpm_4k`` to time only those, with ``direct``).
@@ -95,6 +97,7 @@ TARGETS = [
     ("router", "litellm_router", 0.05),
     ("router_tpm_4k", "router_4k", 1.1),
     ("router_prometheus", "router", 1.1),
+    ("router_cached", "router", 0.5),
     ("router_fail", "lc_fail", 0.55),
     ("floor_inline", "litellm_router", None),
     ("router_fail", "direct_fail", None),
@@ -225,6 +228,7 @@ def _router(
     primary: Runnable[Any, Any],
     secondary: Runnable[Any, Any],
     tokens_per_minute: int | None = None,
+    cache: bool = False,
 ) -> ResilientRouter:
     providers = [router_provider("primary", 1), router_provider("secondary", 2)]
     if tokens_per_minute is not None:
@@ -240,6 +244,7 @@ def _router(
             "providers": providers,
             "retry": {"attempts": 3, "initial_backoff_seconds": 0.0, "max_backoff_seconds": 0.0},
             "circuit_breaker": {"threshold": 5, "sampling_duration_seconds": 60},
+            "cache": {"enabled": cache},
         },
     )
 
@@ -336,6 +341,10 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
         )
     except ImportError:
         notes.append("prometheus-client is not installed: router_prometheus skipped")
+    cached = _router(model(), model(), cache=True)
+    variants.append(
+        Variant("router_cached", lambda: cached.invoke(INPUT), lambda: cached.ainvoke(INPUT))
+    )
     floor_tools = InlineFloor(model().bind_tools([_add]))
     variants.append(
         Variant(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 from ._binding import Binding, ProviderTarget
 from ._breaker import BreakerTransition
+from ._cache import ResponseCache
 from ._classify import ErrorClassifier
 from ._clock import Clock
 from ._config import ModelConfig, ProviderConfig, RouterConfig
@@ -43,6 +44,7 @@ def build(
     targets: Mapping[str, ProviderTarget],
     previous: Mapping[str, Provider],
     *,
+    cache: ResponseCache | None = None,
     clock: Clock,
     store: StateStore,
     listeners: Listeners,
@@ -57,7 +59,8 @@ def build(
 
     Providers in ``previous`` that remain carry their live state over; the store keys of
     those that are gone are dropped, and ``metrics`` (what the metrics observer reads)
-    is made to list exactly the providers built.
+    is made to list exactly the providers built. The previous response ``cache`` is kept
+    (its answers, its counters) while its config is unchanged.
     """
     missing = [p.name for p in cfg.providers if p.name not in targets and p.handler is None]
     unknown = [n for n in targets if n not in {p.name for p in cfg.providers}]
@@ -102,6 +105,9 @@ def build(
         classifier,
         token_counter or counter_named(cfg.token_counter),
     )
+    if cfg.cache.enabled:
+        keep = cache is not None and cache.config == cfg.cache
+        pipeline.cache = cache if keep else ResponseCache(cfg.cache, clock)
     return pipeline, bindings
 
 

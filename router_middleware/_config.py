@@ -40,12 +40,14 @@ from ._config_base import (
     repeated,
     translate,
 )
+from ._config_cache import CacheConfig
 from ._config_limits import BudgetConfig, ModelConfig, RateLimitConfig, TokenLimitConfig
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import ConfigurationError
 
 __all__ = [
     "BudgetConfig",
+    "CacheConfig",
     "CircuitBreakerConfig",
     "FieldProblem",
     "ModelConfig",
@@ -274,6 +276,7 @@ class RouterFields(ConfigModel):
         StructuredOutputConfig(), description="What an answer that does not validate means."
     )
     tool_loop: ToolLoopConfig = Field(ToolLoopConfig(), description="Turns after tool results.")
+    cache: CacheConfig = Field(CacheConfig(), description="Reusing answers to identical requests.")
     currency: Annotated[str, Field(min_length=1, max_length=16)] = Field(
         "USD", description="The currency of the configured prices, named with every cost."
     )

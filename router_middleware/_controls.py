@@ -125,6 +125,7 @@ class RuntimeControls:
             {n: t for n, t in targets.items() if n in keep},
             old,
             metrics=self.provider_metrics,
+            cache=self.pipeline.cache,
             **{name: getattr(self, name) for name in PARTS},
         )
         for provider in pipeline.providers.values():
@@ -144,7 +145,9 @@ class RuntimeControls:
     def metrics(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of every provider's metrics and health; with token
         limits, a budget or a context window learnt, their ``token_headroom``,
-        ``budget_spent``/``budget_max_cost`` and ``context_refused_at`` (model -> tokens)."""
+        ``budget_spent``/``budget_max_cost`` and ``context_refused_at`` (model -> tokens);
+        with the response cache, ``cache`` (its counters) and ``cache_hits``/``cache_misses``
+        in the totals."""
         providers = {}
         for name, p in self.pipeline.providers.items():
             snap = p.metrics.snapshot()
@@ -171,7 +174,11 @@ class RuntimeControls:
             "rate_limited_requests",
         )
         totals = {k: sum(s[k] for s in providers.values()) for k in keys}
-        return MetricsSnapshot({"providers": providers, "totals": totals})
+        snapshot = {"providers": providers, "totals": totals}
+        if (cache := self.pipeline.cache) is not None:  # hits are no provider requests
+            snapshot["cache"] = stats = cache.metrics()
+            totals.update(cache_hits=stats["hits"], cache_misses=stats["misses"])
+        return MetricsSnapshot(snapshot)
 
     def _repr_html_(self) -> str:
         return router_html(cast("ResilientRouter", self))

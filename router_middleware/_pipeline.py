@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._candidates import capable, preferring, routed
 from ._classification import ErrorPolicy
@@ -51,6 +51,9 @@ from ._strategies import SelectionStrategy
 from ._tokens import TokenCounter, approximate_tokens
 from ._waiting import Wake
 
+if TYPE_CHECKING:
+    from ._cache import ResponseCache
+
 __all__ = ["EMPTY", "Pipeline"]
 
 EMPTY: Any = object()
@@ -65,6 +68,8 @@ Plan = Generator[Step, Any, Lease]
 
 class Pipeline:
     """Selection, admission, retry and fallback over one set of providers."""
+
+    cache: ResponseCache | None = None  # set by _assembly; read by _run before routing
 
     def __init__(
         self,

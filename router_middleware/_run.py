@@ -1,9 +1,14 @@
 """One run scaffold for every entry point: invoke, ainvoke, stream and astream.
 
 Each opens the router's chain run, builds the :class:`~._context.RequestContext` (the one
-place before routing, where a response cache will look), drives the plan to delivery,
+place before routing, where the response cache looks), drives the plan to delivery,
 annotates the answer (the one place after), reports how delivery ended, and closes the
 run on every ending. ``batch``/``abatch`` are LangChain's, over invoke/ainvoke.
+
+With a response cache (``_cache``), the run asks it once the context is built: a hit is
+the run's whole answer (replayed as chunks when streamed); otherwise its ticket is handed
+the answer delivered in full, or released on any other ending. Without one, the cost is
+one attribute read.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from langchain_core.runnables.config import (
 )
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
+from ._cache_entry import Hit
 from ._context import Limits, RequestContext
 from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, finish, quiet
 from ._errors import InvalidInputError
@@ -150,16 +156,28 @@ def invoke_run(
             final = chunk if final is None else final + chunk
         return _message_of(final)
     run = _start(router, ctx, manager)
+    ticket = None
+    if (cache := pipeline.cache) is not None:
+        found = cache.begin(router, ctx)
+        if isinstance(found, Hit):
+            output: BaseMessage = found.value()
+            run.on_chain_end(output)
+            return output
+        ticket = found
     clock = pipeline.clock
     plan = pipeline.run(ctx)
     try:
         deliver = drive(plan, router.bindings, ctx, clock, run)
-        output: BaseMessage = delivered(deliver)
+        output = delivered(deliver)
         finish(plan, None, clock, run)
     except BaseException as exc:
+        if ticket is not None:
+            ticket.release()
         plan.close()
         run.on_chain_error(exc)
         raise
+    if ticket is not None:
+        ticket.keep(deliver)
     run.on_chain_end(output)
     return output
 
@@ -186,16 +204,28 @@ async def ainvoke_run(
             final = chunk if final is None else final + chunk
         return _message_of(final)
     run = await _astart(router, ctx, manager)
+    ticket = None
+    if (cache := pipeline.cache) is not None:
+        found = await cache.abegin(router, ctx)
+        if isinstance(found, Hit):
+            output: BaseMessage = found.value()
+            await run.on_chain_end(output)
+            return output
+        ticket = found
     clock = pipeline.clock
     plan = pipeline.run(ctx)
     try:
         deliver = await adrive(plan, router.bindings, ctx, clock, run)
-        output: BaseMessage = delivered(deliver)
+        output = delivered(deliver)
         await afinish(plan, None, clock, run)
     except BaseException as exc:
+        if ticket is not None:
+            ticket.release()
         plan.close()
         await run.on_chain_error(exc)
         raise
+    if ticket is not None:
+        ticket.keep(deliver)
     await run.on_chain_end(output)
     return output
 
@@ -219,9 +249,23 @@ def stream_run(
     else:
         ctx, manager = prepared
     run = _start(router, ctx, manager)
+    ticket = None
+    final: Any = None
+    if (cache := pipeline.cache) is not None:
+        found = cache.begin(router, ctx)
+        if isinstance(found, Hit):
+            try:
+                for chunk in found.chunks():
+                    final = chunk if final is None else final + chunk
+                    yield chunk
+            except BaseException as exc:  # the consumer closed early
+                run.on_chain_error(exc)
+                raise
+            run.on_chain_end(final if prepared is None else _message_of(final))
+            return
+        ticket = found
     clock = pipeline.clock
     plan = pipeline.run(ctx)
-    final: Any = None
     try:
         deliver = drive(plan, router.bindings, ctx, clock, run)
         first, chunks = deliver.result
@@ -251,7 +295,11 @@ def stream_run(
         chunks.close()
         deliver.lease.message = final
         finish(plan, outcome, clock, run)
+        if ticket is not None:
+            ticket.keep_stream(final, outcome)
     except BaseException as exc:
+        if ticket is not None:
+            ticket.release()
         plan.close()
         run.on_chain_error(exc)
         raise
@@ -276,9 +324,23 @@ async def astream_run(
     else:
         ctx, manager = prepared
     run = await _astart(router, ctx, manager)
+    ticket = None
+    final: Any = None
+    if (cache := pipeline.cache) is not None:
+        found = await cache.abegin(router, ctx)
+        if isinstance(found, Hit):
+            try:
+                for chunk in found.chunks():
+                    final = chunk if final is None else final + chunk
+                    yield chunk
+            except BaseException as exc:  # the consumer closed early
+                await run.on_chain_error(exc)
+                raise
+            await run.on_chain_end(final if prepared is None else _message_of(final))
+            return
+        ticket = found
     clock = pipeline.clock
     plan = pipeline.run(ctx)
-    final: Any = None
     try:
         deliver = await adrive(plan, router.bindings, ctx, clock, run)
         first, chunks = deliver.result
@@ -306,7 +368,11 @@ async def astream_run(
         await chunks.close()
         deliver.lease.message = final
         await afinish(plan, outcome, clock, run)
+        if ticket is not None:
+            ticket.keep_stream(final, outcome)
     except BaseException as exc:
+        if ticket is not None:
+            ticket.release()
         plan.close()
         await run.on_chain_error(exc)
         raise
