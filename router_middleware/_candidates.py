@@ -13,10 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ._context import RequestContext
-from ._errors import NoProviderAvailableError
+from ._errors import NoProviderAvailableError, NoProviderForModelError
 from ._provider import Provider
 
-__all__ = ["capable", "preferring", "routed"]
+__all__ = ["capable", "preferring", "routed", "serving"]
+
+
+def serving(providers: Mapping[str, Provider], model: str | None) -> list[Provider]:
+    """The enabled providers serving ``model`` (any enabled provider when ``None``)."""
+    found = [p for p in providers.values() if p.enabled and (model is None or p.serves(model))]
+    if not found:
+        served = sorted({m for p in providers.values() if p.enabled for m in p.models})
+        raise NoProviderForModelError(model, served)
+    return found
 
 
 def routed(

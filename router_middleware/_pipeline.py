@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._candidates import capable, preferring, routed
+from ._candidates import capable, preferring, routed, serving
 from ._classification import ErrorPolicy
 from ._classify import Classification, ErrorClassifier, ErrorKind, chain_classifiers
 from ._clock import Clock
@@ -30,7 +30,6 @@ from ._errors import (
     IncompleteStreamError,
     InvalidStructuredOutputError,
     NoProviderAvailableError,
-    NoProviderForModelError,
     ProviderTimeoutError,
 )
 from ._lease import Lease, admit
@@ -114,15 +113,8 @@ class Pipeline:
     def candidates(self, model: str | None) -> list[Provider]:
         """Enabled providers serving ``model`` (any enabled provider when ``None``)."""
         found = self._candidates.get(model)
-        if found is not None:
-            return found
-        found = [
-            p for p in self.providers.values() if p.enabled and (model is None or p.serves(model))
-        ]
-        if not found:
-            served = sorted({m for p in self.providers.values() if p.enabled for m in p.models})
-            raise NoProviderForModelError(model, served)
-        self._candidates[model] = found
+        if found is None:
+            self._candidates[model] = found = serving(self.providers, model)
         return found
 
     # -- select, admit ---------------------------------------------------------------------
@@ -349,15 +341,7 @@ class Pipeline:
         latency = self.clock.now() - lease.started
         verdict = yield from self._judge(lease, error, latency, stream_started=True)
         self.observer.attempt_ended(
-            AttemptEnd(
-                provider.name,
-                lease.model,
-                lease.attempt,
-                "failed",
-                verdict.kind.value,
-                latency,
-                first_chunk=lease.first_chunk,
-            )
+            _end(lease, "failed", verdict.kind.value, latency, first_chunk=lease.first_chunk)
         )
         if isinstance(error, ProviderTimeoutError) and error.phase == "deadline":
             limit = f"deadline {req.ctx.deadline_seconds:g}s"
@@ -381,9 +365,7 @@ class Pipeline:
         provider = lease.provider
         if isinstance(error, _CANCELLED):
             lease.cancel()
-            self.observer.attempt_ended(
-                AttemptEnd(provider.name, lease.model, lease.attempt, "cancelled", latency=latency)
-            )
+            self.observer.attempt_ended(_end(lease, "cancelled", latency=latency))
             raise error
         try:
             verdict = self.classify(error)
@@ -391,9 +373,7 @@ class Pipeline:
                 verdict = dataclasses.replace(verdict, override=self._invalid_output)
         except BaseException:
             lease.ignore()
-            self.observer.attempt_ended(
-                AttemptEnd(provider.name, lease.model, lease.attempt, "ignored", latency=latency)
-            )
+            self.observer.attempt_ended(_end(lease, "ignored", latency=latency))
             raise
         if verdict.policy.failover:
             lease.fail(verdict)
@@ -404,11 +384,7 @@ class Pipeline:
         if lease.transitions:
             yield from self._announce(lease)
         if not verdict.policy.failover and not stream_started:
-            self.observer.attempt_ended(
-                AttemptEnd(
-                    provider.name, lease.model, lease.attempt, "failed", verdict.kind.value, latency
-                )
-            )
+            self.observer.attempt_ended(_end(lease, "failed", verdict.kind.value, latency))
             raise error
         return verdict
 
@@ -424,3 +400,15 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
+
+
+def _end(
+    lease: Lease,
+    outcome: str,
+    kind: str | None = None,
+    latency: float | None = None,
+    first_chunk: float | None = None,
+) -> AttemptEnd:
+    return AttemptEnd(
+        lease.provider.name, lease.model, lease.attempt, outcome, kind, latency, first_chunk
+    )
