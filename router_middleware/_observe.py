@@ -1,6 +1,7 @@
 """The observer seam: one place that hears everything the router does.
 
-The pipeline reports to one :class:`Observer`: attempt start and end (provider, model,
+The run scaffold reports each routed request's start and end (tracers open a span on
+them); the pipeline reports to one :class:`Observer`: attempt start and end (provider, model,
 outcome, latency, time to first token, tokens, cost), the end of a provider request that
 made no attempt (turned away by the router's limits),
 retries, fallbacks from one provider to the next, breaker transitions, limiter waits and
@@ -22,14 +23,16 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._breaker import BreakerState, BreakerTransition
 from ._metrics import ProviderMetrics
 
-__all__ = ["AttemptEnd", "MetricsObserver", "Observer", "Observers"]
+__all__ = ["AttemptEnd", "MetricsObserver", "Observer", "Observers", "request_outcome"]
 
 logger = logging.getLogger("router_middleware")
 
@@ -42,6 +45,8 @@ class AttemptEnd:
     :class:`~._classification.ErrorKind` value), ``"ignored"`` (ended without a verdict
     on the provider) or ``"cancelled"``. ``ends_request`` is false when the router will
     retry the same provider; ``fallback`` when the request moves on to another one.
+    ``message`` is the answer of a succeeded attempt (a stream's chunks summed), for
+    observers that read its metadata (response model, finish reason).
     """
 
     provider: str
@@ -56,10 +61,21 @@ class AttemptEnd:
     cost: float = 0.0
     ends_request: bool = True
     fallback: bool = False
+    message: Any = None
 
 
 class Observer:
     """Hears what the router does; override the methods you need (each is a no-op)."""
+
+    def request_started(self, model: str | None, stream: bool) -> None:
+        """A routed request (``invoke``, ``ainvoke``, ``stream``, ``astream``) starts, on
+        the caller's thread or task: its attempt events follow there, then
+        :meth:`request_finished`. ``model`` is the one asked for (``None``: any)."""
+
+    def request_finished(self, outcome: str, error: BaseException | None) -> None:
+        """The request that started last on this thread or task ended: ``"succeeded"``,
+        ``"cached"`` (answered by the response cache, no attempt), ``"failed"`` (``error``
+        says how) or ``"cancelled"`` (cancelled, interrupted, or a stream closed early)."""
 
     def attempt_started(self, provider: str, model: str, attempt: int) -> None:
         """A provider call is about to start."""
@@ -102,6 +118,8 @@ class Observers(Observer):
     """
 
     _EVENTS = (
+        "request_started",
+        "request_finished",
         "attempt_started",
         "attempt_ended",
         "request_ended",
@@ -131,6 +149,35 @@ class Observers(Observer):
             for event in self._EVENTS
         }
         self.heard = frozenset(e for e, heard_by in self._by_event.items() if heard_by)
+
+    def started(self, model: str | None, stream: bool) -> Observers | None:
+        """Tell :meth:`request_started` if some observer hears requests; returns the
+        observers to tell :meth:`finished`, else ``None`` (the run scaffold's one test)."""
+        if "request_started" not in self.heard and "request_finished" not in self.heard:
+            return None
+        self.request_started(model, stream)
+        return self
+
+    def finished(self, error: BaseException | None, cached: bool = False) -> None:
+        """Tell :meth:`request_finished` how the request ended (``error``: what it raised)."""
+        if error is not None:
+            self.request_finished(request_outcome(error), error)
+        else:
+            self.request_finished("cached" if cached else "succeeded", None)
+
+    def request_started(self, model: str | None, stream: bool) -> None:
+        for o in self._by_event["request_started"]:
+            try:
+                o.request_started(model, stream)
+            except Exception:
+                _failed(o, "request_started")
+
+    def request_finished(self, outcome: str, error: BaseException | None) -> None:
+        for o in self._by_event["request_finished"]:
+            try:
+                o.request_finished(outcome, error)
+            except Exception:
+                _failed(o, "request_finished")
 
     def attempt_started(self, provider: str, model: str, attempt: int) -> None:
         for o in self._by_event["attempt_started"]:
@@ -193,6 +240,15 @@ class Observers(Observer):
 
     def __repr__(self) -> str:
         return f"Observers({list(self._observers)!r})"
+
+
+_CANCELLED = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit)
+
+
+def request_outcome(error: BaseException) -> str:
+    """How a request that raised ``error`` ended: ``"cancelled"`` for the endings that are
+    no failure (a stream closed early raises ``GeneratorExit`` in it), else ``"failed"``."""
+    return "cancelled" if isinstance(error, _CANCELLED) else "failed"
 
 
 def _failed(observer: Observer, what: str) -> None:

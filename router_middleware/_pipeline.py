@@ -319,18 +319,9 @@ class Pipeline:
             provider.learn(message, lease.context, tokens_in)
         latency = self.clock.now() - lease.started
         # Positional: keywords would make the class call build a dict of them.
-        end = AttemptEnd(
-            provider.name,
-            lease.model,
-            lease.attempt,
-            "succeeded",
-            None,  # kind
-            latency,
-            lease.first_chunk,
-            tokens_in,
-            tokens_out,
-            cost,
-        )
+        end = AttemptEnd(provider.name, lease.model, lease.attempt, "succeeded", None, latency)
+        end.first_chunk, end.message = lease.first_chunk, message
+        end.input_tokens, end.output_tokens, end.cost = tokens_in, tokens_out, cost
         self.observer.attempt_ended(end)
 
     def _broke_after_start(

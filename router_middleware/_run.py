@@ -9,6 +9,9 @@ With a response cache (``_cache``), the run asks it once the context is built: a
 the run's whole answer (replayed as chunks when streamed); otherwise its ticket is handed
 the answer delivered in full, or released on any other ending. Without one, the cost is
 one attribute read.
+
+Observers that hear requests (tracers) are told when each starts and how it ends, around
+all its attempt events, on the caller's thread or task; without one, that costs one call.
 """
 
 from __future__ import annotations
@@ -16,31 +19,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManager,
-    AsyncCallbackManagerForChainRun,
-    BaseCallbackManager,
-    CallbackManager,
-    CallbackManagerForChainRun,
-)
-from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, ToolMessage
-from langchain_core.messages.utils import message_chunk_to_message
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+from langchain_core.messages import BaseMessage, BaseMessageChunk, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import (
     ensure_config,
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
 )
-from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
 from ._cache_entry import Hit
+from ._chain_run import astart, message_of, relays_tokens, start
 from ._context import Limits, RequestContext
 from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, finish, quiet
 from ._errors import InvalidInputError
 from ._history import last_tool_provider
 from ._pipeline import EMPTY
 from ._routing import CONTROL_KEYS, requested
-from ._shape import StructuredShape
 from ._streams import END
 from ._types import check_input
 
@@ -111,30 +106,6 @@ def _context(
     )
 
 
-def _start(
-    router: ResilientRouter, ctx: RequestContext, manager: CallbackManager
-) -> CallbackManagerForChainRun:
-    config = ctx.config
-    return manager.on_chain_start(
-        None,
-        ctx.input,
-        name=config.get("run_name") or router.get_name(),
-        run_id=config.pop("run_id", None),
-    )
-
-
-async def _astart(
-    router: ResilientRouter, ctx: RequestContext, manager: AsyncCallbackManager
-) -> AsyncCallbackManagerForChainRun:
-    config = ctx.config
-    return await manager.on_chain_start(
-        None,
-        ctx.input,
-        name=config.get("run_name") or router.get_name(),
-        run_id=config.pop("run_id", None),
-    )
-
-
 def invoke_run(
     router: ResilientRouter,
     value: Any,
@@ -149,18 +120,21 @@ def invoke_run(
     pipeline = router.pipeline
     ctx = _context(router, pipeline, value, config, model, kwargs, stream=False, limits=limits)
     manager = get_callback_manager_for_config(ctx.config)
-    if relay_tokens and manager.handlers and _relays_tokens(router, manager):
+    if relay_tokens and manager.handlers and relays_tokens(router, manager):
         ctx.stream = True
         final: Any = None
         for chunk in stream_run(router, value, config, model, kwargs, prepared=(ctx, manager)):
             final = chunk if final is None else final + chunk
-        return _message_of(final)
-    run = _start(router, ctx, manager)
+        return message_of(final)
+    run = start(router, ctx, manager)
+    told = pipeline.observer.started(ctx.model, False)  # None unless a tracer listens
     ticket = None
     if (cache := pipeline.cache) is not None:
         found = cache.begin(router, ctx)
         if isinstance(found, Hit):
             output: BaseMessage = found.value()
+            if told is not None:
+                told.finished(None, cached=True)
             run.on_chain_end(output)
             return output
         ticket = found
@@ -173,11 +147,15 @@ def invoke_run(
     except BaseException as exc:
         if ticket is not None:
             ticket.release()
-        plan.close()
+        plan.close()  # may still report an attempt: the request ends after it
+        if told is not None:
+            told.finished(exc)
         run.on_chain_error(exc)
         raise
     if ticket is not None:
         ticket.keep(deliver)
+    if told is not None:
+        told.finished(None)
     run.on_chain_end(output)
     return output
 
@@ -196,19 +174,22 @@ async def ainvoke_run(
     pipeline = router.pipeline
     ctx = _context(router, pipeline, value, config, model, kwargs, stream=False, limits=limits)
     manager = get_async_callback_manager_for_config(ctx.config)
-    if relay_tokens and manager.handlers and _relays_tokens(router, manager):
+    if relay_tokens and manager.handlers and relays_tokens(router, manager):
         ctx.stream = True
         final: Any = None
         chunks = astream_run(router, value, config, model, kwargs, prepared=(ctx, manager))
         async for chunk in chunks:
             final = chunk if final is None else final + chunk
-        return _message_of(final)
-    run = await _astart(router, ctx, manager)
+        return message_of(final)
+    run = await astart(router, ctx, manager)
+    told = pipeline.observer.started(ctx.model, False)  # None unless a tracer listens
     ticket = None
     if (cache := pipeline.cache) is not None:
         found = await cache.abegin(router, ctx)
         if isinstance(found, Hit):
             output: BaseMessage = found.value()
+            if told is not None:
+                told.finished(None, cached=True)
             await run.on_chain_end(output)
             return output
         ticket = found
@@ -221,11 +202,15 @@ async def ainvoke_run(
     except BaseException as exc:
         if ticket is not None:
             ticket.release()
-        plan.close()
+        plan.close()  # may still report an attempt: the request ends after it
+        if told is not None:
+            told.finished(exc)
         await run.on_chain_error(exc)
         raise
     if ticket is not None:
         ticket.keep(deliver)
+    if told is not None:
+        told.finished(None)
     await run.on_chain_end(output)
     return output
 
@@ -248,7 +233,8 @@ def stream_run(
         manager = get_callback_manager_for_config(ctx.config)
     else:
         ctx, manager = prepared
-    run = _start(router, ctx, manager)
+    run = start(router, ctx, manager)
+    told = pipeline.observer.started(ctx.model, True)  # None unless a tracer listens
     ticket = None
     final: Any = None
     if (cache := pipeline.cache) is not None:
@@ -259,9 +245,13 @@ def stream_run(
                     final = chunk if final is None else final + chunk
                     yield chunk
             except BaseException as exc:  # the consumer closed early
+                if told is not None:
+                    told.finished(exc)
                 run.on_chain_error(exc)
                 raise
-            run.on_chain_end(final if prepared is None else _message_of(final))
+            if told is not None:
+                told.finished(None, cached=True)
+            run.on_chain_end(final if prepared is None else message_of(final))
             return
         ticket = found
     clock = pipeline.clock
@@ -301,9 +291,13 @@ def stream_run(
         if ticket is not None:
             ticket.release()
         plan.close()
+        if told is not None:
+            told.finished(exc)
         run.on_chain_error(exc)
         raise
-    run.on_chain_end(final if prepared is None else _message_of(final))
+    if told is not None:
+        told.finished(None)
+    run.on_chain_end(final if prepared is None else message_of(final))
 
 
 async def astream_run(
@@ -323,7 +317,8 @@ async def astream_run(
         manager = get_async_callback_manager_for_config(ctx.config)
     else:
         ctx, manager = prepared
-    run = await _astart(router, ctx, manager)
+    run = await astart(router, ctx, manager)
+    told = pipeline.observer.started(ctx.model, True)  # None unless a tracer listens
     ticket = None
     final: Any = None
     if (cache := pipeline.cache) is not None:
@@ -334,9 +329,13 @@ async def astream_run(
                     final = chunk if final is None else final + chunk
                     yield chunk
             except BaseException as exc:  # the consumer closed early
+                if told is not None:
+                    told.finished(exc)
                 await run.on_chain_error(exc)
                 raise
-            await run.on_chain_end(final if prepared is None else _message_of(final))
+            if told is not None:
+                told.finished(None, cached=True)
+            await run.on_chain_end(final if prepared is None else message_of(final))
             return
         ticket = found
     clock = pipeline.clock
@@ -374,24 +373,10 @@ async def astream_run(
         if ticket is not None:
             ticket.release()
         plan.close()
+        if told is not None:
+            told.finished(exc)
         await run.on_chain_error(exc)
         raise
-    await run.on_chain_end(final if prepared is None else _message_of(final))
-
-
-def _relays_tokens(router: ResilientRouter, manager: BaseCallbackManager) -> bool:
-    """Whether a handler relays the tokens of an invoke (LangGraph's ``stream_mode=
-    "messages"``), which makes chat models stream inside ``invoke``.
-
-    Such an invoke is routed as a stream: a provider that fails before its first token
-    fails over; one that fails after it raises, since its tokens already reached the
-    reader (as ``stream()`` does). A structured answer is no stream of message chunks.
-    Asked only when ``manager`` has handlers (most calls have none).
-    """
-    if isinstance(router.shape, StructuredShape):
-        return False
-    return any(isinstance(h, _StreamingCallbackHandler) for h in manager.handlers)
-
-
-def _message_of(final: Any) -> BaseMessage:
-    return AIMessage("") if final is None else message_chunk_to_message(final)
+    if told is not None:
+        told.finished(None)
+    await run.on_chain_end(final if prepared is None else message_of(final))
