@@ -6,6 +6,9 @@ this package) never imports ``prometheus_client``.
 
 - :class:`PrometheusExporter` (``pip install 'router-middleware[prometheus]'``):
   counters and histograms from the router's events, gauges read at scrape time.
+- :class:`OpenTelemetryExporter` (``pip install 'router-middleware[otel]'``): a span
+  per request, a child span per attempt, and the GenAI client metrics, through the
+  OpenTelemetry API (``import router_middleware`` never imports ``opentelemetry``).
 
 Example:
     >>> from router_middleware import ResilientRouter
@@ -23,9 +26,10 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from .._router import ResilientRouter
+    from ._otel import OpenTelemetryExporter
     from ._prometheus import PrometheusExporter
 
-__all__ = ["PrometheusExporter", "instrument"]
+__all__ = ["OpenTelemetryExporter", "PrometheusExporter", "instrument"]
 
 
 def instrument(
@@ -42,4 +46,8 @@ def __getattr__(name: str) -> Any:
         from ._prometheus import PrometheusExporter
 
         return PrometheusExporter
+    if name == "OpenTelemetryExporter":
+        from ._otel import OpenTelemetryExporter
+
+        return OpenTelemetryExporter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
