@@ -21,6 +21,9 @@ Variants:
   metrics all enabled.
 * ``router_prometheus``: the same router with a ``PrometheusExporter`` attached (its own
   registry); its ratio to ``router`` is the exporter's cost per call.
+* ``router_otel``: the same router with an ``OpenTelemetryExporter`` on the SDK's
+  ``TracerProvider`` and ``MeterProvider`` (every span sampled and ended; no span processor,
+  no metric reader: the export is the application's cost, not the router's).
 * ``floor_inline_tools`` / ``router_tools``: the same floor and router with a tool bound
   (the model's own ``bind_tools``; ``router.bind_tools``), as agents call them.
 * ``lc_fail`` / ``router_fail``: the primary always fails (HTTP 503), three attempts,
@@ -97,6 +100,7 @@ TARGETS = [
     ("router", "litellm_router", 0.05),
     ("router_tpm_4k", "router_4k", 1.1),
     ("router_prometheus", "router", 1.1),
+    ("router_otel", "router", 1.1),
     ("router_cached", "router", 0.5),
     ("router_fail", "lc_fail", 0.55),
     ("floor_inline", "litellm_router", None),
@@ -341,6 +345,24 @@ def build_variants(with_litellm: bool) -> tuple[list[Variant], list[str]]:
         )
     except ImportError:
         notes.append("prometheus-client is not installed: router_prometheus skipped")
+    # Imported here: the OpenTelemetry SDK is a dev dependency, only this variant needs it.
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from router_middleware.exporters import OpenTelemetryExporter
+
+        router_otel = _router(model(), model())
+        OpenTelemetryExporter.attach(
+            router_otel, tracer_provider=TracerProvider(), meter_provider=MeterProvider()
+        )
+        variants.append(
+            Variant(
+                "router_otel", lambda: router_otel.invoke(INPUT), lambda: router_otel.ainvoke(INPUT)
+            )
+        )
+    except ImportError:
+        notes.append("opentelemetry-sdk is not installed: router_otel skipped")
     cached = _router(model(), model(), cache=True)
     variants.append(
         Variant("router_cached", lambda: cached.invoke(INPUT), lambda: cached.ainvoke(INPUT))

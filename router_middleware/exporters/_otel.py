@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .._breaker import BreakerTransition
 from .._observe import AttemptEnd, Observer
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class OpenTelemetryExporter(Observer):
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self._router: ResilientRouter | None = None
+        self._breakers: dict[str, str] = {}  # breaker state by provider, from transitions
         self._lock = threading.Lock()
         # Per exporter: two exporters on one router each follow their own requests.
         self._current: ContextVar[_Request | None] = ContextVar("llm_router_otel", default=None)
@@ -174,16 +176,18 @@ class OpenTelemetryExporter(Observer):
         for left in request.attempts.values():  # never left open, whatever happened
             left.end()
         request.attempts.clear()
-        span.set_attribute("llm_router.outcome", outcome)
-        span.set_attribute("llm_router.attempts", request.count)
+        # One set_attributes: the SDK takes its lock and checks the values once per call.
+        attributes: dict[str, Any] = {"llm_router.outcome": outcome}
+        attributes["llm_router.attempts"] = request.count
         if outcome == "cached":
-            span.set_attribute("llm_router.cached", True)
+            attributes["llm_router.cached"] = True
         if request.served is not None:
-            span.set_attributes(request.served)
+            attributes.update(request.served)
         if error is not None and outcome == "failed":
             name = type(error).__name__
-            span.set_attribute("error.type", name)
+            attributes["error.type"] = name
             span.set_status(Status(_ERROR, name))
+        span.set_attributes(attributes)
         span.end()
 
     # -- attempts ---------------------------------------------------------------------------
@@ -211,26 +215,27 @@ class OpenTelemetryExporter(Observer):
         span = request.attempts.pop(end.attempt, None) if request is not None else None
         if span is None:
             return
-        served = _served(end) if end.outcome == "succeeded" else None
-        if served is not None:
-            span.set_attributes(served)
-            request.served = served  # type: ignore[union-attr]
-        span.set_attribute("llm_router.outcome", end.outcome)
+        attributes = _served(end) if end.outcome == "succeeded" else {}
+        if attributes:
+            request.served = attributes  # type: ignore[union-attr]
+            attributes = dict(attributes)
+        attributes["llm_router.outcome"] = end.outcome
         if end.kind is not None:
-            span.set_attribute("llm_router.error_kind", end.kind)
+            attributes["llm_router.error_kind"] = end.kind
         if not end.ends_request:
-            span.set_attribute("llm_router.retried", True)
+            attributes["llm_router.retried"] = True
         if end.fallback:
-            span.set_attribute("llm_router.fallback", True)
-            span.set_attribute("llm_router.fallback_reason", end.kind or "")
+            attributes["llm_router.fallback"] = True
+            attributes["llm_router.fallback_reason"] = end.kind or ""
         if end.cost:
-            span.set_attribute("llm_router.cost", end.cost)
-        breaker = self._breaker_state(end.provider)
+            attributes["llm_router.cost"] = end.cost
+        breaker = self._breakers.get(end.provider) or self._breaker_state(end.provider)
         if breaker is not None:
-            span.set_attribute("llm_router.breaker_state", breaker)
+            attributes["llm_router.breaker_state"] = breaker
         if end.outcome == "failed":
-            span.set_attribute("error.type", end.kind or "failed")
+            attributes["error.type"] = end.kind or "failed"
             span.set_status(Status(_ERROR, end.kind))
+        span.set_attributes(attributes)
         span.end()
 
     def retried(self, provider: str, attempt: int, delay: float) -> None:
@@ -272,10 +277,17 @@ class OpenTelemetryExporter(Observer):
             self.tokens.record(end.input_tokens, pair[0])
             self.tokens.record(end.output_tokens, pair[1])
 
+    def breaker_changed(self, transition: BreakerTransition) -> None:
+        self._breakers[transition.name] = transition.to_state.value
+
     def _breaker_state(self, provider: str) -> str | None:
+        """Read once per provider from the router; the transitions keep it after that."""
         router = self._router
         state = router.providers.get(provider) if router is not None else None
-        return state.breaker.state.value if state is not None else None
+        if state is None:
+            return None
+        value = self._breakers[provider] = state.breaker.state.value
+        return value
 
     def __repr__(self) -> str:
         following = "-" if self._router is None else list(self._router.providers)
