@@ -137,3 +137,11 @@ def test_pictures_show_inline_in_jupyter() -> None:
     shown = pictures(report)
     assert [p._repr_png_()[:8] for p in shown] == [PNG] * 3
     assert "bytes of PNG" in repr(shown[0])
+
+
+def test_the_report_keeps_the_router_out_of_its_json() -> None:
+    report = simulate(default_scenario(requests=20, duration_seconds=2.0, speed=math.inf))
+    assert report.router is not None
+    assert report.router.metrics()["totals"]["total_requests"] >= 20
+    assert "router" not in report.to_dict()
+    assert "router" not in repr(report)

@@ -22,7 +22,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .._breaker import BreakerTransition
@@ -74,6 +75,7 @@ class SimulationReport:
     ``wall_seconds`` is the real time the run took (the one value a seed does not fix).
     ``timeline`` lists each finished request: ``request``, ``at`` (when it ended),
     ``latency`` (seconds, from admission to the end) and ``provider`` (``None``: failed).
+    ``router`` is the router as the run left it (its ``metrics()``), not in ``to_dict``.
     """
 
     scenario: dict[str, Any]
@@ -84,10 +86,12 @@ class SimulationReport:
     injected: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    router: ResilientRouter | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable form."""
-        return asdict(self)
+        """A JSON-serialisable form (without the router)."""
+        # Field by field: asdict would deep-copy the router, locks and all.
+        return {f.name: deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "router"}
 
 
 def _percentile(values: list[float], p: float) -> float | None:
@@ -266,6 +270,7 @@ async def _drive(
         injected=_injected(scenario, providers),
         failures=failures,
         timeline=timeline,
+        router=router,
     )
 
 
