@@ -21,6 +21,7 @@ from .settings._origin import Origin
 from .sim import (
     Fault,
     Scenario,
+    SimulationReport,
     default_scenario,
     parse_fault,
     scenario_for,
@@ -125,6 +126,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--model", help="the model to request (default: the configured default)")
     sim.add_argument("--no-config", action="store_true", help="ignore any configuration")
     sim.add_argument("--json", action="store_true", help="machine-readable output")
+    sim.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw latency over time, breaker states and traffic share to this PNG "
+        "(needs the notebook extra: matplotlib)",
+    )
+    sim.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML page of the plots and the report's tables",
+    )
     sim.set_defaults(run=_simulate)
     return parser
 
@@ -236,6 +250,8 @@ def _simulate(args: argparse.Namespace) -> int:
         raise
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
+    if args.plot or args.html:
+        _can_plot()  # before the run, not after it
     console = None if args.json else _rich_console()
     if console is not None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -245,13 +261,36 @@ def _simulate(args: argparse.Namespace) -> int:
             task = bar.add_task("simulate", total=scenario.requests)
             report = simulate(scenario, lambda done, _: bar.update(task, completed=done))
         print_rich_report(report, console)
+        _pictures(report, args)
         return OK
     report = simulate(scenario, None if args.json else _plain_progress(sys.stderr))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         write_report(report, sys.stdout)
+    _pictures(report, args)
     return OK
+
+
+def _can_plot() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise _UsageError(
+            "--plot and --html need matplotlib: pip install 'router-middleware[notebook]'"
+        ) from None
+
+
+def _pictures(report: SimulationReport, args: argparse.Namespace) -> None:
+    """Write the ``--plot`` PNG and the ``--html`` page, saying where on stderr."""
+    from .sim._plot import save_png, write_html
+
+    if args.plot:
+        save_png(report, args.plot)
+        print(f"plots written to {args.plot}", file=sys.stderr)
+    if args.html:
+        write_html(report, args.html)
+        print(f"HTML report written to {args.html}", file=sys.stderr)
 
 
 def _plain_progress(out: TextIO) -> Callable[[int, int], None]:

@@ -19,6 +19,8 @@ from ._observe import Observer
 from ._provider import Provider
 
 if TYPE_CHECKING:
+    import pandas
+
     from ._assembly import Listeners
     from ._binding import Binding
     from ._derived import Derived
@@ -179,6 +181,14 @@ class RuntimeControls:
             snapshot["cache"] = stats = cache.metrics()
             totals.update(cache_hits=stats["hits"], cache_misses=stats["misses"])
         return MetricsSnapshot(snapshot)
+
+    def metrics_frame(self) -> pandas.DataFrame:
+        """:meth:`metrics`' providers as a pandas DataFrame (the ``notebook`` extra): one
+        row per provider, indexed by name, a column per metric (nested ones as
+        ``context_refused_at.<model>``)."""
+        from ._frame import metrics_frame
+
+        return metrics_frame(self.metrics())
 
     def _repr_html_(self) -> str:
         return router_html(cast("ResilientRouter", self))

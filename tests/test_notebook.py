@@ -114,3 +114,25 @@ def test_metrics_snapshot_is_a_dict_that_renders_as_a_table() -> None:
     assert html.count("<tr>") == 2
     assert "total requests 1" in html
     assert "3/2" in html  # tokens in/out of the one answer
+
+
+def test_resilience_notebook_runs_with_outputs_of_the_kinds_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("matplotlib", reason="needs the notebook extra (matplotlib)")
+    pytest.importorskip("pandas", reason="needs the notebook extra (pandas)")
+    saved, code = executed_code_cells(NOTEBOOKS / "resilience.ipynb", monkeypatch)
+
+    def kinds(cell: Any) -> list[tuple[str, tuple[str, ...]]]:
+        return [(o.output_type, tuple(sorted(o.get("data", {})))) for o in cell.outputs]
+
+    # Every cell shows what it showed when saved (values may move with matplotlib's version).
+    assert [kinds(cell) for cell in code] == [kinds(cell) for cell in saved]
+    assert all(cell.execution_count and cell.outputs for cell in saved)  # saved executed
+    images = [cell for cell in code if any("image/png" in o.get("data", {}) for o in cell.outputs)]
+    assert len(images) == 3  # latency, breakers, share
+    assert "'failed': 0" in code[0].outputs[0]["data"]["text/plain"]  # the same seeded run
+    frame = code[-1].outputs[0]["data"]
+    assert "metrics_frame()" in code[-1].source
+    assert "text/html" in frame
+    assert all(name in frame["text/html"] for name in ("primary", "secondary", "slow-backup"))

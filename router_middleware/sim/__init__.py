@@ -6,7 +6,10 @@ A :class:`Scenario` says what to run (the router's configuration, each provider'
 ``llm-router simulate`` is this, from the command line. :func:`token_scenario`
 (``llm-router simulate --tokens``) sends prompts of varied sizes (a :class:`PromptMix`)
 to providers that enforce token limits; :func:`with_token_limits` makes any scenario's
-providers enforce the token limits of their config.
+providers enforce the token limits of their config. :func:`pictures` draws a run
+(latency over time, breaker states, traffic share; the ``notebook`` extra), and
+:func:`report_html` makes a self-contained page of them with the report's tables
+(``llm-router simulate --plot/--html``).
 
 Example:
     >>> import math
@@ -22,6 +25,7 @@ Example:
 # ``testing`` first: SimulatedProvider extends its ScriptedChatModel, and it re-exports
 # SimulatedProvider, so it must be loaded before ``_provider`` whichever is imported first.
 from .. import testing as _testing  # noqa: F401
+from ._plot import Picture, pictures, report_html, save_png, write_html
 from ._provider import SimulatedProvider, Window
 from ._run import SimulationReport, simulate
 from ._scenario import Fault, PromptMix, Scenario, default_scenario, parse_fault, scenario_for
@@ -31,6 +35,7 @@ from ._virtual import LoopClock, VirtualLoop, run_virtual
 __all__ = [
     "Fault",
     "LoopClock",
+    "Picture",
     "PromptMix",
     "Scenario",
     "SimulatedProvider",
@@ -39,9 +44,13 @@ __all__ = [
     "Window",
     "default_scenario",
     "parse_fault",
+    "pictures",
+    "report_html",
     "run_virtual",
+    "save_png",
     "scenario_for",
     "simulate",
     "token_scenario",
     "with_token_limits",
+    "write_html",
 ]

@@ -22,7 +22,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .._breaker import BreakerTransition
@@ -72,6 +73,9 @@ class SimulationReport:
     ``request`` (its index), ``sent_at`` (its arrival), ``failed_at`` (``None``: still
     running when the run stopped), ``error`` (the exception type) and ``reason``.
     ``wall_seconds`` is the real time the run took (the one value a seed does not fix).
+    ``timeline`` lists each finished request: ``request``, ``at`` (when it ended),
+    ``latency`` (seconds, from admission to the end) and ``provider`` (``None``: failed).
+    ``router`` is the router as the run left it (its ``metrics()``), not in ``to_dict``.
     """
 
     scenario: dict[str, Any]
@@ -81,10 +85,13 @@ class SimulationReport:
     wall_seconds: float
     injected: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    router: ResilientRouter | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable form."""
-        return asdict(self)
+        """A JSON-serialisable form (without the router)."""
+        # Field by field: asdict would deep-copy the router, locks and all.
+        return {f.name: deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "router"}
 
 
 def _percentile(values: list[float], p: float) -> float | None:
@@ -198,6 +205,7 @@ async def _drive(
     slots = asyncio.Semaphore(scenario.concurrency)
     latencies: list[float] = []
     failures: list[dict[str, Any]] = []
+    timeline: list[dict[str, Any]] = []  # for the plots: who answered when, how fast
     served: dict[str, int] = {}
     done = 0
 
@@ -212,6 +220,7 @@ async def _drive(
                 prompt, max_tokens = mix.request(i, scenario.seed)
                 if max_tokens is not None:
                     options["max_tokens"] = max_tokens
+            name = None
             try:
                 message = await router.ainvoke(prompt, model=scenario.model, **options)
             except Exception as exc:
@@ -221,6 +230,8 @@ async def _drive(
                 name = message.response_metadata["router"]["provider"]
                 served[name] = served.get(name, 0) + 1
                 latencies.append(clock.now() - begun)
+            took, at = round(clock.now() - begun, 4), round(clock.now() - start, 3)
+            timeline.append({"request": i, "at": at, "latency": took, "provider": name})
         done += 1
         if on_progress is not None:
             on_progress(done, total)
@@ -258,6 +269,8 @@ async def _drive(
         wall_seconds=0.0,
         injected=_injected(scenario, providers),
         failures=failures,
+        timeline=timeline,
+        router=router,
     )
 
 
