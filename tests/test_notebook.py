@@ -40,8 +40,14 @@ def executed_code_cells(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[li
     return saved, code
 
 
-def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    _, code = executed_code_cells(NOTEBOOK, monkeypatch)
+def test_quickstart_notebook_runs_with_outputs_of_the_kinds_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    saved, code = executed_code_cells(NOTEBOOK, monkeypatch)
+    assert all(cell.execution_count and cell.outputs for cell in saved)  # saved executed
+    assert [[o.output_type for o in cell.outputs] for cell in code] == [
+        [o.output_type for o in cell.outputs] for cell in saved
+    ]
     # The cells that end on the router and on its metrics display them.
     last_lines = ("router", "router.metrics()")
     shown = [cell.outputs for cell in code if cell.source.splitlines()[-1] in last_lines]
@@ -52,6 +58,7 @@ def test_quickstart_notebook_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     streamed = next(cell for cell in code if "chain.stream" in cell.source).outputs[0]["text"]
     assert streamed.count("|") > 3
+    assert "||" not in streamed  # no empty chunk printed
 
 
 def test_agents_notebook_runs_with_its_outputs_saved(monkeypatch: pytest.MonkeyPatch) -> None:
