@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
+import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -91,6 +93,32 @@ def test_simulate_html_is_self_contained_with_plots_and_tables(
     text = " ".join(page.text)
     for expected in ("primary", "slow-backup", "closed -> open", "Failed requests", "outage"):
         assert expected in text
+
+
+def test_the_html_renders_in_headless_chromium(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a reader opens it: Chromium (installed by .ci/run where Debian has it) loads
+    the page from disk and takes a screenshot, with no script error and no blank page."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs it where apt-get can)")
+    page, shot = tmp_path / "run.html", tmp_path / "shot.png"
+    assert main(["simulate", *FAST, "--html", str(page)]) == 0
+    capsys.readouterr()
+    # This machine's network is closed: no background traffic, no first-run tasks.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    ran = subprocess.run(
+        [browser, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--window-size=1000,1400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "Uncaught" not in ran.stderr  # no script error on the page
+    pixels = decoded(shot.read_bytes(), tmp_path)
+    assert pixels.shape[:2] == (1400, 1000)
+    assert pixels.std() > 0.05  # plots and tables, not a blank page
 
 
 def test_without_matplotlib_the_cli_names_the_extra(
