@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -229,3 +230,33 @@ def test_without_ipython_watch_says_what_is_missing(monkeypatch: pytest.MonkeyPa
     router = ResilientRouter({"a": ScriptedChatModel()}, clock=FakeClock())
     with pytest.raises(ImportError, match="needs IPython"):
         router.watch()
+
+
+def test_in_a_kernel_the_view_is_displayed_and_updated_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nbformat = pytest.importorskip("nbformat", reason="needs the dev extra (nbformat)")
+    nbclient = pytest.importorskip("nbclient", reason="needs the dev extra (nbclient)")
+    pytest.importorskip("ipykernel", reason="needs the dev extra (ipykernel)")
+    for name in list(os.environ):  # the kernel inherits the environment
+        if name.upper().startswith("LLM_ROUTER_"):
+            monkeypatch.delenv(name)
+    source = """\
+import time
+from router_middleware import ResilientRouter
+from router_middleware.testing import ScriptedChatModel
+router = ResilientRouter({"a": ScriptedChatModel()})
+with router.watch(interval=0.02) as watch:
+    router.invoke("hi")
+    deadline = time.monotonic() + 5
+    while watch.updates < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+print(watch.updates >= 3, watch.failures)"""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3").execute()
+    outputs = notebook.cells[0].outputs
+    shown = [o for o in outputs if o.output_type == "display_data"]
+    assert len(shown) == 1  # the updates replaced it in place, none appended
+    assert "stopped" in shown[0].data["text/plain"]
+    assert "<table" in shown[0].data["text/html"]
+    assert "True 0" in "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
