@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ._observe import Observers
     from ._pipeline import Pipeline
     from ._router import ResilientRouter
+    from ._watch import Display, Watch
     from .settings import RouterSettings
 
 __all__ = ["PARTS", "ConfigLike", "RuntimeControls"]
@@ -98,6 +99,10 @@ class RuntimeControls:
     def add_observer(self, observer: Observer) -> None:
         """Report every attempt, retry, wait, cool-down and transition to ``observer``."""
         self.observers.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop reporting to ``observer`` (one never added is ignored)."""
+        self.observers.remove(observer)
 
     def apply_config(
         self,
@@ -189,6 +194,18 @@ class RuntimeControls:
         from ._frame import metrics_frame
 
         return metrics_frame(self.metrics())
+
+    def watch(
+        self, interval: float = 1.0, *, errors: int = 5, display: Display | None = None
+    ) -> Watch:
+        """Show a live table of the providers in Jupyter, refreshed in place every
+        ``interval`` seconds until ``.stop()`` or the end of a ``with`` block: breaker
+        state, in flight, requests per second, the last ``errors`` error kinds, cool-down
+        and token headroom. ``display`` defaults to ``IPython.display.display`` (an
+        ``ImportError`` without IPython)."""
+        from ._watch import Watch
+
+        return Watch(cast("ResilientRouter", self), interval, errors=errors, display=display)
 
     def _repr_html_(self) -> str:
         return router_html(cast("ResilientRouter", self))

@@ -140,6 +140,15 @@ class Observers(Observer):
 
     def add(self, observer: Observer) -> None:
         self._observers = (*self._observers, observer)
+        self._index()
+
+    def remove(self, observer: Observer) -> None:
+        """Stop telling ``observer`` (by identity); one not added is ignored."""
+        self._observers = tuple(o for o in self._observers if o is not observer)
+        self._index()
+
+    def _index(self) -> None:
+        # Tuples swapped whole: an event told on another thread sees the old or the new set.
         self._by_event = {
             event: tuple(
                 o
