@@ -192,6 +192,26 @@ def test_budget_and_token_limits_appear_when_set(clock: FakeClock) -> None:
     assert 0 < headroom < 10_000
 
 
+def test_cache_hits_and_misses_are_read_from_the_cache(clock: FakeClock) -> None:
+    router = ResilientRouter(
+        {"alpha": ScriptedChatModel(clock=clock)},
+        _config("alpha", cache={"enabled": True}),
+        clock=clock,
+    )
+    exporter = instrument(router)
+    assert "llm_router_cache_hits_total" not in _names(_parse(exporter))  # nothing yet
+    for _ in range(3):
+        router.invoke("hi")
+    router.invoke("something else")
+    samples = _parse(exporter)
+    assert _value(samples, "llm_router_cache_hits_total", provider="alpha") == 2
+    assert _value(samples, "llm_router_cache_misses_total") == 2
+    assert _value(samples, "llm_router_cache_coalesced_total") == 0
+    assert _value(samples, "llm_router_cache_entries") == 2
+    plain = instrument(ResilientRouter({"alpha": ScriptedChatModel(clock=clock)}, _config("alpha")))
+    assert not {n for n in _names(_parse(plain)) if n.startswith("llm_router_cache")}
+
+
 def test_an_unknown_model_creates_no_series(clock: FakeClock) -> None:
     router, exporter = _scripted_router(clock)
     with pytest.raises(NoProviderForModelError):

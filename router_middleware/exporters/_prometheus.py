@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .._breaker import BreakerState, BreakerTransition
@@ -334,3 +334,29 @@ class _LiveState(Collector):
                 spent.add_metric([name, p.currency], p.budget.spent())
                 max_cost.add_metric([name, p.currency], p.budget.limit)
         yield from (enabled, breaker, in_flight, cooldown, headroom, spent, max_cost)
+        cache = router.pipeline.cache
+        if cache is not None:
+            yield from _cache_metrics(cache.metrics())
+
+
+def _cache_metrics(figures: dict[str, Any]) -> Iterable[Metric]:
+    """The response cache's counts, read from the cache itself at scrape time."""
+    hits = CounterMetricFamily(
+        "llm_router_cache_hits",
+        "Requests answered from the response cache, by the provider that made the answer.",
+        labels=["provider"],
+    )
+    for provider, count in sorted(figures["hits_by_provider"].items()):
+        hits.add_metric([provider], count)
+    misses = CounterMetricFamily(
+        "llm_router_cache_misses", "Requests the response cache could not answer."
+    )
+    misses.add_metric([], figures["misses"])
+    coalesced = CounterMetricFamily(
+        "llm_router_cache_coalesced",
+        "Requests that waited for an identical one in flight and took its answer.",
+    )
+    coalesced.add_metric([], figures["coalesced"])
+    entries = GaugeMetricFamily("llm_router_cache_entries", "Answers the cache holds now.")
+    entries.add_metric([], figures["entries"])
+    yield from (hits, misses, coalesced, entries)
