@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import threading
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._breaker import BreakerTransition
-from .._observe import AttemptEnd, Observer
+from .._observe import AttemptEnd
+from ._follow import Following
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -79,7 +79,7 @@ class _Request:
         self.token: Token[_Request | None] | None = None
 
 
-class OpenTelemetryExporter(Observer):
+class OpenTelemetryExporter(Following):
     """A router's requests and attempts as OpenTelemetry spans, and the GenAI metrics.
 
     ``tracer_provider`` and ``meter_provider`` default to the API's global ones. Attach it
@@ -104,6 +104,7 @@ class OpenTelemetryExporter(Observer):
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
+        super().__init__()
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
@@ -118,9 +119,7 @@ class OpenTelemetryExporter(Observer):
             description="Number of input and output tokens used (per attempt).",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
-        self._router: ResilientRouter | None = None
         self._breakers: dict[str, str] = {}  # breaker state by provider, from transitions
-        self._lock = threading.Lock()
         # Per exporter: two exporters on one router each follow their own requests.
         self._current: ContextVar[_Request | None] = ContextVar("llm_router_otel", default=None)
         # Metric attributes by their values, built once (bounded by the configuration).
@@ -138,18 +137,6 @@ class OpenTelemetryExporter(Observer):
     ) -> OpenTelemetryExporter:
         """A new exporter, observing ``router``."""
         return cls(tracer_provider, meter_provider).watch(router)
-
-    def watch(self, router: ResilientRouter) -> OpenTelemetryExporter:
-        """Observe ``router`` (unless it already reports here) and read its providers'
-        breaker states; returns this exporter."""
-        root = router.root or router
-        with self._lock:
-            if self._router is not None and self._router is not root:
-                raise ValueError("this exporter already follows another router")
-            self._router = root
-        if self not in root.observers:
-            root.add_observer(self)
-        return self
 
     # -- requests ---------------------------------------------------------------------------
 

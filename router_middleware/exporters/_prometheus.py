@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,7 +44,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from .._breaker import BreakerState, BreakerTransition
-from .._observe import AttemptEnd, Observer
+from .._observe import AttemptEnd
+from ._follow import Following
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -68,7 +68,7 @@ BREAKER_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerS
 _Child = TypeVar("_Child")
 
 
-class PrometheusExporter(Observer):
+class PrometheusExporter(Following):
     """A router's metrics in a Prometheus registry (its own unless ``registry`` is given).
 
     Attach it with :meth:`attach` (or ``router.add_observer(exporter)`` and
@@ -87,8 +87,8 @@ class PrometheusExporter(Observer):
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__()
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._router: ResilientRouter | None = None
         r = self.registry
         self.attempts = Counter(
             "llm_router_attempts",
@@ -172,7 +172,6 @@ class PrometheusExporter(Observer):
         self._tokens: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._cost: dict[tuple[str, str, str], Any] = {}
         self._retries: dict[tuple[str, str, str], Any] = {}
-        self._lock = threading.Lock()
 
     # -- attaching, serving -----------------------------------------------------------------
 
@@ -183,18 +182,6 @@ class PrometheusExporter(Observer):
         """A new exporter, observing ``router`` and reading its providers at scrape time."""
         exporter = cls(registry)
         return exporter.watch(router)
-
-    def watch(self, router: ResilientRouter) -> PrometheusExporter:
-        """Observe ``router`` (unless it already reports here) and read its live providers
-        at scrape time; returns this exporter."""
-        root = router.root or router
-        with self._lock:
-            if self._router is not None and self._router is not root:
-                raise ValueError("this exporter already follows another router")
-            self._router = root
-        if self not in root.observers:
-            root.add_observer(self)
-        return self
 
     def serve(self, port: int = 9464, addr: str = "127.0.0.1") -> WSGIServer:
         """Serve ``/metrics`` over HTTP on a daemon thread (``prometheus_client``'s
