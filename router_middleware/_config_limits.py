@@ -13,8 +13,8 @@ Example:
     >>> m = ModelConfig.model_validate({"name": "gpt-4", "maxTokens": 8192})
     >>> m.max_input_tokens, m.max_output_tokens
     (8192, None)
-    >>> RateLimitConfig(tokens_per_minute=60_000).token_limits.any
-    True
+    >>> RateLimitConfig(tokens_per_minute=60_000, requests_per_second=5).tokens_per_minute
+    60000
 """
 
 from __future__ import annotations
@@ -60,15 +60,6 @@ class TokenLimitConfig(ConfigModel):
         "inputTokensPerMinute": ("input_tokens_per_minute", 1),
         "outputTokensPerMinute": ("output_tokens_per_minute", 1),
     }
-
-    @property
-    def any(self) -> bool:
-        """Whether any token limit is set."""
-        return (
-            self.tokens_per_minute is not None
-            or self.input_tokens_per_minute is not None
-            or self.output_tokens_per_minute is not None
-        )
 
 
 class ModelConfig(ConfigModel):
@@ -155,15 +146,6 @@ class RateLimitConfig(TokenLimitConfig):
         if self.burst is not None:
             return self.burst
         return max(1, math.ceil(self.requests_per_second or 1))
-
-    @property
-    def token_limits(self) -> TokenLimitConfig:
-        """The token limits alone."""
-        return TokenLimitConfig(
-            tokens_per_minute=self.tokens_per_minute,
-            input_tokens_per_minute=self.input_tokens_per_minute,
-            output_tokens_per_minute=self.output_tokens_per_minute,
-        )
 
 
 class BudgetConfig(ConfigModel):

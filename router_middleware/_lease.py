@@ -28,6 +28,7 @@ from ._gates import Refusal
 if TYPE_CHECKING:
     from ._context import RequestContext
     from ._provider import Provider
+    from ._token_gates import TokenCharge
 
 __all__ = ["Lease", "admit"]
 
@@ -91,7 +92,7 @@ class Lease:
         self.cooldown: float | None = None
         self.first_chunk: float | None = None
         self.message: Any = None
-        self.charge: Any = None
+        self.charge: TokenCharge | None = None
         self.spend: tuple[float, float, float] | None = None
         self._held = 0
         self._lock: threading.Lock | None = None

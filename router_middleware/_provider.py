@@ -129,7 +129,7 @@ class Provider:
         self.budget: BudgetGate | None = None
         if config.budget is not None:
             self.budget = BudgetGate(
-                self.name, config, store, clock, self.calibration, self.currency
+                self.name, config, store, clock, self.calibration, self.currency, self.price
             )
         self.weighs_tokens = bool(self.context_window.active or self.tokens or self.budget)
         # Requests that can never fit are turned away before anything is taken for them;

@@ -20,6 +20,7 @@ cancelled or abandoned keeps all.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._classification import ErrorKind
@@ -56,9 +57,15 @@ def _expected(lease: Lease, calibration: Calibration) -> int:
     return 0 if ctx is None else calibration.expect(ctx.estimated_tokens())
 
 
-def _output(lease: Lease, reserve: int) -> int:
+def _asked(lease: Lease) -> int | None:
+    """The output tokens the request asks for at most (its ``max_tokens``), if it says."""
     ctx = lease.context
-    asked = None if ctx is None else ctx.requested_output()
+    return None if ctx is None else ctx.requested_output()
+
+
+def _output(lease: Lease, reserve: int) -> int:
+    """The output tokens to reserve: what the request asks for, else ``reserve``."""
+    asked = _asked(lease)
     return reserve if asked is None else asked
 
 
@@ -94,8 +101,8 @@ class ContextWindowGate(Gate):
         if window is None and refused is None:
             return None
         max_in, max_out = window or (None, None)
-        if max_out is not None and lease.context is not None:
-            asked = lease.context.requested_output()
+        if max_out is not None:
+            asked = _asked(lease)
             if asked is not None and asked > max_out:
                 return _never(
                     f"context window: max_tokens {asked:,} > max_output_tokens {max_out:,}"
@@ -105,7 +112,7 @@ class ContextWindowGate(Gate):
         tokens = _expected(lease, self.calibration)
         if max_in is not None and tokens > max_in:
             return _never(f"context window: ~{tokens:,} input tokens > max_input_tokens {max_in:,}")
-        if refused is not None and tokens + _asked(lease) >= refused:
+        if refused is not None and tokens + (_asked(lease) or 0) >= refused:
             return _never(
                 f"context window: it refused ~{refused:,} tokens before (context_length_exceeded)"
             )
@@ -114,15 +121,10 @@ class ContextWindowGate(Gate):
     def exit(self, lease: Lease) -> None:
         verdict = lease.verdict
         if verdict is not None and verdict.kind is ErrorKind.CONTEXT_LENGTH:
-            tokens = _expected(lease, self.calibration) + _asked(lease)
+            tokens = _expected(lease, self.calibration) + (_asked(lease) or 0)
             if tokens:
                 known = self.learned.get(lease.model)
                 self.learned[lease.model] = tokens if known is None else min(known, tokens)
-
-
-def _asked(lease: Lease) -> int:
-    ctx = lease.context
-    return (ctx.requested_output() or 0) if ctx is not None else 0
 
 
 def _never(reason: str) -> Refusal:
@@ -308,8 +310,10 @@ class BudgetGate(Gate):
 
     __slots__ = (
         "_clock",
+        "_free",
         "_key",
-        "_prices",
+        "_price",
+        "_reserves",
         "_store",
         "calibration",
         "currency",
@@ -325,6 +329,7 @@ class BudgetGate(Gate):
         clock: Clock,
         calibration: Calibration,
         currency: str,
+        price: Callable[[str, int, int], tuple[float, float]],
     ) -> None:
         budget = config.budget
         if budget is None:
@@ -334,21 +339,17 @@ class BudgetGate(Gate):
         self.limit = budget.max_cost
         self.period = budget.period_seconds
         self.currency = currency
-        self._prices = {
-            m.name: (
-                m.cost_per_1k_input_tokens / 1000,
-                m.cost_per_1k_output_tokens / 1000,
-                m.output_reserve,
-            )
-            for m in config.models
-        }
+        self._price = price  # the provider's: one price table for metrics, answers, budgets
+        self._reserves = {m.name: m.output_reserve for m in config.models}
+        # Free models are charged nothing, and need no token estimate.
+        self._free = frozenset(m.name for m in config.models if not m.average_cost_per_1k)
 
     def enter(self, lease: Lease) -> Refusal | None:
-        price_in, price_out, reserve = self._prices[lease.model]
+        model = lease.model
         cost_in = cost_out = 0.0
-        if price_in or price_out:
-            cost_in = _estimate(lease, self.calibration) * price_in
-            cost_out = _output(lease, reserve) * price_out
+        if model not in self._free:
+            tokens_out = _output(lease, self._reserves[model])
+            cost_in, cost_out = self._price(model, _estimate(lease, self.calibration), tokens_out)
         cost = cost_in + cost_out
         wait, start = self._store.spend(self._key, self._clock.now(), self.period, self.limit, cost)
         if wait == math.inf:
@@ -372,10 +373,8 @@ class BudgetGate(Gate):
         start, cost_in, cost_out = spend
         usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
         if usage is not None:
-            price_in, price_out, _ = self._prices[lease.model]
-            self._adjust(
-                start, usage.input * price_in + usage.output * price_out - cost_in - cost_out
-            )
+            real = sum(self._price(lease.model, usage.input, usage.output))
+            self._adjust(start, real - cost_in - cost_out)
         else:
             refund = _refund(lease)
             if refund is not None:

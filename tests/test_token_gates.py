@@ -5,7 +5,6 @@ refusals with their reasons and exact waits, the provider's word on its quota.""
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +91,13 @@ def tpm(limit: int, **more: Any) -> dict[str, Any]:
     return {"rate_limit": {"tokens_per_minute": limit, **more}}
 
 
+def _key(r: ResilientRouter, provider: str) -> str:
+    """The store key of the provider's first token limit."""
+    gate = r.providers[provider].tokens
+    assert gate is not None
+    return gate.provider_limits[0].key
+
+
 def served_by(message: Any) -> str:
     return str(message.response_metadata["router"]["provider"])
 
@@ -155,14 +161,17 @@ def test_unused_output_refunded_and_an_input_shortfall_charged(
     r = router(clock, {"a": a}, {"a": tpm(100_000)})
     call(r, max_tokens=300)
     assert r.providers["a"].token_headroom == 100_000 - 2 * ESTIMATE - 10
-    # Calibrated: the next request is estimated at twice as much, so a window that fits
-    # only the raw estimate refuses it.
-    assert r.providers["a"].calibration.ratio == 2.0
-    ctx_estimate = math.ceil(ESTIMATE * 2.0)
-    before = r.providers["a"].token_headroom
+    # Calibrated: the same prompt is now charged twice its estimate, so a window with room
+    # for the estimate and the reserve, but not for twice the estimate, refuses it.
+    assert r.providers["a"].calibration.apply(ESTIMATE) == 2 * ESTIMATE
+    room = 2 * ESTIMATE + 300 - 1  # room for the estimate and the reserve, not for twice it
+    fill = r.providers["a"].token_headroom - room
+    r.store.take_windows(clock.now(), 60.0, [(_key(r, "a"), 100_000, fill)])
+    with pytest.raises(NoProviderAvailableError, match="token limit"):
+        call(r, max_tokens=300)
+    clock.advance(61.0)  # the window empties
     call(r, max_tokens=300)
-    assert before - r.providers["a"].token_headroom == 2 * ESTIMATE + 10
-    assert ctx_estimate == 2 * ESTIMATE
+    assert r.providers["a"].token_headroom == 100_000 - 2 * ESTIMATE - 10
 
 
 def test_input_and_output_limits_count_apart_and_cache_reads_not_as_input(
