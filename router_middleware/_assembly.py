@@ -12,7 +12,9 @@ from ._cache import ResponseCache
 from ._classify import ErrorClassifier
 from ._clock import Clock
 from ._config import ModelConfig, ProviderConfig, RouterConfig
+from ._config_state import StateConfig
 from ._errors import ConfigurationError
+from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import Observers
 from ._pipeline import Pipeline
@@ -21,7 +23,14 @@ from ._storage import StateStore
 from ._strategies import SelectionStrategy, get_strategy
 from ._tokens import TokenCounter, counter_named
 
-__all__ = ["BreakerListener", "Listeners", "build", "with_inferred_providers"]
+__all__ = [
+    "BreakerListener",
+    "Listeners",
+    "build",
+    "follow_shared_state",
+    "state_store",
+    "with_inferred_providers",
+]
 
 BreakerListener = Callable[[BreakerTransition], None]
 
@@ -126,3 +135,25 @@ def with_inferred_providers(
             models = [named if isinstance(named, str) and named else name]
         inferred.append(ProviderConfig(name=name, models=[ModelConfig(name=m) for m in models]))
     return RouterConfig.model_validate({**cfg.model_dump(), "providers": inferred})
+
+
+def state_store(config: StateConfig, clock: Clock) -> StateStore:
+    """Where the router keeps its state: Redis when ``config.url`` is set, else memory."""
+    if config.url is None:
+        return InMemoryStore()
+    from .redis import shared_store
+
+    return shared_store(config, clock)
+
+
+def follow_shared_state(
+    store: StateStore, wake: Callable[[str], None], observers: Observers
+) -> None:
+    """Wake local waiters on other replicas' releases, and tell the observers when shared
+    state degrades or recovers (stores without these hooks are left alone)."""
+    add_release = getattr(store, "add_release_listener", None)
+    if add_release is not None:
+        add_release(wake)
+    add_state = getattr(store, "add_state_listener", None)
+    if add_state is not None:
+        add_state(observers.state_changed)

@@ -42,6 +42,7 @@ from ._config_base import (
 )
 from ._config_cache import CacheConfig
 from ._config_limits import BudgetConfig, ModelConfig, RateLimitConfig, TokenLimitConfig
+from ._config_state import StateConfig
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import ConfigurationError
 
@@ -277,6 +278,9 @@ class RouterFields(ConfigModel):
     )
     tool_loop: ToolLoopConfig = Field(ToolLoopConfig(), description="Turns after tool results.")
     cache: CacheConfig = Field(CacheConfig(), description="Reusing answers to identical requests.")
+    state: StateConfig = Field(
+        StateConfig(), description="Where live state lives: this process, or Redis."
+    )
     currency: Annotated[str, Field(min_length=1, max_length=16)] = Field(
         "USD", description="The currency of the configured prices, named with every cost."
     )

@@ -23,11 +23,12 @@ from ._binding import Binding
 from ._clock import Clock
 from ._context import RequestContext
 from ._execute import attempt_config, call_async, call_sync
+from ._gates import Refusal
 from ._lease import Lease
 from ._metrics import usage_from_message
 from ._pipeline import Plan
 from ._shape import StructuredAnswer
-from ._steps import Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
+from ._steps import Admit, Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
 from ._streams import open_stream_async, open_stream_sync
 from ._waiting import wait_for_slot, wait_for_slot_async
 
@@ -121,6 +122,8 @@ def _capture(
             clock.sleep(step.seconds)
         elif isinstance(step, Estimate):
             step.context.estimated_tokens()
+        elif isinstance(step, Admit):
+            return step.run(), None
         else:
             raise TypeError(f"unexpected routing step {step!r} after delivery")
     except BaseException as exc:
@@ -197,11 +200,30 @@ async def _acapture(
             await clock.asleep(step.seconds)
         elif isinstance(step, Estimate):
             await asyncio.to_thread(step.context.estimated_tokens)
+        elif isinstance(step, Admit):
+            return await _admit_off_loop(step), None
         else:
             raise TypeError(f"unexpected routing step {step!r} after delivery")
     except BaseException as exc:
         return None, exc
     return None, None
+
+
+async def _admit_off_loop(step: Admit) -> tuple[Lease, Refusal | None]:
+    """Admission on a worker thread; cancelled meanwhile, what it took is given back."""
+    admitted = asyncio.get_running_loop().run_in_executor(None, step.run)
+    try:
+        return await asyncio.shield(admitted)
+    except BaseException:
+        admitted.add_done_callback(_give_back)
+        raise
+
+
+def _give_back(admitted: asyncio.Future[tuple[Lease, Refusal | None]]) -> None:
+    if not admitted.cancelled() and admitted.exception() is None:
+        lease, refusal = admitted.result()
+        if refusal is None:
+            lease.cancel()
 
 
 def _arguments(

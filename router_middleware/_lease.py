@@ -18,12 +18,14 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerTransition, Permit
 from ._classification import Classification
 from ._gates import Refusal
+from ._storage import StateUnavailable
 
 if TYPE_CHECKING:
     from ._context import RequestContext
@@ -190,7 +192,10 @@ def admit(
     gates = provider.gates
     held = 0
     for gate in gates:
-        refusal = gate.enter(lease)
+        try:
+            refusal = gate.enter(lease)
+        except StateUnavailable as exc:
+            refusal = Refusal(str(exc), math.inf, limited=False)
         if refusal is not None:
             for taken in reversed(gates[:held]):
                 taken.undo(lease)

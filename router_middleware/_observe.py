@@ -109,6 +109,11 @@ class Observer:
     def cooled_down(self, provider: str, seconds: float) -> None:
         """``provider`` asked for time (``Retry-After``) and is skipped for ``seconds``."""
 
+    def state_changed(self, degraded: bool, reason: str) -> None:
+        """Shared state (Redis) failed, ``degraded`` (the router runs on local state, as
+        ``state.on_error`` says), or answers again; told once per change, from the thread
+        that met it."""
+
 
 class Observers(Observer):
     """Several observers as one, in order; one that raises is logged, not fatal.
@@ -128,6 +133,7 @@ class Observers(Observer):
         "breaker_changed",
         "waited",
         "cooled_down",
+        "state_changed",
     )
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
@@ -243,6 +249,13 @@ class Observers(Observer):
                 o.cooled_down(provider, seconds)
             except Exception:
                 _failed(o, "cooled_down")
+
+    def state_changed(self, degraded: bool, reason: str) -> None:
+        for o in self._by_event["state_changed"]:
+            try:
+                o.state_changed(degraded, reason)
+            except Exception:
+                _failed(o, "state_changed")
 
     def __contains__(self, observer: object) -> bool:
         return any(o is observer for o in self._observers)

@@ -45,7 +45,7 @@ from ._request import (
     pass_on_wake,
 )
 from ._retry import plan_retry
-from ._steps import Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
+from ._steps import Admit, Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
 from ._strategies import SelectionStrategy
 from ._tokens import TokenCounter, approximate_tokens
 from ._waiting import Wake
@@ -149,13 +149,14 @@ class Pipeline:
                     # Read before trying, so a release between a refusal and the wait is
                     # not lost.
                     since = provider.slots.snapshot()
-                    lease, refusal = admit(
-                        provider,
-                        model if model is not None else provider.models[0],
-                        req.attempts + 1,
-                        self.clock.now(),
-                        ctx,
-                    )
+                    asked = model if model is not None else provider.models[0]
+                    if provider.remote:  # a round trip: off the event loop on the async path
+                        step = Admit(provider, asked, req.attempts + 1, self.clock.now(), ctx)
+                        lease, refusal = yield step
+                    else:
+                        lease, refusal = admit(
+                            provider, asked, req.attempts + 1, self.clock.now(), ctx
+                        )
                     if lease.transitions:
                         yield from self._announce(lease)
                     if refusal is not None:
@@ -289,7 +290,11 @@ class Pipeline:
                     except BaseException:
                         self.observer.attempt_ended(end)  # the request ends here, cancelled
                         raise
-                again, refusal = admit(provider, model, req.attempts + 1, self.clock.now(), req.ctx)
+                now = self.clock.now()
+                if provider.remote:
+                    again, refusal = yield Admit(provider, model, req.attempts + 1, now, req.ctx)
+                else:
+                    again, refusal = admit(provider, model, req.attempts + 1, now, req.ctx)
                 if again.transitions:
                     yield from self._announce(again)
                 if refusal is None:

@@ -69,6 +69,7 @@ class Provider:
         "models",
         "name",
         "priority",
+        "remote",
         "slots",
         "timeouts",
         "tokens",
@@ -99,6 +100,8 @@ class Provider:
             for m in config.models
         }
         self._clock = clock
+        # Admission is a network round trip: the async driver runs it off the event loop.
+        self.remote: bool = getattr(store, "remote", False)
         self.timeouts: TimeoutConfig = config.timeouts or router_config.timeouts
         # Read on every attempt: a plain copy (reading the pydantic config costs more).
         self.attempt_seconds = self.timeouts.attempt_seconds

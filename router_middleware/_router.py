@@ -26,7 +26,14 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, SkipValidation
 
-from ._assembly import BreakerListener, Listeners, build, with_inferred_providers
+from ._assembly import (
+    BreakerListener,
+    Listeners,
+    build,
+    follow_shared_state,
+    state_store,
+    with_inferred_providers,
+)
 from ._binding import Binding, ProviderTarget
 from ._chat_model import RouterChatModel
 from ._classify import ErrorClassifier
@@ -34,7 +41,6 @@ from ._clock import Clock, SystemClock
 from ._config import RouterConfig
 from ._controls import ConfigLike, RuntimeControls
 from ._derived import Derived, reshape, shape_key
-from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import MetricsObserver, Observer, Observers
 from ._pipeline import Pipeline
@@ -137,9 +143,12 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
         targets = dict(providers or {})
         cfg = with_inferred_providers(RouterConfig.coerce(config or {}), targets)
         metrics: dict[str, ProviderMetrics] = {}
+        clock = clock or SystemClock()
+        if store is None:
+            store = state_store(cfg.state, clock)
         parts: dict[str, Any] = {
-            "clock": clock or SystemClock(),
-            "store": store if store is not None else InMemoryStore(),
+            "clock": clock,
+            "store": store,
             "listeners": Listeners(listeners or []),
             "observers": Observers([MetricsObserver(metrics.get), *(observers or [])]),
             "strategy": strategy,
@@ -155,6 +164,13 @@ class ResilientRouter(RuntimeControls, RunnableSerializable[LanguageModelInput, 
             provider_metrics=metrics,
             **parts,
         )
+        follow_shared_state(store, self._wake, self.observers)
+
+    def _wake(self, provider: str) -> None:
+        """Another replica released a slot of ``provider``: wake a request waiting here."""
+        found = self.pipeline.providers.get(provider)
+        if found is not None:
+            found.slots.notify()
 
     @classmethod
     def create(

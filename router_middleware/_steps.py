@@ -8,13 +8,17 @@ the step's type. The answer to each step is documented on its class.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._context import RequestContext
-from ._lease import Lease
+from ._gates import Refusal
+from ._lease import Lease, admit
 from ._waiting import SlotQueue
 
-__all__ = ["Call", "Deliver", "Emit", "Estimate", "Pause", "Sleep", "Step", "WaitForSlot"]
+if TYPE_CHECKING:
+    from ._provider import Provider
+
+__all__ = ["Admit", "Call", "Deliver", "Emit", "Estimate", "Pause", "Sleep", "Step", "WaitForSlot"]
 
 
 class Call:
@@ -101,4 +105,24 @@ class Estimate:
         self.context = context
 
 
-Step = Call | Deliver | Sleep | Pause | WaitForSlot | Emit | Estimate
+class Admit:
+    """Run ``provider``'s gates for an attempt whose state is shared (a round trip to
+    Redis), off the event loop on the async path. Resume with what
+    :func:`~._lease.admit` returns: the lease and the refusal, if any."""
+
+    __slots__ = ("attempt", "context", "model", "now", "provider")
+
+    def __init__(
+        self, provider: Provider, model: str, attempt: int, now: float, context: RequestContext
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.attempt = attempt
+        self.now = now
+        self.context = context
+
+    def run(self) -> tuple[Lease, Refusal | None]:
+        return admit(self.provider, self.model, self.attempt, self.now, self.context)
+
+
+Step = Call | Deliver | Sleep | Pause | WaitForSlot | Emit | Estimate | Admit

@@ -24,9 +24,14 @@ from typing import Protocol, runtime_checkable
 from ._breaker_algorithm import BreakerRecord, BreakerTransition
 from ._config import CircuitBreakerConfig
 
-__all__ = ["StateStore", "Transitions"]
+__all__ = ["StateStore", "StateUnavailable", "Transitions"]
 
 Transitions = tuple[BreakerTransition, ...]
+
+
+class StateUnavailable(Exception):
+    """A shared store cannot decide (Redis failed, and ``state.on_error`` is ``closed``):
+    the gate that asked refuses the attempt."""
 
 
 @runtime_checkable

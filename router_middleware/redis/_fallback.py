@@ -1,0 +1,371 @@
+""":class:`FallbackStore`: shared state that keeps working when Redis is slow or gone.
+
+Every operation goes to the shared store first, bounded by the client's timeout (retries
+off). The first failure switches the router to a local stand-in, *degraded*: one log line
+and one event, not one per request, and no request touches Redis again until a background
+check (every ``recheck_seconds``, never on a request's path) finds it answering; then it
+switches back, with one more line and event. So no request waits on Redis longer than
+one timeout, and only the request that met the failure does.
+
+What degraded means is ``on_error``:
+
+* ``local``: limits run on this replica's memory, each shared limit (rate, burst,
+  concurrency, token windows, budget) divided by ``expected_replicas``, so the replicas
+  together stay near the shared limit; breakers and cool-downs run locally;
+* ``open``: admit, limiting nothing (breakers and cool-downs still run locally);
+* ``closed``: refuse every attempt that needs a shared limit, with
+  :class:`~router_middleware._storage.StateUnavailable`.
+
+A slot taken on one side is given back on that side: the shared lease by name, the local
+count by count; a lease this replica can no longer release expires by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .._breaker_algorithm import BreakerRecord
+from .._config import CircuitBreakerConfig
+from .._memory import InMemoryStore
+from .._storage import StateUnavailable, Transitions
+from ._store import RedisStore
+
+__all__ = ["FallbackStore"]
+
+logger = logging.getLogger("router_middleware")
+
+T = TypeVar("T")
+
+_StateListener = Callable[[bool, str], None]
+
+
+class FallbackStore:
+    """A :class:`RedisStore` with a local stand-in for when it fails (see module doc).
+
+    Example:
+        >>> import redis
+        >>> remote = RedisStore(redis.Redis(port=1, socket_connect_timeout=0.05))
+        >>> store = FallbackStore(remote, on_error="local", replicas=2)
+        >>> store.take_tokens(store.key("p:bucket"), 0.0, rate=4, burst=4, cost=1)
+        0.0
+        >>> store
+        FallbackStore(redis, degraded (local, limits / 2), degradations=1)
+        >>> store.close()
+    """
+
+    remote = True
+
+    def __init__(
+        self,
+        shared: RedisStore,
+        *,
+        on_error: str = "local",
+        replicas: int = 1,
+        recheck_seconds: float = 1.0,
+        local: InMemoryStore | None = None,
+    ) -> None:
+        if on_error not in ("local", "open", "closed"):
+            raise ValueError("on_error must be 'local', 'open' or 'closed'")
+        self.shared = shared
+        self.local = local if local is not None else InMemoryStore(shared.namespace)
+        self.on_error = on_error
+        self.replicas = replicas
+        self.recheck_seconds = recheck_seconds
+        self.namespace = shared.namespace
+        self.degraded = False
+        self.degradations = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
+        self._listeners: tuple[_StateListener, ...] = ()
+
+    def key(self, name: str) -> str:
+        return self.shared.key(name)
+
+    # -- degrading and recovering ------------------------------------------------------------
+
+    def add_release_listener(self, listener: Callable[[str], None]) -> None:
+        """See :meth:`RedisStore.add_release_listener`."""
+        self.shared.add_release_listener(listener)
+
+    def add_state_listener(self, listener: _StateListener) -> None:
+        """Call ``listener(degraded, reason)`` when the store degrades or recovers."""
+        self._listeners = (*self._listeners, listener)
+
+    def _shared(self, op: Callable[[], T]) -> T | None:
+        """``op()`` on Redis; ``None`` once degraded (the caller goes local)."""
+        if self.degraded:
+            return None
+        try:
+            return op()
+        except Exception as exc:
+            self._degrade(exc)
+            return None
+
+    def _did(self, op: Callable[[], None]) -> bool:
+        """Whether ``op()`` was done on Redis (``False``: the caller does it locally)."""
+        def done() -> bool:
+            op()
+            return True
+
+        return self._shared(done) is not None
+
+    def _degrade(self, exc: BaseException) -> None:
+        with self._lock:
+            self.errors += 1
+            if self.degraded:
+                return
+            self.degraded = True
+            self.degradations += 1
+            self._checker = threading.Thread(
+                target=self._recheck, name="router-middleware-state-recheck", daemon=True
+            )
+        # The URL may hold a password: name the error's type and its text, never the URL.
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "shared state unavailable (%s); %s until Redis answers", reason, self._mode()
+        )
+        self._tell(True, reason)
+        self._checker.start()
+
+    def _recheck(self) -> None:
+        while not self._stop.wait(self.recheck_seconds):
+            try:
+                self.shared.client.ping()
+            except Exception:
+                continue
+            with self._lock:
+                self.degraded = False
+            logger.warning("shared state available again: limits are shared")
+            self._tell(False, "Redis answers again")
+            return
+
+    def _tell(self, degraded: bool, reason: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(degraded, reason)
+            except Exception:
+                logger.exception("state listener %r failed", listener)
+
+    def _mode(self) -> str:
+        if self.on_error == "local":
+            return f"local (limits / {self.replicas})" if self.replicas > 1 else "local"
+        return self.on_error
+
+    def _closed(self) -> None:
+        if self.on_error == "closed":
+            raise StateUnavailable("shared state unavailable (state.on_error=closed)")
+
+    def _share(self, value: float) -> float:
+        """This replica's share of a shared limit, while degraded."""
+        return value / self.replicas
+
+    # -- token buckets -----------------------------------------------------------------------
+
+    def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        wait = self._shared(lambda: self.shared.take_tokens(key, now, rate, burst, cost))
+        if wait is not None:
+            return wait
+        self._closed()
+        if self.on_error == "open":
+            return 0.0
+        return self.local.take_tokens(key, now, *self._bucket(rate, burst, cost), cost)
+
+    def _bucket(self, rate: float, burst: float, cost: float) -> tuple[float, float]:
+        return self._share(rate), max(cost, self._share(burst))
+
+    def refund_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> None:
+        if self._did(lambda: self.shared.refund_tokens(key, now, rate, burst, cost)):
+            return
+        self.local.refund_tokens(key, now, *self._bucket(rate, burst, cost), cost)
+
+    def peek_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        wait = self._shared(lambda: self.shared.peek_tokens(key, now, rate, burst, cost))
+        if wait is not None:
+            return wait
+        return self.local.peek_tokens(key, now, *self._bucket(rate, burst, cost), cost)
+
+    def tokens(self, key: str, now: float, rate: float, burst: float) -> float:
+        level = self._shared(lambda: self.shared.tokens(key, now, rate, burst))
+        if level is not None:
+            return level
+        return self.local.tokens(key, now, *self._bucket(rate, burst, 1.0))
+
+    def cap_tokens(self, key: str, now: float, rate: float, burst: float, remaining: float) -> None:
+        if self._did(lambda: self.shared.cap_tokens(key, now, rate, burst, remaining)):
+            return
+        share = self._bucket(rate, burst, 1.0)
+        self.local.cap_tokens(key, now, *share, self._share(remaining))
+
+    # -- concurrency slots -------------------------------------------------------------------
+
+    def _cap(self, cap: int | None) -> int | None:
+        return None if cap is None else max(1, math.floor(cap / self.replicas))
+
+    def acquire_slot(self, key: str, cap: int | None) -> int:
+        used = self._shared(lambda: self.shared.acquire_slot(key, cap))
+        if used is not None:
+            return used
+        self._closed()
+        return self.local.acquire_slot(key, None if self.on_error == "open" else self._cap(cap))
+
+    def take_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        taken = self._shared(
+            lambda: self.shared.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
+        )
+        if taken is not None:
+            return taken
+        self._closed()
+        if self.on_error == "open":
+            return 0.0, self.local.acquire_slot(slots, None)
+        rate, burst = self._bucket(rate, burst, cost)
+        return self.local.take_token_and_slot(bucket, slots, now, rate, burst, cost, self._cap(cap))
+
+    def release_slot(self, key: str) -> None:
+        # Given back where it was taken: the shared lease while this replica holds one
+        # and Redis answers; otherwise the local count, or the lease left to expire.
+        if self.shared.holds(key) and self._did(lambda: self.shared.release_slot(key)):
+            return
+        if self.local.slots_in_use(key):
+            self.local.release_slot(key)
+        else:
+            self.shared.drop(key)
+
+    def slots_in_use(self, key: str) -> int:
+        used = self._shared(lambda: self.shared.slots_in_use(key))
+        return self.local.slots_in_use(key) if used is None else used
+
+    # -- circuit breakers and cool-downs: local while degraded, whatever on_error says --------
+
+    def breaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        got = self._shared(lambda: self.shared.breaker_acquire(key, now, cfg, name))
+        return self.local.breaker_acquire(key, now, cfg, name) if got is None else got
+
+    def breaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        moved = self._shared(
+            lambda: self.shared.breaker_report(key, now, cfg, name, generation, outcome)
+        )
+        if moved is not None:
+            return moved
+        return self.local.breaker_report(key, now, cfg, name, generation, outcome)
+
+    def breaker_command(
+        self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[BreakerRecord, Transitions]:
+        got = self._shared(lambda: self.shared.breaker_command(key, command, now, cfg, name))
+        return self.local.breaker_command(key, command, now, cfg, name) if got is None else got
+
+    def breaker_record(self, key: str) -> BreakerRecord | None:
+        if self.degraded:
+            return self.local.breaker_record(key)
+        try:
+            return self.shared.breaker_record(key)
+        except Exception as exc:
+            self._degrade(exc)
+            return self.local.breaker_record(key)
+
+    def set_cooldown(self, key: str, until: float) -> float:
+        got = self._shared(lambda: self.shared.set_cooldown(key, until))
+        return self.local.set_cooldown(key, until) if got is None else got
+
+    def clear_cooldown(self, key: str) -> None:
+        self.local.clear_cooldown(key)
+        self._shared(lambda: self.shared.clear_cooldown(key))
+
+    def cooldown_until(self, key: str) -> float:
+        got = self._shared(lambda: self.shared.cooldown_until(key))
+        return self.local.cooldown_until(key) if got is None else got
+
+    # -- token windows and budgets -----------------------------------------------------------
+
+    def _windows(self, charges: Sequence[tuple[str, float, float]]) -> list[Any]:
+        return [(k, max(cost, self._share(limit)), cost) for k, limit, cost in charges]
+
+    def take_windows(
+        self, now: float, window: float, charges: Sequence[tuple[str, float, float]]
+    ) -> tuple[float, int]:
+        got = self._shared(lambda: self.shared.take_windows(now, window, charges))
+        if got is not None:
+            return got
+        self._closed()
+        if self.on_error == "open":
+            return 0.0, -1
+        return self.local.take_windows(now, window, self._windows(charges))
+
+    def adjust_windows(
+        self, now: float, window: float, slot: int, deltas: Sequence[tuple[str, float]]
+    ) -> None:
+        if not self._did(lambda: self.shared.adjust_windows(now, window, slot, deltas)):
+            self.local.adjust_windows(now, window, slot, deltas)
+
+    def cap_window(
+        self, key: str, now: float, window: float, limit: float, remaining: float, reset: float
+    ) -> None:
+        if self._did(lambda: self.shared.cap_window(key, now, window, limit, remaining, reset)):
+            return
+        share = self._share(limit)
+        self.local.cap_window(key, now, window, share, self._share(remaining), reset)
+
+    def window_used(self, key: str, now: float, window: float) -> float:
+        used = self._shared(lambda: self.shared.window_used(key, now, window))
+        return self.local.window_used(key, now, window) if used is None else used
+
+    def spend(
+        self, key: str, now: float, period: float, limit: float, cost: float
+    ) -> tuple[float, float]:
+        got = self._shared(lambda: self.shared.spend(key, now, period, limit, cost))
+        if got is not None:
+            return got
+        self._closed()
+        if self.on_error == "open":
+            return 0.0, math.nan  # a start no period has: its corrections change nothing
+        return self.local.spend(key, now, period, max(cost, self._share(limit)), cost)
+
+    def adjust_spend(self, key: str, now: float, period: float, start: float, delta: float) -> None:
+        if not self._did(lambda: self.shared.adjust_spend(key, now, period, start, delta)):
+            self.local.adjust_spend(key, now, period, start, delta)
+
+    def spent(self, key: str, now: float, period: float) -> float:
+        got = self._shared(lambda: self.shared.spent(key, now, period))
+        return self.local.spent(key, now, period) if got is None else got
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def forget(self, provider: str) -> int:
+        return self.local.forget(provider) + self.shared.forget(provider)
+
+    def close(self) -> None:
+        """Stop the re-check and the shared store's threads."""
+        self._stop.set()
+        checker = self._checker
+        if checker is not None and checker.is_alive():
+            checker.join(timeout=2)
+        self.shared.close()
+
+    def __repr__(self) -> str:
+        state = f"degraded ({self._mode()})" if self.degraded else "shared"
+        return f"FallbackStore(redis, {state}, degradations={self.degradations})"

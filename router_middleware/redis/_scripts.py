@@ -1,0 +1,119 @@
+"""The Lua of the concurrency leases and cool-downs, and the entry scripts that compose
+them with the limit and breaker algorithms of ``_lua_algorithms``.
+
+Conventions shared by every entry script (see ``_lua_algorithms``): ``KEYS`` are the keys
+it touches, all of one provider (one Redis Cluster hash tag); ``ARGV[1]`` is the time to
+use, or ``""`` for the server's clock; the reply's first element is that time, as a
+string (Redis truncates Lua numbers to integers: every fraction travels as text).
+
+A concurrency slot is a *lease*: a member of the provider's sorted set whose score is its
+expiry. Invariants:
+
+* a slot is granted only while fewer than ``cap`` unexpired leases are in the set; expired
+  ones are dropped first, so a crashed or frozen replica's slots come back by themselves
+  once ``lease_seconds`` pass without renewal;
+* a release removes exactly the lease it names and, when it was there, publishes the
+  provider's name on the release channel, so replicas waiting for that provider look again
+  at once instead of polling;
+* a cool-down keeps the later of its current and its new end (``Retry-After`` from two
+  replicas never shortens it).
+"""
+
+from __future__ import annotations
+
+from ._lua_algorithms import ENTRIES, LIBRARY
+
+__all__ = ["LEASES", "script_sources"]
+
+LEASES = r"""
+local function clock(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function fmt(x) return string.format('%.17g', x) end
+
+local function lease_take(key, now, cap, member, lease)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local used = redis.call('ZCARD', key)
+  if cap >= 0 and used >= cap then return 0 end
+  redis.call('ZADD', key, now + lease, member)
+  redis.call('PEXPIRE', key, math.ceil((lease + 60) * 1000))
+  return used + 1
+end
+"""
+
+_LEASE_TAKE = r"""
+local now = clock(ARGV[1])
+return {fmt(now), lease_take(KEYS[1], now, tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]))}
+"""
+
+# A token and a slot, both or neither: the tokens are looked at first, as in memory.
+_BUCKET_LEASE_TAKE = r"""
+local now = clock(ARGV[1])
+local rate, burst, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local wait = bucket_peek(KEYS[1], now, rate, burst, cost)
+if wait > 0 then return {fmt(now), fmt(wait), 0} end
+local used = lease_take(KEYS[2], now, tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
+if used == 0 then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {fmt(now), 'inf', 0, first[2] and fmt(tonumber(first[2]) - now) or 'inf'}
+end
+bucket_take(KEYS[1], now, rate, burst, cost)
+return {fmt(now), '0', used}
+"""
+
+_LEASE_RELEASE = r"""
+local now = clock(ARGV[1])
+local gone = redis.call('ZREM', KEYS[1], ARGV[2])
+if gone == 1 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return {fmt(now), gone}
+"""
+
+_LEASE_RENEW = r"""
+local now = clock(ARGV[1])
+local expiry = now + tonumber(ARGV[2])
+local kept = 0
+for i = 3, #ARGV do
+  kept = kept + redis.call('ZADD', KEYS[1], 'XX', 'CH', expiry, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(ARGV[2]) + 60) * 1000))
+return {fmt(now), kept}
+"""
+
+_LEASE_COUNT = r"""
+local now = clock(ARGV[1])
+return {fmt(now), redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf')}
+"""
+
+_COOLDOWN_SET = r"""
+local now = clock(ARGV[1])
+local untl = now + tonumber(ARGV[2])
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+if old > untl then untl = old end
+redis.call('SET', KEYS[1], fmt(untl), 'PX', math.ceil((untl - now + 60) * 1000))
+return {fmt(now), fmt(untl)}
+"""
+
+_COOLDOWN_GET = r"""
+local now = clock(ARGV[1])
+return {fmt(now), redis.call('GET', KEYS[1]) or '0'}
+"""
+
+_OWN = {
+    "lease_take": _LEASE_TAKE,
+    "bucket_lease_take": _BUCKET_LEASE_TAKE,
+    "lease_release": _LEASE_RELEASE,
+    "lease_renew": _LEASE_RENEW,
+    "lease_count": _LEASE_COUNT,
+    "cooldown_set": _COOLDOWN_SET,
+    "cooldown_get": _COOLDOWN_GET,
+}
+
+
+def script_sources() -> dict[str, str]:
+    """Every entry script, whole: the libraries, then the entry's own lines."""
+    sources = {name: LEASES + LIBRARY + body for name, body in _OWN.items()}
+    sources.update({name: LIBRARY + body for name, body in ENTRIES.items()})
+    return sources

@@ -1,0 +1,404 @@
+""":class:`RedisStore`: the router's state on Redis, shared by every replica.
+
+Each domain operation of :class:`~router_middleware._storage.StateStore` is one Lua
+script, one round trip (``EVALSHA``, loaded again on ``NOSCRIPT``), atomic on the server.
+Time is the server's (``TIME``), so replicas whose clocks disagree share one timeline;
+the store's interface keeps the caller's clock: absolute times go in and come out in it,
+shifted by the difference the same round trip measured. Every key of a provider shares
+one hash tag (``{prefix:provider}``), so each script is valid on Redis Cluster, and every
+key has a TTL.
+
+Concurrency slots are leases (``_scripts``): this store names each slot it holds, renews
+them from one thread while they are held (every third of ``lease_seconds``; the thread
+ends when none is held), and removes them on release, which wakes waiting replicas
+through a pub/sub notice heard by a second thread, started by the first wait.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._breaker_algorithm import BreakerRecord, BreakerState, BreakerTransition
+from .._clock import Clock, SystemClock
+from .._config import CircuitBreakerConfig
+from .._storage import Transitions
+from ._scripts import script_sources
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("router_middleware")
+
+_ReleaseListener = Callable[[str], None]
+
+
+class RedisStore:
+    """Router state on Redis (or Valkey), for several replicas.
+
+    ``time_source="caller"`` runs the scripts on the ``now`` the router passes (for
+    simulations on a virtual clock); the default reads the server's clock.
+
+    Example (with a Redis running)::
+
+        store = RedisStore(redis.Redis.from_url(url, socket_timeout=0.1), prefix="llmr")
+        router = ResilientRouter(models, config, store=store)
+    """
+
+    remote = True
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "llmr",
+        lease_seconds: float = 30.0,
+        clock: Clock | None = None,
+        time_source: str = "server",
+    ) -> None:
+        if time_source not in ("server", "caller"):
+            raise ValueError("time_source must be 'server' or 'caller'")
+        self.namespace = prefix
+        self.client = client
+        self.lease_seconds = lease_seconds
+        self._clock = clock or SystemClock()
+        self._caller_time = time_source == "caller"
+        self._scripts = {n: client.register_script(s) for n, s in script_sources().items()}
+        self.channel = f"{prefix}:released"
+        # Names this replica's leases apart from every other's, restarts included.
+        self._replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._ids = itertools.count(1)
+        self._held: dict[str, list[str]] = {}  # slots key -> the leases this replica holds
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+        self._renewing = threading.Event()
+        self._listeners: tuple[_ReleaseListener, ...] = ()
+        self._subscriber: Any = None
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def key(self, name: str) -> str:
+        provider, _, what = name.partition(":")
+        return f"{{{self.namespace}:{provider}}}:{what}"
+
+    def _run(self, name: str, keys: Sequence[str], now: float | None, *args: Any) -> list[Any]:
+        """Run one entry script: its reply, whose first element is the time it used."""
+        if self._caller_time:
+            arg = repr(now if now is not None else self._clock.now())
+        else:
+            arg = ""
+        reply: list[Any] = self._scripts[name](keys=list(keys), args=[arg, *args])
+        return reply
+
+    def _shift(self, reply: list[Any], now: float | None) -> float:
+        """Caller time minus server time, as this reply measured it."""
+        local = now if now is not None else self._clock.now()
+        return local - float(reply[0])
+
+    # -- token buckets -------------------------------------------------------------------
+
+    def take_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        return float(self._run("bucket_take", [key], now, rate, burst, cost)[1])
+
+    def refund_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> None:
+        self._run("bucket_refund", [key], now, rate, burst, cost)
+
+    def peek_tokens(self, key: str, now: float, rate: float, burst: float, cost: float) -> float:
+        return float(self._run("bucket_peek", [key], now, rate, burst, cost)[1])
+
+    def tokens(self, key: str, now: float, rate: float, burst: float) -> float:
+        return float(self._run("bucket_level", [key], now, rate, burst)[1])
+
+    def cap_tokens(self, key: str, now: float, rate: float, burst: float, remaining: float) -> None:
+        self._run("bucket_cap", [key], now, rate, burst, remaining)
+
+    # -- concurrency slots (leases) ----------------------------------------------------------
+
+    def _lease_id(self) -> str:
+        return f"{self._replica}:{next(self._ids)}"
+
+    def acquire_slot(self, key: str, cap: int | None) -> int:
+        member = self._lease_id()
+        reply = self._run(
+            "lease_take", [key], None, -1 if cap is None else cap, member, self.lease_seconds
+        )
+        used = int(reply[1])
+        if used:
+            self._hold(key, member)
+        else:
+            self._listen()
+        return used
+
+    def take_token_and_slot(
+        self,
+        bucket: str,
+        slots: str,
+        now: float,
+        rate: float,
+        burst: float,
+        cost: float,
+        cap: int | None,
+    ) -> tuple[float, int]:
+        member = self._lease_id()
+        reply = self._run(
+            "bucket_lease_take",
+            [bucket, slots],
+            now,
+            rate,
+            burst,
+            cost,
+            -1 if cap is None else cap,
+            member,
+            self.lease_seconds,
+        )
+        wait, used = float(reply[1]), int(reply[2])
+        if used:
+            self._hold(slots, member)
+            return 0.0, used
+        if wait == math.inf:
+            self._listen()  # a release elsewhere ends this wait: hear it
+        return wait, 0
+
+    def release_slot(self, key: str) -> None:
+        with self._held_lock:
+            held = self._held.get(key)
+            if not held:
+                return  # not this replica's (acquired before a failover, or forgotten)
+            member = held.pop()
+            if not held:
+                del self._held[key]
+        provider = key[key.index(":") + 1 : key.index("}")]
+        self._run("lease_release", [key], None, member, self.channel, f"{self._replica}|{provider}")
+
+    def slots_in_use(self, key: str) -> int:
+        return int(self._run("lease_count", [key], None)[1])
+
+    def _hold(self, key: str, member: str) -> None:
+        with self._held_lock:
+            self._held.setdefault(key, []).append(member)
+            start = self._renewer is None or not self._renewer.is_alive()
+            if start:
+                self._renewer = threading.Thread(
+                    target=self._renew_loop, name="router-middleware-lease-renewal", daemon=True
+                )
+        if start and self._renewer is not None:
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Renew every held lease each third of the lease time; end when none is held."""
+        period = self.lease_seconds / 3
+        while not self._renewing.wait(period):
+            with self._held_lock:
+                held = {k: list(v) for k, v in self._held.items() if v}
+                if not held:
+                    self._renewer = None
+                    return
+            for key, members in held.items():
+                try:
+                    self._run("lease_renew", [key], None, self.lease_seconds, *members)
+                except Exception as exc:
+                    logger.warning("could not renew %d concurrency lease(s): %s", len(members), exc)
+
+    def holds(self, key: str) -> bool:
+        """Whether this replica holds a lease on ``key``."""
+        return bool(self._held.get(key))
+
+    def drop(self, key: str) -> None:
+        """Stop renewing one of this replica's leases on ``key``: it expires by itself."""
+        with self._held_lock:
+            held = self._held.get(key)
+            if held:
+                held.pop()
+
+    def held(self) -> int:
+        """Concurrency leases this replica holds now."""
+        with self._held_lock:
+            return sum(len(v) for v in self._held.values())
+
+    # -- waking replicas that wait for a slot -----------------------------------------------
+
+    def add_release_listener(self, listener: _ReleaseListener) -> None:
+        """Call ``listener(provider)`` when any replica releases a slot of ``provider``."""
+        self._listeners = (*self._listeners, listener)
+
+    def _listen(self) -> None:
+        if self._subscriber is not None or not self._listeners or self._closed:
+            return
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(**{self.channel: self._heard})
+        self._subscriber = pubsub.run_in_thread(
+            sleep_time=1.0, daemon=True, exception_handler=self._lost
+        )
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        replica, _, provider = message["data"].decode().partition("|")
+        if replica == self._replica:
+            return  # this replica's own release woke its waiters already
+        for listener in self._listeners:
+            try:
+                listener(provider)
+            except Exception:
+                logger.exception("release listener %r failed", listener)
+
+    def _lost(self, exc: BaseException, pubsub: Any, thread: Any) -> None:
+        # Waiters still wake at their computed re-check; subscribe again at the next wait.
+        logger.warning("lost the slot-release channel: %s", exc)
+        thread.stop()
+        self._subscriber = None
+
+    # -- circuit breakers --------------------------------------------------------------------
+
+    @staticmethod
+    def _cfg(cfg: CircuitBreakerConfig) -> list[Any]:
+        rate = cfg.failure_rate_threshold
+        return [
+            cfg.threshold,
+            cfg.sampling_duration_seconds,
+            cfg.reset_timeout_seconds,
+            cfg.half_open_max_calls,
+            "" if rate is None else rate,
+            cfg.minimum_calls,
+        ]
+
+    @staticmethod
+    def _moves(raw: Sequence[Any], name: str, shift: float) -> Transitions:
+        return tuple(
+            BreakerTransition(
+                name,
+                BreakerState(frm.decode()),
+                BreakerState(to.decode()),
+                float(at) + shift,
+                reason.decode(),
+            )
+            for frm, to, at, reason in raw
+        )
+
+    @staticmethod
+    def _record(raw: Any, shift: float) -> BreakerRecord | None:
+        if not raw:
+            return None
+        state, generation, opened_at, in_flight, failures, buckets, trips, transitions = raw
+        return BreakerRecord(
+            BreakerState(state.decode()),
+            int(generation),
+            float(opened_at) + shift,
+            int(in_flight),
+            tuple(float(f) + shift for f in failures),
+            tuple((int(e), int(c), int(f)) for e, c, f in buckets),
+            int(trips),
+            int(transitions),
+        )
+
+    def breaker_acquire(
+        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[int | None, Transitions]:
+        reply = self._run("breaker_acquire", [key], now, *self._cfg(cfg))
+        generation = None if reply[1] is None else int(reply[1])
+        return generation, self._moves(reply[2], name, self._shift(reply, now))
+
+    def breaker_report(
+        self,
+        key: str,
+        now: float,
+        cfg: CircuitBreakerConfig,
+        name: str,
+        generation: int,
+        outcome: int,
+    ) -> Transitions:
+        reply = self._run("breaker_report", [key], now, *self._cfg(cfg), generation, outcome)
+        return self._moves(reply[1], name, self._shift(reply, now))
+
+    def breaker_command(
+        self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
+    ) -> tuple[BreakerRecord, Transitions]:
+        reply = self._run("breaker_command", [key], now, command, *self._cfg(cfg))
+        shift = self._shift(reply, now)
+        record = self._record(reply[1], shift)
+        assert record is not None  # a command always leaves a record
+        return record, self._moves(reply[2], name, shift)
+
+    def breaker_record(self, key: str) -> BreakerRecord | None:
+        reply = self._run("breaker_read", [key], None)
+        return self._record(reply[1], self._shift(reply, None))
+
+    # -- cool-downs --------------------------------------------------------------------------
+
+    def set_cooldown(self, key: str, until: float) -> float:
+        local = self._clock.now()
+        reply = self._run("cooldown_set", [key], local, until - local)
+        return float(reply[1]) + self._shift(reply, local)
+
+    def clear_cooldown(self, key: str) -> None:
+        self.client.delete(key)
+
+    def cooldown_until(self, key: str) -> float:
+        reply = self._run("cooldown_get", [key], None)
+        until = float(reply[1])
+        return until + self._shift(reply, None) if until else 0.0
+
+    # -- token windows and budgets ---------------------------------------------------------
+
+    def take_windows(
+        self, now: float, window: float, charges: Sequence[tuple[str, float, float]]
+    ) -> tuple[float, int]:
+        keys = [k for k, _, _ in charges]
+        numbers = [x for _, limit, cost in charges for x in (limit, cost)]
+        reply = self._run("windows_take", keys, now, window, *numbers)
+        return float(reply[1]), int(reply[2])
+
+    def adjust_windows(
+        self, now: float, window: float, slot: int, deltas: Sequence[tuple[str, float]]
+    ) -> None:
+        keys = [k for k, _ in deltas]
+        self._run("windows_adjust", keys, now, window, slot, *[d for _, d in deltas])
+
+    def cap_window(
+        self, key: str, now: float, window: float, limit: float, remaining: float, reset: float
+    ) -> None:
+        self._run("window_cap", [key], now, window, limit, remaining, reset)
+
+    def window_used(self, key: str, now: float, window: float) -> float:
+        return float(self._run("window_used", [key], now, window)[1])
+
+    def spend(
+        self, key: str, now: float, period: float, limit: float, cost: float
+    ) -> tuple[float, float]:
+        # The period's start is handed back to adjust_spend as it came: never shifted.
+        reply = self._run("budget_spend", [key], now, period, limit, cost)
+        return float(reply[1]), float(reply[2])
+
+    def adjust_spend(self, key: str, now: float, period: float, start: float, delta: float) -> None:
+        self._run("budget_adjust", [key], now, period, repr(start), delta)
+
+    def spent(self, key: str, now: float, period: float) -> float:
+        return float(self._run("budget_spent", [key], now, period)[1])
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def forget(self, provider: str) -> int:
+        """Nothing: other replicas may still route to ``provider``; its keys expire."""
+        return 0
+
+    def close(self) -> None:
+        """Stop this store's threads (its leases expire unless released first)."""
+        self._closed = True
+        self._renewing.set()
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            subscriber.stop()
+            subscriber.join(timeout=2)
+        renewer = self._renewer
+        if renewer is not None:
+            renewer.join(timeout=2)
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.namespace!r}, leases_held={self.held()})"
