@@ -1,0 +1,1 @@
+"""State shared across replicas on Redis."""
