@@ -162,7 +162,7 @@ class LimiterGate(Gate):
     retries included, taken in one store operation (both or neither); the slot is held
     until the call has ended."""
 
-    __slots__ = ("_take", "limiter", "queue")
+    __slots__ = ("_free_in", "_take", "limiter", "queue")
 
     holds_call = True
 
@@ -170,13 +170,19 @@ class LimiterGate(Gate):
         self.limiter = limiter
         self.queue = queue
         self._take = limiter.take  # bound once: this runs on every attempt
+        # A shared store's slots also free when a lease expires (a replica died holding
+        # it): no release announces that, so look again then.
+        self._free_in = getattr(limiter.concurrency.store, "slot_free_in", None)
 
     def enter(self, lease: Lease) -> Refusal | None:
         wait = self._take()
         if not wait:
             return None
         if wait == math.inf:
-            return Refusal("at max concurrency", math.inf, queue=self.queue)
+            free_in = math.inf
+            if self._free_in is not None:
+                free_in = self._free_in(self.limiter.concurrency.key)
+            return Refusal("at max concurrency", free_in, queue=self.queue)
         return Refusal(f"rate limited for {wait:.3f}s", wait)
 
     def undo(self, lease: Lease) -> None:

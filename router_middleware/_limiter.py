@@ -162,6 +162,10 @@ class ConcurrencyLimiter:
         return self._key
 
     @property
+    def store(self) -> StateStore:
+        return self._store
+
+    @property
     def in_flight(self) -> int:
         return self._store.slots_in_use(self._key)
 

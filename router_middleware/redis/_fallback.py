@@ -53,7 +53,7 @@ class FallbackStore:
         >>> store.take_tokens(store.key("p:bucket"), 0.0, rate=4, burst=4, cost=1)
         0.0
         >>> store
-        FallbackStore(redis, degraded (local, limits / 2), degradations=1)
+        FallbackStore(redis, degraded (local (limits / 2)), degradations=1)
         >>> store.close()
     """
 
@@ -244,6 +244,11 @@ class FallbackStore:
             self.local.release_slot(key)
         else:
             self.shared.drop(key)
+
+    def slot_free_in(self, key: str) -> float:
+        """See :meth:`RedisStore.slot_free_in` (while degraded, only a release frees one)."""
+        free_in = self._shared(lambda: self.shared.slot_free_in(key))
+        return math.inf if free_in is None else free_in
 
     def slots_in_use(self, key: str) -> int:
         used = self._shared(lambda: self.shared.slots_in_use(key))

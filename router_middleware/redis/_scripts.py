@@ -56,10 +56,7 @@ local rate, burst, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]
 local wait = bucket_peek(KEYS[1], now, rate, burst, cost)
 if wait > 0 then return {fmt(now), fmt(wait), 0} end
 local used = lease_take(KEYS[2], now, tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
-if used == 0 then
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {fmt(now), 'inf', 0, first[2] and fmt(tonumber(first[2]) - now) or 'inf'}
-end
+if used == 0 then return {fmt(now), 'inf', 0} end
 bucket_take(KEYS[1], now, rate, burst, cost)
 return {fmt(now), '0', used}
 """
@@ -87,6 +84,14 @@ local now = clock(ARGV[1])
 return {fmt(now), redis.call('ZCOUNT', KEYS[1], '(' .. fmt(now), '+inf')}
 """
 
+# When the earliest lease expires (a full set frees a slot then, released or not).
+_LEASE_NEXT = r"""
+local now = clock(ARGV[1])
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if not first[2] then return {fmt(now), '0'} end
+return {fmt(now), fmt(math.max(0, tonumber(first[2]) - now))}
+"""
+
 _COOLDOWN_SET = r"""
 local now = clock(ARGV[1])
 local untl = now + tonumber(ARGV[2])
@@ -107,6 +112,7 @@ _OWN = {
     "lease_release": _LEASE_RELEASE,
     "lease_renew": _LEASE_RENEW,
     "lease_count": _LEASE_COUNT,
+    "lease_next": _LEASE_NEXT,
     "cooldown_set": _COOLDOWN_SET,
     "cooldown_get": _COOLDOWN_GET,
 }

@@ -179,6 +179,10 @@ class RedisStore:
         provider = key[key.index(":") + 1 : key.index("}")]
         self._run("lease_release", [key], None, member, self.channel, f"{self._replica}|{provider}")
 
+    def slot_free_in(self, key: str) -> float:
+        """Seconds until a slot of ``key`` frees by itself (its earliest lease expires)."""
+        return float(self._run("lease_next", [key], None)[1])
+
     def slots_in_use(self, key: str) -> int:
         return int(self._run("lease_count", [key], None)[1])
 
