@@ -81,7 +81,15 @@ class LuaStore:
     """The entry scripts on one client, answering as :class:`InMemoryStore` does."""
 
     def __init__(self, client: Any) -> None:
+        self.client = client
         self.scripts = {name: client.register_script(script(name)) for name in ENTRIES}
+
+    def assert_all_expire(self) -> None:
+        """Every key written so far has a TTL."""
+        keys = self.client.keys("*")
+        assert keys
+        for key in keys:
+            assert self.client.pttl(key) > 0, key
 
     def run(self, name: str, keys: Sequence[str], now: float | str, *args: Any) -> list[Any]:
         reply: list[Any] = self.scripts[name](keys=list(keys), args=[_arg(now), *map(_arg, args)])
@@ -247,6 +255,7 @@ def test_bucket_parity(lua: LuaStore, seed: int) -> None:
             )
         check("tokens", key, now, rate, burst)
     assert check.exact == len(check.log)
+    lua.assert_all_expire()
 
 
 def test_bucket_edges(lua: LuaStore) -> None:
@@ -312,6 +321,7 @@ def test_window_parity(lua: LuaStore, seed: int) -> None:
         for k in keys:
             check("window_used", k, now, window)
     assert check.exact == len(check.log)
+    lua.assert_all_expire()
 
 
 def test_window_edges(lua: LuaStore) -> None:
@@ -360,6 +370,7 @@ def test_budget_parity(lua: LuaStore, seed: int) -> None:
             check("adjust_spend", key, now, period, rng.choice(starts), delta)
         check("spent", key, now, period)
     assert check.exact == len(check.log)
+    lua.assert_all_expire()
 
 
 def test_budget_rolls_over_by_whole_periods(lua: LuaStore) -> None:
@@ -414,6 +425,7 @@ def test_breaker_parity(lua: LuaStore, seed: int) -> None:
             check("breaker_command", key, command, now, cfg, NAME)
         check("breaker_record", key)
     assert check.exact == len(check.log)
+    lua.assert_all_expire()
 
 
 def test_breaker_reasons_and_trials(lua: LuaStore) -> None:
