@@ -109,6 +109,7 @@ class FallbackStore:
 
     def _did(self, op: Callable[[], None]) -> bool:
         """Whether ``op()`` was done on Redis (``False``: the caller does it locally)."""
+
         def done() -> bool:
             op()
             return True

@@ -55,6 +55,13 @@ class RedisStore:
 
     remote = True
 
+    COMMANDS = (
+        "evalsha", "eval", "script|load", "ping", "subscribe", "unsubscribe", "publish",
+        "time", "get", "set", "del", "pexpire",
+        "zadd", "zrem", "zcard", "zcount", "zrange", "zremrangebyscore",
+    )  # fmt: skip
+    """Every command the store sends or its scripts run: what an ACL user needs."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -83,6 +90,12 @@ class RedisStore:
         self._listeners: tuple[_ReleaseListener, ...] = ()
         self._subscriber: Any = None
         self._closed = False
+
+    def acl_rules(self) -> list[str]:
+        """``ACL SETUSER`` rules for a user that may do exactly what this store does:
+        its commands, on its keys (``{prefix:*``) and its release channel."""
+        rules = ["resetkeys", f"~{{{self.namespace}:*", "resetchannels", f"&{self.channel}"]
+        return [*rules, "-@all", *(f"+{c}" for c in self.COMMANDS)]
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -1,0 +1,220 @@
+"""Four OS processes, one provider config, one Redis (``LLM_ROUTER_STATE__URL``): the
+limits hold for the deployment, measured on the provider's side (``tests/replica_worker``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from router_middleware.redis import RedisStore
+
+ROOT = Path(__file__).resolve().parent.parent
+REPLICAS = 4
+
+
+def replica_env(url: str, **provider: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ROUTER_")}
+    env.update(
+        LLM_ROUTER_STATE__URL=url,
+        LLM_ROUTER_PROVIDERS__P__MODELS='[{"name": "m"}]',
+        LLM_ROUTER_RETRY__ATTEMPTS="1",
+        # This machine is shared and has two cores for four replicas and Redis: a thread
+        # may wait its turn for longer than the 0.1 s default. The degraded tests lower it.
+        LLM_ROUTER_STATE__TIMEOUT_SECONDS="1",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update({f"LLM_ROUTER_{k.upper()}": str(v) for k, v in provider.items()})
+    return env
+
+
+def start(env: dict[str, str], seconds: float, threads: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.replica_worker", str(seconds), str(threads)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def go(client: redis.Redis, procs: list[subprocess.Popen[str]], lead: float = 0.3) -> float:
+    """Wait until every replica is ready, then start them all at one wall-clock time."""
+    deadline = time.time() + 60
+    while client.llen("probe:ready") < len(procs):
+        assert time.time() < deadline, "the replicas did not start"
+        assert all(p.poll() is None for p in procs), "a replica died while starting"
+        time.sleep(0.05)
+    at = time.time() + lead
+    client.rpush("probe:go", repr(at))
+    return at
+
+
+def results(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[str, Any]]:
+    out = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, stdout
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def calls(client: redis.Redis) -> list[float]:
+    return sorted(float(t) for t in client.lrange("probe:calls", 0, -1))
+
+
+def run(
+    client: redis.Redis,
+    envs: list[dict[str, str]],
+    seconds: float,
+    threads: int,
+) -> tuple[float, list[dict[str, Any]]]:
+    procs = [start(env, seconds, threads) for env in envs]
+    try:
+        at = go(client, procs)
+        return at, results(procs, seconds + 60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_a_shared_request_rate_holds_across_four_processes(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    rate, burst, seconds = 20, 5, 10.0
+    env = replica_env(
+        redis_url,
+        providers__p__rate_limit__requests_per_second=rate,
+        providers__p__rate_limit__burst=burst,
+    )
+    # One replica's clock is 10 s ahead of the others': the server's clock decides.
+    skewed = {**env, "CLOCK_SKEW": "10"}
+    at, out = run(redis_client, [env, env, env, skewed], seconds, threads=3)
+    times = calls(redis_client)
+    inside = [t for t in times if at <= t < at + seconds]
+    expected = burst + rate * seconds
+    assert abs(len(inside) - expected) <= 0.02 * expected, (len(inside), expected)
+    busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    assert busiest <= burst + rate, busiest
+    assert all(r["state"] == [] for r in out)  # never degraded
+    assert sum(r["outcomes"].get("ok", 0) for r in out) == len(times)
+
+
+def test_a_shared_concurrency_cap_holds_across_four_processes(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    env = replica_env(
+        redis_url,
+        providers__p__rate_limit__max_concurrent=3,
+        max_wait_seconds=10,
+    )
+    env["PROBE_CALL_SECONDS"] = "0.05"
+    seconds = 4.0
+    _, out = run(redis_client, [env] * REPLICAS, seconds, threads=3)
+    seen = [int(n) for n in redis_client.lrange("probe:concurrency", 0, -1)]
+    assert max(seen) <= 3
+    # Woken by other replicas' releases, not by polling: the cap is kept busy.
+    assert len(seen) >= 0.6 * seconds * 3 / 0.05, len(seen)
+    assert all(r["outcomes"].keys() == {"ok"} for r in out), out
+
+
+def test_a_shared_breaker_stops_every_process_and_admits_exact_trials(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    threshold, trials, reset = 3, 2, 1.0
+    env = replica_env(
+        redis_url,
+        circuit_breaker__threshold=threshold,
+        circuit_breaker__reset_timeout_seconds=reset,
+        circuit_breaker__half_open_max_calls=trials,
+        max_wait_seconds=0,
+    )
+    env.update(PROBE_FAIL="1", PROBE_CALL_SECONDS="0.02")
+    at, _ = run(redis_client, [env] * REPLICAS, 3.5, threads=1)
+    times = [t - at for t in calls(redis_client)]
+    # Calls come in bursts: the first until the breaker opens, then one per half-open.
+    bursts: list[list[float]] = [[times[0]]]
+    for t in times[1:]:
+        if t - bursts[-1][-1] > 0.5:
+            bursts.append([])
+        bursts[-1].append(t)
+    assert len(bursts[0]) <= threshold + REPLICAS, bursts[0]
+    assert len(bursts) >= 3, bursts
+    assert all(len(b) == trials for b in bursts[1:]), [len(b) for b in bursts]
+
+
+def test_a_killed_processs_slots_come_back_within_the_lease_time(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    lease = 2.0
+    env = replica_env(
+        redis_url,
+        providers__p__rate_limit__max_concurrent=1,
+        state__lease_seconds=lease,
+        max_wait_seconds=10,
+    )
+    doomed = start({**env, "PROBE_HOLD": "60"}, 30.0, threads=1)
+    try:
+        go(redis_client, [doomed])
+        deadline = time.time() + 10
+        while not redis_client.get("probe:holding"):
+            assert time.time() < deadline
+            time.sleep(0.02)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        killed = time.time()
+        redis_client.delete("probe:calls", "probe:ready", "probe:go")
+        (out,) = run(redis_client, [env], 1.0, threads=1)[1:]
+    finally:
+        doomed.kill()
+    first = calls(redis_client)[0]
+    assert first - killed <= lease + 0.5, first - killed
+    assert out[0]["outcomes"].get("ok", 0) >= 1
+
+
+def test_every_key_has_a_ttl_and_lives_under_the_prefix(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    env = replica_env(
+        redis_url,
+        providers__p__rate_limit__requests_per_second=50,
+        providers__p__rate_limit__max_concurrent=2,
+        providers__p__rate_limit__tokens_per_minute=100_000,
+        providers__p__budget__max_cost=100,
+        providers__p__models='[{"name": "m", "cost_per_1k_input_tokens": 0.01}]',
+    )
+    run(redis_client, [env, env], 1.0, threads=2)
+    keys = [k for k in redis_client.keys("*") if not k.startswith(b"probe:")]
+    assert {k.decode().split("}")[0] for k in keys} == {"{llmr:p"}
+    assert len(keys) >= 4, keys
+    assert all(redis_client.pttl(k) > 0 for k in keys), keys
+
+
+@pytest.fixture
+def acl_url(redis_url: str, redis_client: redis.Redis) -> str:
+    """A user that may touch only the router's prefix and the probe's, with the commands
+    the router needs."""
+    rules = RedisStore(redis_client).acl_rules()
+    # The probe (the provider's side, in the test) needs its own keys and commands too.
+    probe = ["~probe:*", "+incrby", "+decrby", "+rpush", "+blpop", "+lrange", "+llen"]
+    redis_client.execute_command("ACL", "SETUSER", "router", "on", ">s3cret-pass", *rules, *probe)
+    host_port = redis_url.removeprefix("redis://")
+    return f"redis://router:s3cret-pass@{host_port}"
+
+
+def test_an_acl_user_limited_to_the_prefix_and_the_needed_commands_works(
+    acl_url: str, redis_client: redis.Redis
+) -> None:
+    env = replica_env(acl_url, providers__p__rate_limit__max_concurrent=1)
+    _, out = run(redis_client, [env], 1.0, threads=2)
+    assert out[0]["state"] == [], out  # never degraded: every command it sends is allowed
+    assert out[0]["outcomes"].get("ok", 0) > 0
