@@ -105,10 +105,7 @@ class RedisStore:
 
     def _run(self, name: str, keys: Sequence[str], now: float | None, *args: Any) -> list[Any]:
         """Run one entry script: its reply, whose first element is the time it used."""
-        if self._caller_time:
-            arg = repr(now if now is not None else self._clock.now())
-        else:
-            arg = ""
+        arg = repr(now if now is not None else self._clock.now()) if self._caller_time else ""
         reply: list[Any] = self._scripts[name](keys=list(keys), args=[arg, *args])
         return reply
 
