@@ -154,7 +154,8 @@ class RuntimeControls:
         limits, a budget or a context window learnt, their ``token_headroom``,
         ``budget_spent``/``budget_max_cost`` and ``context_refused_at`` (model -> tokens);
         with the response cache, ``cache`` (its counters) and ``cache_hits``/``cache_misses``
-        in the totals."""
+        in the totals; with shared state, ``state`` (its URL, password masked, whether
+        it is degraded, how often it was)."""
         providers = {}
         for name, p in self.pipeline.providers.items():
             snap = p.metrics.snapshot()
@@ -185,6 +186,9 @@ class RuntimeControls:
         if (cache := self.pipeline.cache) is not None:  # hits are no provider requests
             snapshot["cache"] = stats = cache.metrics()
             totals.update(cache_hits=stats["hits"], cache_misses=stats["misses"])
+        status = getattr(self.store, "status", None)
+        if status is not None:  # shared state: where it lives, whether it is degraded
+            snapshot["state"] = status()
         return MetricsSnapshot(snapshot)
 
     def metrics_frame(self) -> pandas.DataFrame:

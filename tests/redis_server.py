@@ -25,12 +25,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(extra: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Run ``redis-server`` on a free loopback port: yields the process and its URL."""
+def redis_server(
+    extra: Sequence[str] = (), port: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Run ``redis-server`` on ``port`` (a free loopback one by default): yields the
+    process and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(
             [

@@ -6,7 +6,7 @@ sends requests from ``THREADS`` threads for ``SECONDS`` seconds, and prints a JS
 The provider is a handler that measures what the provider side sees, in Redis keys outside
 the router's prefix (``probe:*``): each call's start time, the calls in flight at its
 start. ``PROBE_FAIL=1`` makes every call fail; ``PROBE_CALL_SECONDS`` is a call's length;
-``CLOCK_SKEW`` shifts this replica's clock (seconds); ``PROBE_HOLD`` makes the first call
+``PROBE_OFF=1`` measures nothing; ``CLOCK_SKEW`` shifts this replica's clock (seconds); ``PROBE_HOLD`` makes the first call
 sleep that long (a replica killed mid-call).
 """
 
@@ -27,6 +27,7 @@ PROBE = redis.Redis.from_url(os.environ["LLM_ROUTER_STATE__URL"])
 CALL_SECONDS = float(os.environ.get("PROBE_CALL_SECONDS", "0"))
 FAIL = os.environ.get("PROBE_FAIL") == "1"
 HOLD = float(os.environ.get("PROBE_HOLD", "0"))
+OFF = os.environ.get("PROBE_OFF") == "1"  # measure nothing (Redis is frozen on purpose)
 
 
 class SkewedClock(SystemClock):
@@ -40,6 +41,8 @@ class SkewedClock(SystemClock):
 
 
 def handler(request: LLMRequest) -> LLMResponse:
+    if OFF:
+        return LLMResponse(text="ok")
     in_flight = PROBE.incr("probe:inflight")
     try:
         PROBE.rpush("probe:calls", repr(time.time()))

@@ -218,3 +218,40 @@ def test_an_acl_user_limited_to_the_prefix_and_the_needed_commands_works(
     _, out = run(redis_client, [env], 1.0, threads=2)
     assert out[0]["state"] == [], out  # never degraded: every command it sends is allowed
     assert out[0]["outcomes"].get("ok", 0) > 0
+
+
+def test_a_frozen_redis_mid_run_degrades_each_process_once_and_recovers() -> None:
+    from tests.redis_server import redis_server
+
+    timeout = 0.25
+    with redis_server() as (server, url):
+        client = redis.Redis.from_url(url)
+        env = replica_env(
+            url,
+            providers__p__rate_limit__requests_per_second=40,
+            providers__p__rate_limit__max_concurrent=4,
+            max_wait_seconds=0,
+            state__timeout_seconds=timeout,
+            state__recheck_seconds=0.2,
+            state__expected_replicas=REPLICAS,
+        )
+        # The provider's probe talks to Redis too: it must not freeze with it.
+        env["PROBE_OFF"] = "1"
+        procs = [start(env, 6.0, threads=2) for _ in range(REPLICAS)]
+        try:
+            at = go(client, procs)
+            time.sleep(max(0.0, at + 1.5 - time.time()))
+            os.kill(server.pid, signal.SIGSTOP)
+            time.sleep(3.0)
+            os.kill(server.pid, signal.SIGCONT)
+            out = results(procs, 60)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+            for p in procs:
+                p.kill()
+    for r in out:
+        assert [degraded for _, degraded, _ in r["state"]] == [True, False], r["state"]
+        assert sum(r["outcomes"].values()) > 0
+        # Every request ended; none waited on Redis for more than one timeout (plus this
+        # machine's scheduling noise).
+        assert r["slowest"] < timeout + 0.25, r["slowest"]

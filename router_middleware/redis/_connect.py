@@ -45,4 +45,5 @@ def shared_store(config: StateConfig, clock: Clock | None = None) -> FallbackSto
         on_error=config.on_error,
         replicas=config.expected_replicas,
         recheck_seconds=config.recheck_seconds,
+        label=config.display_url(),
     )

@@ -67,6 +67,7 @@ class FallbackStore:
         replicas: int = 1,
         recheck_seconds: float = 1.0,
         local: InMemoryStore | None = None,
+        label: str | None = None,
     ) -> None:
         if on_error not in ("local", "open", "closed"):
             raise ValueError("on_error must be 'local', 'open' or 'closed'")
@@ -76,6 +77,7 @@ class FallbackStore:
         self.replicas = replicas
         self.recheck_seconds = recheck_seconds
         self.namespace = shared.namespace
+        self.label = label  # the URL as it may be shown: its password masked
         self.degraded = False
         self.degradations = 0
         self.errors = 0
@@ -165,6 +167,19 @@ class FallbackStore:
     def _share(self, value: float) -> float:
         """This replica's share of a shared limit, while degraded."""
         return value / self.replicas
+
+    def status(self) -> dict[str, Any]:
+        """For ``router.metrics()["state"]``: where state lives and how that goes."""
+        return {
+            "backend": "redis",
+            "url": self.label,
+            "prefix": self.namespace,
+            "degraded": self.degraded,
+            "on_error": self.on_error,
+            "degradations": self.degradations,
+            "errors": self.errors,
+            "leases_held": self.shared.held(),
+        }
 
     # -- token buckets -----------------------------------------------------------------------
 
