@@ -6,8 +6,8 @@ sends requests from ``THREADS`` threads for ``SECONDS`` seconds, and prints a JS
 The provider is a handler that measures what the provider side sees, in Redis keys outside
 the router's prefix (``probe:*``): each call's start time, the calls in flight at its
 start. ``PROBE_FAIL=1`` makes every call fail; ``PROBE_CALL_SECONDS`` is a call's length;
-``PROBE_OFF=1`` measures nothing; ``CLOCK_SKEW`` shifts this replica's clock (seconds); ``PROBE_HOLD`` makes the first call
-sleep that long (a replica killed mid-call).
+``PROBE_OFF=1`` measures nothing; ``CLOCK_SKEW`` shifts this replica's clock (seconds);
+``PROBE_HOLD`` makes the first call sleep that long (a replica killed mid-call).
 """
 
 from __future__ import annotations
