@@ -126,14 +126,23 @@ class CircuitBreaker:
                 self._key, self._clock.now(), self._config, self._name
             )
             if events:
-                self._emit(events)
+                self.emit(events)
         if generation is None:
             return None, events
+        return self.permit(generation), events
+
+    def permit(self, generation: int) -> Permit:
+        """A permit of ``generation``, as an admission granted it."""
         # Permits of one generation are interchangeable: reuse one instead of allocating.
         permit = self._permit
         if permit.generation != generation:
             permit = self._permit = Permit(generation)
-        return permit, events
+        return permit
+
+    @property
+    def key(self) -> str:
+        """This breaker's key in its store."""
+        return self._key
 
     def on_success(self, permit: Permit) -> tuple[BreakerTransition, ...]:
         """The call succeeded: a half-open trial closes the breaker.
@@ -162,7 +171,7 @@ class CircuitBreaker:
             self._key, self._clock.now(), self._config, self._name, permit.generation, outcome
         )
         if events:
-            self._emit(events)
+            self.emit(events)
         return events
 
     def reset(self) -> tuple[BreakerTransition, ...]:
@@ -184,7 +193,7 @@ class CircuitBreaker:
             self._key, command, self._clock.now(), self._config, self._name
         )
         if events:
-            self._emit(events)
+            self.emit(events)
         return rec, events
 
     def is_open(self) -> bool:
@@ -228,7 +237,8 @@ class CircuitBreaker:
             listeners.remove(listener)
             self._listeners = tuple(listeners)
 
-    def _emit(self, events: tuple[BreakerTransition, ...]) -> None:
+    def emit(self, events: tuple[BreakerTransition, ...]) -> None:
+        """Tell the listeners about ``events`` (transitions a store operation caused)."""
         listeners = self._listeners
         for event in events:
             for listener in listeners:

@@ -186,7 +186,7 @@ class RuntimeControls:
         if (cache := self.pipeline.cache) is not None:  # hits are no provider requests
             snapshot["cache"] = stats = cache.metrics()
             totals.update(cache_hits=stats["hits"], cache_misses=stats["misses"])
-        status = getattr(self.store, "status", None)
+        status = getattr(self.store, "status", None)  # type: ignore[attr-defined]
         if status is not None:  # shared state: where it lives, whether it is degraded
             snapshot["state"] = status()
         return MetricsSnapshot(snapshot)

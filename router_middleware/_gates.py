@@ -1,13 +1,14 @@
 """Admission gates: each guards one resource of a provider behind one small interface.
 
 A provider's gates run in order for every attempt: the cool-down, the circuit breaker,
-the rate limits (the request bucket and the concurrency cap, in one store operation).
-Each either takes what it guards for the attempt's :class:`~._lease.Lease` or refuses
-with a :class:`Refusal` saying why, how long until it could admit, and on which slot
-queue a release would end the wait; a refusal by a later gate gives back what the
-earlier ones took (:meth:`Gate.undo`). When the attempt settles, each gate hears the
-outcome (:meth:`Gate.exit`), in the same order, so the breaker has heard a verdict
-before the slot is released. A gate that holds a resource for as long as the provider
+the rate limits (the request bucket and the concurrency cap). Each names the store
+operation that takes what it guards for the attempt's :class:`~._lease.Lease`; the
+store runs them all as one (``_ops``: one lock in memory, one round trip to Redis),
+stopping at the first refusal and giving back what the earlier ones took. The gate
+that refused says why, how long until it could admit, and on which slot queue a
+release would end the wait (a :class:`Refusal`). When the attempt settles, each gate
+names what gives back or records the outcome, again run as one operation in gate
+order, so the breaker has heard a verdict before the slot is released. A gate that holds a resource for as long as the provider
 call really runs (the concurrency slot) says so with ``holds_call``: the lease exits it
 only once the call has ended, even when the router gave up on the call earlier.
 
@@ -17,11 +18,22 @@ Adding a limit (tokens per minute, a budget, a context window) is one new gate c
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._breaker import CircuitBreaker
+from ._breaker_algorithm import FAILURE, IGNORE, SUCCESS
 from ._clock import Clock
 from ._limiter import ProviderLimiter
+from ._ops import (
+    AcquirePermit,
+    AdmitOp,
+    CheckCooldown,
+    ReleaseSlot,
+    ReportPermit,
+    SetCooldown,
+    SettleOp,
+    TakeSlot,
+)
 from ._storage import StateStore
 from ._waiting import SlotQueue
 
@@ -57,22 +69,36 @@ class Refusal:
 
 
 class Gate:
-    """One admission check of a provider; subclasses override what they need."""
+    """One admission check of a provider; subclasses override what they need.
+
+    Admission asks each gate in order for its :meth:`plan`: a store operation (``_ops``),
+    a :class:`Refusal` decided here (nothing is taken), or ``None``. The store runs the
+    operations as one, and each gate reads its answer (:meth:`took`). Settling asks each
+    for what gives back or records the outcome (:meth:`release`), run as one operation,
+    and hands back the answer (:meth:`released`).
+    """
 
     __slots__ = ()
 
     holds_call: ClassVar[bool] = False
     """Exit only once the provider call has really ended (see module docstring)."""
 
-    def enter(self, lease: Lease) -> Refusal | None:
-        """Take what this gate guards for ``lease``, or refuse taking nothing."""
+    def plan(self, lease: Lease) -> AdmitOp | Refusal | None:
+        """What to ask the store for ``lease``, or a refusal decided without it."""
         return None
 
-    def undo(self, lease: Lease) -> None:
-        """A later gate refused: give back what :meth:`enter` took."""
+    def took(self, lease: Lease, answer: Any) -> Refusal | None:
+        """The store's answer to :meth:`plan`'s operation: keep what was taken on the
+        lease, or say why it refused (the store then gave everything back)."""
+        return None
 
-    def exit(self, lease: Lease) -> None:
-        """The attempt settled (``lease.outcome``, ``lease.verdict``): release or record."""
+    def release(self, lease: Lease) -> SettleOp | None:
+        """The attempt settled (``lease.outcome``, ``lease.verdict``): what to give back
+        or record."""
+        return None
+
+    def released(self, lease: Lease, answer: Any) -> None:
+        """The answer to :meth:`release`'s operation."""
 
 
 class CooldownGate(Gate):
@@ -82,28 +108,27 @@ class CooldownGate(Gate):
     provider for years.
     """
 
-    __slots__ = ("_clock", "_key", "_store", "max_seconds")
+    __slots__ = ("_check", "_clock", "_key", "_store", "max_seconds")
 
     def __init__(self, name: str, store: StateStore, clock: Clock, max_seconds: float) -> None:
         self._key = store.key(f"{name}:cooldown")
+        self._check = CheckCooldown(self._key)
         self._store = store
         self._clock = clock
         self.max_seconds = max_seconds
 
-    def enter(self, lease: Lease) -> Refusal | None:
-        until = self._store.cooldown_until(self._key)
-        if until:
-            left = until - self._clock.now()
-            if left > 0:
-                return Refusal("cooling down (Retry-After)", left)
-        return None
+    def plan(self, lease: Lease) -> AdmitOp:
+        return self._check
 
-    def exit(self, lease: Lease) -> None:
+    def took(self, lease: Lease, answer: float) -> Refusal | None:
+        return Refusal("cooling down (Retry-After)", answer) if answer > 0 else None
+
+    def release(self, lease: Lease) -> SettleOp | None:
         verdict = lease.verdict
         if verdict is not None and verdict.retry_after:
-            seconds = min(verdict.retry_after, self.max_seconds)
-            self._store.set_cooldown(self._key, self._clock.now() + seconds)
-            lease.cooldown = seconds
+            lease.cooldown = seconds = min(verdict.retry_after, self.max_seconds)
+            return SetCooldown(self._key, seconds)
+        return None
 
     def until(self) -> float:
         """Clock time the cool-down in force ends (in the past when none is)."""
@@ -116,45 +141,50 @@ class CooldownGate(Gate):
 class BreakerGate(Gate):
     """The provider's circuit breaker: a permit per attempt, the verdict on settle."""
 
-    __slots__ = ("breaker", "queue")
+    __slots__ = ("_acquire", "breaker", "queue")
 
     def __init__(self, breaker: CircuitBreaker, queue: SlotQueue) -> None:
         self.breaker = breaker
         self.queue = queue
+        self._acquire = AcquirePermit(breaker.key, breaker.config, breaker.name)
 
-    def enter(self, lease: Lease) -> Refusal | None:
-        permit, moved = self.breaker.acquire()
+    def plan(self, lease: Lease) -> AdmitOp:
+        return self._acquire
+
+    def took(self, lease: Lease, answer: Any) -> Refusal | None:
+        generation, moved, after = answer
         if moved:
             lease.transitions.extend(moved)
-        if permit is not None:
-            lease.permit = permit
+            self.breaker.emit(moved)
+        if generation is not None:
+            lease.permit = self.breaker.permit(generation)
             return None
-        after = self.breaker.retry_after()
         state = f"circuit {self.breaker.state.value}"
         if after > 0:
             return Refusal(state, after, limited=False)
         # Half-open with its trials under way: a trial's end releases a slot.
         return Refusal(state, math.inf, queue=self.queue, limited=False)
 
-    def undo(self, lease: Lease) -> None:
-        if lease.permit is not None:
-            lease.transitions.extend(self.breaker.on_ignore(lease.permit))
-
-    def exit(self, lease: Lease) -> None:
+    def release(self, lease: Lease) -> SettleOp | None:
         permit = lease.permit
         if permit is None:
-            return
+            return None
         verdict = lease.verdict
         if lease.outcome == "succeeded":
-            moved = self.breaker.on_success(permit)
+            outcome = SUCCESS
         elif (
             verdict is not None and verdict.policy.counts_for_breaker and lease.outcome == "failed"
         ):
-            moved = self.breaker.on_failure(permit)
+            outcome = FAILURE
         else:
-            moved = self.breaker.on_ignore(permit)
-        if moved:
-            lease.transitions.extend(moved)
+            outcome = IGNORE
+        breaker = self.breaker
+        return ReportPermit(breaker.key, breaker.config, breaker.name, permit.generation, outcome)
+
+    def released(self, lease: Lease, answer: Any) -> None:
+        if answer:
+            lease.transitions.extend(answer)
+            self.breaker.emit(answer)
 
 
 class LimiterGate(Gate):
@@ -162,36 +192,43 @@ class LimiterGate(Gate):
     retries included, taken in one store operation (both or neither); the slot is held
     until the call has ended."""
 
-    __slots__ = ("_free_in", "_take", "limiter", "queue")
+    __slots__ = ("_free_in", "_release", "_take", "limiter", "queue")
 
     holds_call = True
 
     def __init__(self, limiter: ProviderLimiter, queue: SlotQueue) -> None:
         self.limiter = limiter
         self.queue = queue
-        self._take = limiter.take  # bound once: this runs on every attempt
+        bucket, slots = limiter.bucket, limiter.concurrency
+        self._take = TakeSlot(
+            None if bucket is None else bucket.key,
+            slots.key,
+            1.0 if bucket is None else bucket.rate,
+            1 if bucket is None else bucket.burst,
+            1.0,
+            slots.max_concurrent,
+        )
+        self._release = ReleaseSlot(slots.key)
         # A shared store's slots also free when a lease expires (a replica died holding
         # it): no release announces that, so look again then.
-        self._free_in = getattr(limiter.concurrency.store, "slot_free_in", None)
+        self._free_in = getattr(slots.store, "slot_free_in", None)
 
-    def enter(self, lease: Lease) -> Refusal | None:
-        wait = self._take()
-        if not wait:
+    def plan(self, lease: Lease) -> AdmitOp:
+        return self._take
+
+    def took(self, lease: Lease, answer: tuple[float, int, float]) -> Refusal | None:
+        wait, used, free_in = answer
+        if used:
+            concurrency = self.limiter.concurrency
+            if used > concurrency._high_water:  # racy across threads: a display figure
+                concurrency._high_water = used
             return None
         if wait == math.inf:
-            free_in = math.inf
-            if self._free_in is not None:
-                free_in = self._free_in(self.limiter.concurrency.key)
             return Refusal("at max concurrency", free_in, queue=self.queue)
         return Refusal(f"rate limited for {wait:.3f}s", wait)
 
-    def undo(self, lease: Lease) -> None:
-        limiter = self.limiter
-        limiter.concurrency.release()
-        self.queue.notify()
-        if limiter.bucket is not None:
-            limiter.bucket.refund()
+    def release(self, lease: Lease) -> SettleOp:
+        return self._release
 
-    def exit(self, lease: Lease) -> None:
-        self.limiter.concurrency.release()
+    def released(self, lease: Lease, answer: Any) -> None:
         self.queue.notify()

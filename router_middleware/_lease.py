@@ -8,7 +8,7 @@ without knowing whether another already did. Only the lease releases what was gr
 
 Invariants:
 
-* each gate that admitted the attempt exits exactly once;
+* each gate that admitted the attempt is settled exactly once;
 * the breaker hears the verdict before the slot is released (gates exit in order);
 * a slot is released only once the provider call has really ended: a call that outlives
   the attempt (a sync call abandoned at its timeout, a stream whose reader is still
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerTransition, Permit
 from ._classification import Classification
-from ._gates import Refusal
+from ._gates import Gate, Refusal
+from ._ops import AdmitOp
 from ._storage import StateUnavailable
 
 if TYPE_CHECKING:
@@ -128,25 +130,34 @@ class Lease:
             return
         self.outcome = outcome
         self.verdict = verdict
-        gates = self.provider.gates
+        gates = self.provider.gates[: self._held]
         lock = self._lock
         if lock is None:
-            # Gates run in admission order, so the breaker hears before the slot is freed.
-            for gate in gates[: self._held]:
-                gate.exit(self)
+            self._release(gates)
             return
-        for gate in gates[: self._held]:
-            if not gate.holds_call:
-                gate.exit(self)
+        self._release([g for g in gates if not g.holds_call])
         with lock:
             call_over = not self._running
         if call_over:
             self._exit_call_holders()
 
     def _exit_call_holders(self) -> None:
-        for gate in self.provider.gates[: self._held]:
-            if gate.holds_call:
-                gate.exit(self)
+        self._release([g for g in self.provider.gates[: self._held] if g.holds_call])
+
+    def _release(self, gates: Sequence[Gate]) -> None:
+        """Settle ``gates`` in one store operation, in order (the breaker hears the
+        verdict before the slot is released)."""
+        asked = []
+        for gate in gates:
+            op = gate.release(self)
+            if op is not None:
+                asked.append((gate, op))
+        if not asked:
+            return
+        provider = self.provider
+        answers = provider.store.settle(provider.now(), [op for _, op in asked])
+        for (gate, _), answer in zip(asked, answers, strict=True):
+            gate.released(self, answer)
 
     # -- calls that outlive the attempt ----------------------------------------------------
 
@@ -184,23 +195,39 @@ def admit(
 ) -> tuple[Lease, Refusal | None]:
     """Run ``provider``'s gates for one attempt.
 
-    Returns the lease holding all they granted and ``None``; or, refused, a lease that
-    holds nothing (everything taken before the refusal given back; its ``transitions``
-    still report what the breaker did) and the first :class:`Refusal`.
+    Each gate names what it takes; the provider's store takes it all in one operation
+    (all or none). Returns the lease holding all they granted and ``None``; or, refused,
+    a lease that holds nothing (everything taken before the refusal given back; its
+    ``transitions`` still report what the breaker did) and the first :class:`Refusal`.
     """
     lease = Lease(provider, model, attempt, now, context)
     gates = provider.gates
-    held = 0
+    asked: list[tuple[Gate, AdmitOp]] = []
     for gate in gates:
-        try:
-            refusal = gate.enter(lease)
-        except StateUnavailable as exc:
-            refusal = Refusal(str(exc), math.inf, limited=False)
-        if refusal is not None:
-            for taken in reversed(gates[:held]):
-                taken.undo(lease)
-            lease.outcome = "refused"
-            return lease, refusal
-        held += 1
-    lease._held = held
-    return lease, None
+        op = gate.plan(lease)
+        if op is None:
+            continue
+        if type(op) is Refusal:  # decided without the store: nothing was taken
+            return _refused(lease), op
+        asked.append((gate, op))  # type: ignore[arg-type]
+    try:
+        refused_at, answers = provider.store.admit(now, [op for _, op in asked])
+    except StateUnavailable as exc:
+        return _refused(lease), Refusal(str(exc), math.inf, limited=False)
+    if refused_at < 0:
+        for (gate, _), answer in zip(asked, answers, strict=True):
+            gate.took(lease, answer)
+        lease._held = len(gates)
+        return lease, None
+    for (gate, _), answer in zip(asked[:refused_at], answers, strict=False):
+        gate.took(lease, answer)  # for what it reports (breaker transitions)
+    refusal = asked[refused_at][0].took(lease, answers[refused_at])
+    assert refusal is not None, f"{asked[refused_at][0]!r} took what the store refused"
+    return _refused(lease), refusal
+
+
+def _refused(lease: Lease) -> Lease:
+    """A lease that holds nothing (the store gave back what it took)."""
+    lease.permit = lease.charge = lease.spend = None
+    lease.outcome = "refused"
+    return lease

@@ -17,6 +17,20 @@ from . import _window as windows
 from ._breaker_algorithm import BreakerRecord
 from ._bucket import BucketState, level, peek_tokens, refund_tokens, take_tokens
 from ._config import CircuitBreakerConfig
+from ._ops import (
+    AcquirePermit,
+    AdjustSpend,
+    AdjustWindows,
+    AdmitOp,
+    CheckCooldown,
+    ReleaseSlot,
+    ReportPermit,
+    SetCooldown,
+    SettleOp,
+    Spend,
+    TakeSlot,
+    TakeWindows,
+)
 from ._storage import Transitions
 
 __all__ = ["InMemoryStore"]
@@ -50,7 +64,8 @@ class InMemoryStore:
     def __init__(self, namespace: str = "router") -> None:
         self.namespace = namespace
         self._data: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        # Reentrant: a whole admission holds it around the operations it is made of.
+        self._lock = threading.RLock()
 
     def key(self, name: str) -> str:
         return f"{self.namespace}:{name}"
@@ -224,6 +239,92 @@ class InMemoryStore:
 
     def spent(self, key: str, now: float, period: float) -> float:
         return budget.spent(self._data.get(key), now, period)
+
+    # -- whole admissions and settles (``_ops``) -----------------------------------------------
+
+    def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
+        """Run ``ops`` in order under one lock, stopping at the first refusal and giving
+        back what the earlier ones took: ``(-1, answers)`` when all were taken, else the
+        index of the refusal and the answers up to it."""
+        answers: list[Any] = []
+        with self._lock:
+            for i, op in enumerate(ops):
+                answer, refused = self._take(now, op)
+                answers.append(answer)
+                if refused:
+                    for done, given in zip(reversed(ops[:i]), reversed(answers[:i]), strict=False):
+                        self._give_back(now, done, given)
+                    return i, answers
+        return -1, answers
+
+    def _take(self, now: float, op: AdmitOp) -> tuple[Any, bool]:
+        match op:
+            case TakeSlot(None, slots, _, _, _, cap):
+                used = self.acquire_slot(slots, cap)
+                return (0.0 if used else math.inf, used, math.inf), not used
+            case TakeSlot(str(bucket), slots, rate, burst, cost, cap):
+                wait, used = self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
+                return (wait, used, math.inf), not used
+            case AcquirePermit(key, cfg, name):
+                rec: BreakerRecord | None = self._data.get(key)
+                if rec is None or rec.state == algo.BreakerState.CLOSED:
+                    # Closed admits without changing anything: no algorithm to run.
+                    return (0 if rec is None else rec.generation, (), 0.0), False
+                generation, moved = self.breaker_acquire(key, now, cfg, name)
+                after = 0.0
+                rec = self._data[key]
+                if generation is None and rec.state == algo.BreakerState.OPEN:
+                    after = max(0.0, rec.opened_at + cfg.reset_timeout_seconds - now)
+                return (generation, moved, after), generation is None
+            case CheckCooldown(key):
+                left = self.cooldown_until(key) - now
+                return left, left > 0
+            case TakeWindows(window, charges):
+                wait, slot = self.take_windows(now, window, charges)
+                return (wait, slot), bool(wait)
+            case Spend(key, period, limit, cost):
+                wait, start = self.spend(key, now, period, limit, cost)
+                return (wait, start), bool(wait)
+        raise TypeError(f"not an admission operation: {op!r}")
+
+    def _give_back(self, now: float, op: AdmitOp, answer: Any) -> None:
+        match op:
+            case AcquirePermit(key, cfg, name) if answer[0] is not None:
+                self.breaker_report(key, now, cfg, name, answer[0], algo.IGNORE)
+            case TakeWindows(window, charges):
+                self.adjust_windows(now, window, answer[1], [(k, -c) for k, _, c in charges])
+            case Spend(key, period, _, cost):
+                self.adjust_spend(key, now, period, answer[1], -cost)
+
+    def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
+        """Run every one of ``ops`` (in order: the breaker hears before a slot is freed)."""
+        answers: list[Any] = []
+        with self._lock:
+            for op in ops:
+                answer: Any = None
+                match op:
+                    case ReleaseSlot(key):
+                        self.release_slot(key)
+                    case ReportPermit():
+                        answer = self._report(now, op)
+                    case SetCooldown(key, seconds):
+                        answer = self.set_cooldown(key, now + seconds)
+                    case AdjustWindows(window, slot, deltas):
+                        self.adjust_windows(now, window, slot, deltas)
+                    case AdjustSpend(key, period, start, delta):
+                        self.adjust_spend(key, now, period, start, delta)
+                answers.append(answer)
+        return answers
+
+    def _report(self, now: float, op: ReportPermit) -> Transitions:
+        key, cfg, name, generation, outcome = op
+        if outcome == algo.IGNORE or (
+            outcome == algo.SUCCESS and cfg.failure_rate_threshold is None
+        ):
+            rec: BreakerRecord | None = self._data.get(key)
+            if rec is None or rec.state == algo.BreakerState.CLOSED:
+                return ()  # changes nothing while closed
+        return self.breaker_report(key, now, cfg, name, generation, outcome)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class Provider:
         "priority",
         "remote",
         "slots",
+        "store",
         "timeouts",
         "tokens",
         "weighs_tokens",
@@ -100,6 +101,7 @@ class Provider:
             for m in config.models
         }
         self._clock = clock
+        self.store = store
         # Admission is a network round trip: the async driver runs it off the event loop.
         self.remote: bool = getattr(store, "remote", False)
         self.timeouts: TimeoutConfig = config.timeouts or router_config.timeouts
@@ -146,6 +148,9 @@ class Provider:
             gates.append(self.tokens)
         gates.append(LimiterGate(self.limiter, self.slots))
         self.gates: tuple[Gate, ...] = tuple(gates)
+
+    def now(self) -> float:
+        return self._clock.now()
 
     def serves(self, model: str) -> bool:
         return model in self._cost

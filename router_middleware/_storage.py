@@ -19,10 +19,11 @@ of a provider that left the configuration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ._breaker_algorithm import BreakerRecord, BreakerTransition
 from ._config import CircuitBreakerConfig
+from ._ops import AdmitOp, SettleOp
 
 __all__ = ["StateStore", "StateUnavailable", "Transitions"]
 
@@ -169,6 +170,18 @@ class StateStore(Protocol):
 
     def spent(self, key: str, now: float, period: float) -> float:
         """Spent in the current period."""
+        ...
+
+    # -- whole admissions and settles (``_ops``) -------------------------------------------
+
+    def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
+        """Run ``ops`` in order as one operation, all or none: ``(-1, answers)`` when all
+        were taken; else the index of the first that refused and the answers up to it,
+        everything the earlier ones took given back."""
+        ...
+
+    def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
+        """Run every one of ``ops`` in order as one operation: their answers."""
         ...
 
     def forget(self, provider: str) -> int:

@@ -29,6 +29,7 @@ from ._config import ProviderConfig
 from ._config_limits import TokenLimitConfig
 from ._gates import Gate, Refusal
 from ._limiter import ConcurrencyLimiter
+from ._ops import AdjustSpend, AdjustWindows, AdmitOp, SettleOp, Spend, TakeWindows
 from ._storage import StateStore
 from ._tokens import Calibration, Usage, usage_of
 from ._waiting import SlotQueue
@@ -94,7 +95,7 @@ class ContextWindowGate(Gate):
     def active(self) -> bool:
         return bool(self._windows)
 
-    def enter(self, lease: Lease) -> Refusal | None:
+    def plan(self, lease: Lease) -> Refusal | None:
         model = lease.model
         window = self._windows.get(model)
         refused = self.learned.get(model) if self.learned else None
@@ -118,7 +119,7 @@ class ContextWindowGate(Gate):
             )
         return None
 
-    def exit(self, lease: Lease) -> None:
+    def release(self, lease: Lease) -> None:
         verdict = lease.verdict
         if verdict is not None and verdict.kind is ErrorKind.CONTEXT_LENGTH:
             tokens = _expected(lease, self.calibration) + (_asked(lease) or 0)
@@ -178,7 +179,7 @@ class TokenGate(Gate):
     def active(self) -> bool:
         return bool(self._models)
 
-    def enter(self, lease: Lease) -> Refusal | None:
+    def plan(self, lease: Lease) -> AdmitOp | Refusal | None:
         entry = self._models.get(lease.model)
         if entry is None or lease.context is None:
             return None
@@ -195,24 +196,26 @@ class TokenGate(Gate):
             if cost > lim.limit:
                 return _never(f"request of ~{cost:,} tokens > {lim.label} {lim.limit:,}")
             charges.append((lim.key, lim.limit, cost))
-        wait, slot = self._store.take_windows(self._clock.now(), WINDOW_SECONDS, charges)
+        lease.charge = TokenCharge(-1, limits, charges, tokens_out)
+        return TakeWindows(WINDOW_SECONDS, charges)
+
+    def took(self, lease: Lease, answer: tuple[float, int]) -> Refusal | None:
+        wait, slot = answer
+        charge = lease.charge
+        assert charge is not None  # set by plan()
         if wait:
+            lease.charge = None
             # A call that settles may refund room sooner: then wait on the slot queue too,
-            # which every settle notifies (after its refund: gates exit in order).
+            # which every settle notifies (after its refund: gates settle in order).
             queue = self.queue if self._slots.in_flight else None
             return Refusal(f"token limit for {wait:.3f}s", wait, queue=queue)
-        lease.charge = TokenCharge(slot, limits, charges, tokens_out)
+        lease.charge = charge._replace(slot=slot)
         return None
 
-    def undo(self, lease: Lease) -> None:
-        charge: TokenCharge | None = lease.charge
-        if charge is not None:
-            self._settle(charge, [(key, -cost) for key, _, cost in charge.charges])
-
-    def exit(self, lease: Lease) -> None:
+    def release(self, lease: Lease) -> SettleOp | None:
         charge: TokenCharge | None = lease.charge
         if charge is None:
-            return
+            return None
         usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
         pairs = zip(charge.limits, charge.charges, strict=True)
         deltas: list[tuple[str, float]]
@@ -221,17 +224,13 @@ class TokenGate(Gate):
         else:
             refund = _refund(lease)
             if refund is None:
-                return
+                return None
             deltas = [
                 (key, _given_back(lim, cost, charge.output, refund))
                 for lim, (key, _, cost) in pairs
             ]
-        self._settle(charge, deltas)
-
-    def _settle(self, charge: TokenCharge, deltas: list[tuple[str, float]]) -> None:
         deltas = [(k, d) for k, d in deltas if d]
-        if deltas:
-            self._store.adjust_windows(self._clock.now(), WINDOW_SECONDS, charge.slot, deltas)
+        return AdjustWindows(WINDOW_SECONDS, charge.slot, deltas) if deltas else None
 
     def headroom(self) -> float | None:
         """Tokens the provider's own limits would admit now (``None``: it has none)."""
@@ -344,45 +343,42 @@ class BudgetGate(Gate):
         # Free models are charged nothing, and need no token estimate.
         self._free = frozenset(m.name for m in config.models if not m.average_cost_per_1k)
 
-    def enter(self, lease: Lease) -> Refusal | None:
+    def plan(self, lease: Lease) -> AdmitOp:
         model = lease.model
         cost_in = cost_out = 0.0
         if model not in self._free:
             tokens_out = _output(lease, self._reserves[model])
             cost_in, cost_out = self._price(model, _estimate(lease, self.calibration), tokens_out)
-        cost = cost_in + cost_out
-        wait, start = self._store.spend(self._key, self._clock.now(), self.period, self.limit, cost)
+        lease.spend = (0.0, cost_in, cost_out)
+        return Spend(self._key, self.period, self.limit, cost_in + cost_out)
+
+    def took(self, lease: Lease, answer: tuple[float, float]) -> Refusal | None:
+        wait, start = answer
+        spend = lease.spend
+        assert spend is not None  # set by plan()
+        if not wait:
+            lease.spend = (start, spend[1], spend[2])
+            return None
+        lease.spend = None
         if wait == math.inf:
+            cost = spend[1] + spend[2]
             return _never(f"budget: ~{cost:.4g} {self.currency} > max_cost {self.limit:g}")
-        if wait:
-            return Refusal(
-                f"budget spent until its period ends in {wait:.0f}s", wait, limited=False
-            )
-        lease.spend = (start, cost_in, cost_out)
-        return None
+        return Refusal(f"budget spent until its period ends in {wait:.0f}s", wait, limited=False)
 
-    def undo(self, lease: Lease) -> None:
-        if lease.spend is not None:
-            start, cost_in, cost_out = lease.spend
-            self._adjust(start, -(cost_in + cost_out))
-
-    def exit(self, lease: Lease) -> None:
+    def release(self, lease: Lease) -> SettleOp | None:
         spend = lease.spend
         if spend is None:
-            return
+            return None
         start, cost_in, cost_out = spend
         usage = usage_of(lease.message) if lease.outcome == "succeeded" else None
+        delta = 0.0
         if usage is not None:
-            real = sum(self._price(lease.model, usage.input, usage.output))
-            self._adjust(start, real - cost_in - cost_out)
+            delta = sum(self._price(lease.model, usage.input, usage.output)) - cost_in - cost_out
         else:
             refund = _refund(lease)
             if refund is not None:
-                self._adjust(start, -(cost_in + cost_out) if refund == "all" else -cost_out)
-
-    def _adjust(self, start: float, delta: float) -> None:
-        if delta:
-            self._store.adjust_spend(self._key, self._clock.now(), self.period, start, delta)
+                delta = -(cost_in + cost_out) if refund == "all" else -cost_out
+        return AdjustSpend(self._key, self.period, start, delta) if delta else None
 
     def spent(self) -> float:
         """Spent in the current period."""

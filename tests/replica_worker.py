@@ -23,7 +23,7 @@ import redis
 
 from router_middleware import LLMRequest, LLMResponse, Observer, ResilientRouter, SystemClock
 
-PROBE = redis.Redis.from_url(os.environ["LLM_ROUTER_STATE__URL"])
+PROBE: redis.Redis = None  # type: ignore[assignment]  # connected by main()
 CALL_SECONDS = float(os.environ.get("PROBE_CALL_SECONDS", "0"))
 FAIL = os.environ.get("PROBE_FAIL") == "1"
 HOLD = float(os.environ.get("PROBE_HOLD", "0"))
@@ -68,6 +68,8 @@ class Events(Observer):
 
 
 def main() -> None:
+    global PROBE
+    PROBE = redis.Redis.from_url(os.environ["LLM_ROUTER_STATE__URL"])
     seconds, threads = float(sys.argv[1]), int(sys.argv[2])
     events = Events()
     clock = SkewedClock(float(os.environ.get("CLOCK_SKEW", "0")))

@@ -8,10 +8,19 @@ from typing import Any
 
 import pytest
 
-from router_middleware import FakeClock, ResilientRouter
+from router_middleware import FakeClock, InMemoryStore, ResilientRouter
 from router_middleware._classification import Classification, ErrorKind
 from router_middleware._gates import Gate, Refusal
 from router_middleware._lease import Lease, admit
+from router_middleware._ops import (
+    AdjustSpend,
+    AdmitOp,
+    CheckCooldown,
+    SetCooldown,
+    SettleOp,
+    Spend,
+    TakeWindows,
+)
 from router_middleware._provider import Provider
 from router_middleware.testing import ScriptedChatModel
 
@@ -25,22 +34,45 @@ def _provider(**rate_limit: Any) -> Provider:
 
 
 class Spy(Gate):
-    """Records the order gates are entered, undone and exited in."""
+    """Records the order gates are asked in; takes and gives back through ``op``."""
 
-    __slots__ = ("log", "name", "refuse")
+    __slots__ = ("give", "log", "name", "op")
 
-    def __init__(self, name: str, log: list[str], refuse: bool = False) -> None:
-        self.name, self.log, self.refuse = name, log, refuse
+    def __init__(
+        self, name: str, log: list[str], op: AdmitOp | None = None, give: SettleOp | None = None
+    ) -> None:
+        self.name, self.log, self.op, self.give = name, log, op, give
 
-    def enter(self, lease: Lease) -> Refusal | None:
-        self.log.append(f"enter {self.name}")
-        return Refusal("no", 1.0) if self.refuse else None
+    def plan(self, lease: Lease) -> AdmitOp | None:
+        self.log.append(f"plan {self.name}")
+        return self.op
 
-    def undo(self, lease: Lease) -> None:
-        self.log.append(f"undo {self.name}")
+    def took(self, lease: Lease, answer: Any) -> Refusal | None:
+        self.log.append(f"took {self.name}")
+        return Refusal("no", answer) if type(self.op) is CheckCooldown and answer > 0 else None
 
-    def exit(self, lease: Lease) -> None:
-        self.log.append(f"exit {self.name}:{lease.outcome}")
+    def release(self, lease: Lease) -> SettleOp | None:
+        self.log.append(f"release {self.name}:{lease.outcome}")
+        return self.give
+
+    def released(self, lease: Lease, answer: Any) -> None:
+        self.log.append(f"released {self.name}")
+
+
+class Counting(InMemoryStore):
+    """Counts the whole admissions and settles the store is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def admit(self, now: float, ops: Any) -> tuple[int, list[Any]]:
+        self.calls.append("admit")
+        return super().admit(now, ops)
+
+    def settle(self, now: float, ops: Any) -> list[Any]:
+        self.calls.append("settle")
+        return super().settle(now, ops)
 
 
 def test_a_lease_settles_once_whatever_the_paths_that_end_it() -> None:
@@ -57,20 +89,45 @@ def test_a_lease_settles_once_whatever_the_paths_that_end_it() -> None:
     assert provider.breaker.failures_in_window() == 1  # heard once
 
 
-def test_gates_exit_in_admission_order_and_a_refusal_undoes_the_earlier_ones() -> None:
+def test_one_store_operation_admits_and_one_settles_and_a_refusal_gives_all_back() -> None:
     provider = _provider()
+    store = provider.store = Counting()
     log: list[str] = []
-    provider.gates = (Spy("a", log), Spy("b", log), Spy("c", log, refuse=True))
+    budget, window, cooldown = store.key("x:budget"), store.key("x:tpm"), store.key("x:cool")
+    store.set_cooldown(cooldown, 5.0)
+    provider.gates = (
+        Spy("a", log, Spend(budget, 60.0, 1.0, 0.5)),
+        Spy("b", log, TakeWindows(60.0, [(window, 100, 40)])),
+        Spy("c", log, CheckCooldown(cooldown)),
+    )
     lease, refusal = admit(provider, "m", 1, 0.0)
     assert refusal is not None
-    assert refusal.reason == "no"
-    assert log == ["enter a", "enter b", "enter c", "undo b", "undo a"]
+    assert (refusal.reason, refusal.wait) == ("no", 5.0)
+    assert log == ["plan a", "plan b", "plan c", "took a", "took b", "took c"]
+    assert store.calls == ["admit"]
+    assert store.spent(budget, 0.0, 60.0) == 0.0  # given back, in the same operation
+    assert store.window_used(window, 0.0, 60.0) == 0.0
+    assert lease.outcome == "refused"
+
     log.clear()
-    provider.gates = (Spy("a", log), Spy("b", log))
+    store.calls.clear()
+    provider.gates = (
+        Spy("a", log, Spend(budget, 60.0, 1.0, 0.5)),
+        Spy("b", log, give=SetCooldown(cooldown, 30.0)),
+        Spy("c", log, give=AdjustSpend(budget, 60.0, 0.0, -0.5)),
+    )
     lease, refusal = admit(provider, "m", 1, 0.0)
     assert refusal is None
+    assert store.spent(budget, 0.0, 60.0) == 0.5
     lease.succeed()
-    assert log == ["enter a", "enter b", "exit a:succeeded", "exit b:succeeded"]
+    assert log == [
+        "plan a", "plan b", "plan c", "took a",
+        "release a:succeeded", "release b:succeeded", "release c:succeeded",
+        "released b", "released c",
+    ]  # fmt: skip
+    assert store.calls == ["admit", "settle"]
+    assert store.spent(budget, 0.0, 60.0) == 0.0
+    assert store.cooldown_until(cooldown) == 30.0
 
 
 def test_a_detached_call_keeps_its_slot_until_it_has_ended() -> None:
@@ -147,7 +204,7 @@ def test_a_new_limit_is_one_gate_class_that_reads_the_request() -> None:
         def __init__(self, limit: int) -> None:
             self.limit = limit
 
-        def enter(self, lease: Lease) -> Refusal | None:
+        def plan(self, lease: Lease) -> Refusal | None:
             assert lease.context is not None
             if lease.context.estimated_tokens() > self.limit:
                 return Refusal("prompt over the context window", math.inf, limited=False)

@@ -234,3 +234,42 @@ def test_forget_leaves_shared_keys_to_their_ttl(redis_client: Any) -> None:
     store.take_tokens(store.key("p:bucket"), 0.0, 1, 1, 1)
     assert store.forget("p") == 0  # other replicas may still route to it
     assert redis_client.exists(store.key("p:bucket"))
+
+
+def test_a_routed_request_is_one_round_trip_to_admit_and_one_to_settle(
+    redis_client: Any,
+) -> None:
+    from router_middleware import ResilientRouter
+
+    store = RedisStore(redis_client)
+    config = {
+        "providers": [
+            {
+                "name": "p",
+                "models": [{"name": "m", "cost_per_1k_input_tokens": 0.01}],
+                "rate_limit": {
+                    "requests_per_second": 100,
+                    "max_concurrent": 4,
+                    "tokens_per_minute": 100_000,
+                },
+                "budget": {"max_cost": 10},
+            }
+        ]
+    }
+    router = ResilientRouter({"p": lambda request: "ok"}, config, store=store)
+    router.invoke("warm up", model="m")  # loads the scripts (NOSCRIPT, then SCRIPT LOAD)
+    ran: list[str] = []
+    run = store._run
+    store._run = lambda name, *a: ran.append(name) or run(name, *a)  # type: ignore[method-assign]
+    redis_client.config_resetstat()
+    for _ in range(10):
+        router.invoke("hi", model="m")
+    stats = redis_client.info("commandstats")
+    assert ran == ["admit", "settle"] * 10
+    # Redis agrees: one script call each, nothing else from the client (the commands the
+    # scripts run are counted too, under their own names).
+    assert stats["cmdstat_evalsha"]["calls"] == 20
+    assert "cmdstat_eval" not in stats
+    assert "cmdstat_script|load" not in stats
+    assert store.held() == 0
+    store.close()

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from .._breaker_algorithm import BreakerRecord
 from .._config import CircuitBreakerConfig
 from .._memory import InMemoryStore
+from .._ops import AdmitOp, ReleaseSlot, SettleOp, Spend, TakeSlot, TakeWindows
 from .._storage import StateUnavailable, Transitions
 from ._store import RedisStore
 
@@ -373,6 +374,51 @@ class FallbackStore:
     def spent(self, key: str, now: float, period: float) -> float:
         got = self._shared(lambda: self.shared.spent(key, now, period))
         return self.local.spent(key, now, period) if got is None else got
+
+    # -- whole admissions and settles -------------------------------------------------------
+
+    def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
+        got = self._shared(lambda: self.shared.admit(now, ops))
+        if got is not None:
+            return got
+        self._closed()
+        return self.local.admit(now, [self._local(op) for op in ops])
+
+    def _local(self, op: AdmitOp) -> AdmitOp:
+        """``op`` on this replica's own state: its share of a limit (``local``), or no
+        limit (``open``)."""
+        unlimited = self.on_error == "open"
+        match op:
+            case TakeSlot(bucket, _, rate, burst, cost, cap):
+                if unlimited:
+                    return op._replace(bucket=None, cap=None)
+                rate, burst = self._bucket(rate, burst, cost)
+                return op._replace(rate=rate, burst=burst, cap=self._cap(cap))
+            case TakeWindows(window, charges):
+                share = self._windows(charges)
+                if unlimited:
+                    share = [(k, math.inf, c) for k, _, c in charges]
+                return TakeWindows(window, share)
+            case Spend(_, _, limit, _):
+                return op._replace(limit=math.inf if unlimited else self._share(limit))
+        return op
+
+    def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
+        # A slot goes back where it was taken: Redis for the leases held there.
+        shared = {op.key for op in ops if type(op) is ReleaseSlot and self.shared.holds(op.key)}
+        was_degraded = self.degraded
+        answers = self._shared(lambda: self.shared.settle(now, ops))
+        if answers is not None:
+            for op in ops:
+                if type(op) is ReleaseSlot and op.key not in shared:
+                    self.local.release_slot(op.key)
+            return answers
+        if was_degraded:  # never sent: stop renewing those leases, they expire
+            for key in shared:
+                self.shared.drop(key)
+        local = [op for op in ops if not (type(op) is ReleaseSlot and op.key in shared)]
+        done = iter(self.local.settle(now, local))
+        return [None if type(op) is ReleaseSlot and op.key in shared else next(done) for op in ops]
 
     # -- lifecycle ---------------------------------------------------------------------------
 

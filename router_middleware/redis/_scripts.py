@@ -106,7 +106,131 @@ local now = clock(ARGV[1])
 return {fmt(now), redis.call('GET', KEYS[1]) or '0'}
 """
 
+# A whole admission (``_ops``): ARGV[2] is the operations as JSON, each naming its keys
+# by their index in KEYS. They run in order; the first refusal gives back what the ones
+# before it took and ends the script. Reply: now, the 1-based index of the refusal (0:
+# none), then each answer.
+_ADMIT = r"""
+local now = clock(ARGV[1])
+local ops = cjson.decode(ARGV[2])
+local answers = {}
+
+local function breaker_cfg(op)
+  local rate = op[7]
+  if rate == '' then rate = false end
+  return {threshold = op[3], window = op[4], reset = op[5], half_open = op[6], rate = rate,
+          minimum = op[8]}
+end
+
+local function give_back(op, answer)
+  local kind = op[1]
+  if kind == 'breaker' and answer.generation then
+    breaker_report(KEYS[op[2]], now, breaker_cfg(op), answer.generation, 2)
+  elseif kind == 'windows' then
+    local keys, minus = {}, {}
+    for i, k in ipairs(op[3]) do keys[i] = KEYS[k]; minus[i] = -op[5][i] end
+    windows_adjust(now, op[2], answer.slot, keys, minus)
+  elseif kind == 'spend' then
+    budget_adjust(KEYS[op[2]], now, op[3], answer.start, -op[5])
+  end
+end
+
+local refused, taken = 0, {}
+for i, op in ipairs(ops) do
+  local kind, answer, wire, no = op[1], {}, nil, false
+  if kind == 'cooldown' then
+    local left = tonumber(redis.call('GET', KEYS[op[2]]) or '0') - now
+    if left > 0 then no = true end
+    wire = fmt(left)
+  elseif kind == 'spend' then
+    local wait, start = budget_spend(KEYS[op[2]], now, op[3], op[4], op[5])
+    answer.start = start
+    no = wait > 0
+    wire = {fmt(wait), fmt(start)}
+  elseif kind == 'breaker' then
+    local cfg = breaker_cfg(op)
+    local generation, events = breaker_acquire(KEYS[op[2]], now, cfg)
+    local after = 0
+    if generation then
+      answer.generation = generation
+    else
+      no = true
+      local rec = breaker_load(KEYS[op[2]])
+      if rec and rec.state == 'open' then after = math.max(0, rec.opened_at + cfg.reset - now) end
+    end
+    wire = {generation and fmt(generation) or false, wire_transitions(events), fmt(after)}
+  elseif kind == 'windows' then
+    local keys = {}
+    for j, k in ipairs(op[3]) do keys[j] = KEYS[k] end
+    local wait, slot = windows_take(now, op[2], keys, op[4], op[5])
+    answer.slot = slot
+    no = wait > 0
+    wire = {fmt(wait), fmt(slot)}
+  else -- 'take': a token (when a bucket is named) and a lease, both or neither
+    local wait, used, free_in = 0, 0, math.huge
+    if op[2] > 0 then wait = bucket_peek(KEYS[op[2]], now, op[4], op[5], op[6]) end
+    if wait == 0 then
+      used = lease_take(KEYS[op[3]], now, op[7], op[8], op[9])
+      if used == 0 then
+        wait = math.huge
+        local first = redis.call('ZRANGE', KEYS[op[3]], 0, 0, 'WITHSCORES')
+        free_in = first[2] and math.max(0, tonumber(first[2]) - now) or 0
+      elseif op[2] > 0 then
+        bucket_take(KEYS[op[2]], now, op[4], op[5], op[6])
+      end
+    end
+    no = used == 0
+    wire = {fmt(wait), used, fmt(free_in)}
+  end
+  answers[i + 2] = wire
+  if no then
+    refused = i
+    for j = i - 1, 1, -1 do give_back(ops[j], taken[j]) end
+    break
+  end
+  taken[i] = answer
+end
+answers[1] = fmt(now)
+answers[2] = refused
+return answers
+"""
+
+# A whole settle: every operation runs, in order. Reply: now, then each answer.
+_SETTLE = r"""
+local now = clock(ARGV[1])
+local ops = cjson.decode(ARGV[2])
+local answers = {fmt(now)}
+for i, op in ipairs(ops) do
+  local kind, wire = op[1], false
+  if kind == 'release' then
+    if redis.call('ZREM', KEYS[op[2]], op[3]) == 1 then redis.call('PUBLISH', op[4], op[5]) end
+  elseif kind == 'report' then
+    local rate = op[7]
+    if rate == '' then rate = false end
+    local cfg = {threshold = op[3], window = op[4], reset = op[5], half_open = op[6],
+                 rate = rate, minimum = op[8]}
+    wire = wire_transitions(breaker_report(KEYS[op[2]], now, cfg, op[9], op[10]))
+  elseif kind == 'cooldown' then
+    local key, untl = KEYS[op[2]], now + op[3]
+    local old = tonumber(redis.call('GET', key) or '0')
+    if old > untl then untl = old end
+    redis.call('SET', key, fmt(untl), 'PX', math.ceil((untl - now + 60) * 1000))
+    wire = fmt(untl)
+  elseif kind == 'windows' then
+    local keys = {}
+    for j, k in ipairs(op[4]) do keys[j] = KEYS[k] end
+    windows_adjust(now, op[2], op[3], keys, op[5])
+  elseif kind == 'spend' then
+    budget_adjust(KEYS[op[2]], now, op[3], op[4], op[5])
+  end
+  answers[i + 1] = wire
+end
+return answers
+"""
+
 _OWN = {
+    "admit": _ADMIT,
+    "settle": _SETTLE,
     "lease_take": _LEASE_TAKE,
     "bucket_lease_take": _BUCKET_LEASE_TAKE,
     "lease_release": _LEASE_RELEASE,

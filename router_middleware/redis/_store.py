@@ -17,6 +17,7 @@ through a pub/sub notice heard by a second thread, started by the first wait.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -28,6 +29,20 @@ from typing import TYPE_CHECKING, Any
 from .._breaker_algorithm import BreakerRecord, BreakerState, BreakerTransition
 from .._clock import Clock, SystemClock
 from .._config import CircuitBreakerConfig
+from .._ops import (
+    AcquirePermit,
+    AdjustSpend,
+    AdjustWindows,
+    AdmitOp,
+    CheckCooldown,
+    ReleaseSlot,
+    ReportPermit,
+    SetCooldown,
+    SettleOp,
+    Spend,
+    TakeSlot,
+    TakeWindows,
+)
 from .._storage import Transitions
 from ._scripts import script_sources
 
@@ -35,6 +50,7 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = ["RedisStore"]
+
 
 logger = logging.getLogger("router_middleware")
 
@@ -179,15 +195,11 @@ class RedisStore:
         return wait, 0
 
     def release_slot(self, key: str) -> None:
-        with self._held_lock:
-            held = self._held.get(key)
-            if not held:
-                return  # not this replica's (acquired before a failover, or forgotten)
-            member = held.pop()
-            if not held:
-                del self._held[key]
-        provider = key[key.index(":") + 1 : key.index("}")]
-        self._run("lease_release", [key], None, member, self.channel, f"{self._replica}|{provider}")
+        member = self._unhold(key)
+        if member is None:
+            return  # not this replica's (acquired before a failover, or forgotten)
+        notice = f"{self._replica}|{_provider(key)}"
+        self._run("lease_release", [key], None, member, self.channel, notice)
 
     def slot_free_in(self, key: str) -> float:
         """Seconds until a slot of ``key`` frees by itself (its earliest lease expires)."""
@@ -228,10 +240,7 @@ class RedisStore:
 
     def drop(self, key: str) -> None:
         """Stop renewing one of this replica's leases on ``key``: it expires by itself."""
-        with self._held_lock:
-            held = self._held.get(key)
-            if held:
-                held.pop()
+        self._unhold(key)
 
     def held(self) -> int:
         """Concurrency leases this replica holds now."""
@@ -396,6 +405,86 @@ class RedisStore:
     def spent(self, key: str, now: float, period: float) -> float:
         return float(self._run("budget_spent", [key], now, period)[1])
 
+    # -- whole admissions and settles: one round trip each ---------------------------------
+
+    def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
+        keys = _Keys()
+        wire: list[list[Any]] = []
+        lease: tuple[str, str] | None = None
+        for op in ops:
+            match op:
+                case CheckCooldown(key):
+                    wire.append(["cooldown", keys(key)])
+                case Spend(key, period, limit, cost):
+                    wire.append(["spend", keys(key), period, limit, cost])
+                case AcquirePermit(key, cfg, _):
+                    wire.append(["breaker", keys(key), *self._cfg(cfg)])
+                case TakeWindows(window, charges):
+                    index = [keys(k) for k, _, _ in charges]
+                    limits, costs = [c[1] for c in charges], [c[2] for c in charges]
+                    wire.append(["windows", window, index, limits, costs])
+                case TakeSlot(bucket, slots, rate, burst, cost, cap):
+                    lease = (slots, self._lease_id())
+                    bucket_index = 0 if bucket is None else keys(bucket)
+                    limit = -1 if cap is None else cap
+                    wire.append(
+                        ["take", bucket_index, keys(slots), rate, burst, cost, limit, lease[1],
+                         self.lease_seconds]
+                    )  # fmt: skip
+        reply = self._run("admit", keys.names, now, json.dumps(wire))
+        shift = self._shift(reply, now)
+        refused = int(reply[1]) - 1
+        answers = [_answer(op, raw, shift) for op, raw in zip(ops, reply[2:], strict=False)]
+        if lease is not None:
+            if refused < 0:
+                self._hold(*lease)
+            elif type(ops[refused]) is TakeSlot and answers[refused][0] == math.inf:
+                self._listen()  # a release elsewhere ends this wait: hear it
+        return refused, answers
+
+    def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
+        keys = _Keys()
+        wire: list[list[Any]] = []
+        for op in ops:
+            match op:
+                case ReleaseSlot(key):
+                    member = self._unhold(key)
+                    if member is None:
+                        wire.append(["none"])  # not held here: it expires, or was local
+                    else:
+                        notice = f"{self._replica}|{_provider(key)}"
+                        wire.append(["release", keys(key), member, self.channel, notice])
+                case ReportPermit(key, cfg, _, generation, outcome):
+                    wire.append(["report", keys(key), *self._cfg(cfg), generation, outcome])
+                case SetCooldown(key, seconds):
+                    wire.append(["cooldown", keys(key), seconds])
+                case AdjustWindows(window, slot, deltas):
+                    index = [keys(k) for k, _ in deltas]
+                    wire.append(["windows", window, slot, index, [d for _, d in deltas]])
+                case AdjustSpend(key, period, start, delta):
+                    wire.append(["spend", keys(key), period, start, delta])
+        reply = self._run("settle", keys.names, now, json.dumps(wire))
+        shift = self._shift(reply, now)
+        answers: list[Any] = []
+        for op, raw in zip(ops, reply[1:], strict=True):
+            if type(op) is ReportPermit:
+                answers.append(self._moves(raw, op.name, shift))
+            elif type(op) is SetCooldown:
+                answers.append(float(raw) + shift)
+            else:
+                answers.append(None)
+        return answers
+
+    def _unhold(self, key: str) -> str | None:
+        with self._held_lock:
+            held = self._held.get(key)
+            if not held:
+                return None
+            member = held.pop()
+            if not held:
+                del self._held[key]
+            return member
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def forget(self, provider: str) -> int:
@@ -416,3 +505,41 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.namespace!r}, leases_held={self.held()})"
+
+
+class _Keys:
+    """The keys one script touches, each named once; ops refer to them by 1-based index."""
+
+    __slots__ = ("index", "names")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        found = self.index.get(key)
+        if found is None:
+            self.names.append(key)
+            found = self.index[key] = len(self.names)
+        return found
+
+
+def _provider(key: str) -> str:
+    """The provider in a key's hash tag: ``{prefix:provider}:what``."""
+    return key[key.index(":") + 1 : key.index("}")]
+
+
+def _answer(op: AdmitOp, raw: Any, shift: float) -> Any:
+    """One admission answer, as the store protocol gives it (see ``_ops``)."""
+    match op:
+        case CheckCooldown():
+            return float(raw)
+        case AcquirePermit(_, _, name):
+            generation = None if raw[0] is None else int(raw[0])
+            return generation, RedisStore._moves(raw[1], name, shift), float(raw[2])
+        case TakeSlot():
+            return float(raw[0]), int(raw[1]), float(raw[2])
+        case TakeWindows():
+            return float(raw[0]), int(float(raw[1]))
+    # Spend: the period's start goes back to AdjustSpend as it came, never shifted.
+    return float(raw[0]), float(raw[1])

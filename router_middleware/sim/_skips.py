@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._gates import Gate, Refusal
+from .._ops import AdmitOp, SettleOp
 
 if TYPE_CHECKING:
     from .._lease import Lease
@@ -82,17 +83,23 @@ class _Watched(Gate):
     def __init__(self, gate: Gate, provider: str, tally: SkipTally) -> None:
         self.gate, self.provider, self.tally = gate, provider, tally
 
-    def enter(self, lease: Lease) -> Refusal | None:
-        refusal = self.gate.enter(lease)
+    def plan(self, lease: Lease) -> AdmitOp | Refusal | None:
+        planned = self.gate.plan(lease)
+        if type(planned) is Refusal:
+            self.tally.note(self.provider, planned.reason)
+        return planned
+
+    def took(self, lease: Lease, answer: Any) -> Refusal | None:
+        refusal = self.gate.took(lease, answer)
         if refusal is not None:
             self.tally.note(self.provider, refusal.reason)
         return refusal
 
-    def undo(self, lease: Lease) -> None:
-        self.gate.undo(lease)
+    def release(self, lease: Lease) -> SettleOp | None:
+        return self.gate.release(lease)
 
-    def exit(self, lease: Lease) -> None:
-        self.gate.exit(lease)
+    def released(self, lease: Lease, answer: Any) -> None:
+        self.gate.released(lease, answer)
 
 
 class _WatchedCall(_Watched):
