@@ -8,9 +8,10 @@ stopping at the first refusal and giving back what the earlier ones took. The ga
 that refused says why, how long until it could admit, and on which slot queue a
 release would end the wait (a :class:`Refusal`). When the attempt settles, each gate
 names what gives back or records the outcome, again run as one operation in gate
-order, so the breaker has heard a verdict before the slot is released. A gate that holds a resource for as long as the provider
-call really runs (the concurrency slot) says so with ``holds_call``: the lease exits it
-only once the call has ended, even when the router gave up on the call earlier.
+order, so the breaker has heard a verdict before the slot is released. A gate that holds
+a resource for as long as the provider call really runs (the concurrency slot) says so
+with ``holds_call``: the lease settles it only once the call has ended, even when the
+router gave up on the call earlier.
 
 Adding a limit (tokens per minute, a budget, a context window) is one new gate class.
 """

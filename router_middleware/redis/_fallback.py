@@ -389,7 +389,7 @@ class FallbackStore:
         limit (``open``)."""
         unlimited = self.on_error == "open"
         match op:
-            case TakeSlot(bucket, _, rate, burst, cost, cap):
+            case TakeSlot(_, _, rate, burst, cost, cap):
                 if unlimited:
                     return op._replace(bucket=None, cap=None)
                 rate, burst = self._bucket(rate, burst, cost)
