@@ -42,6 +42,7 @@ from ._config_base import (
 )
 from ._config_cache import CacheConfig
 from ._config_limits import BudgetConfig, ModelConfig, RateLimitConfig, TokenLimitConfig
+from ._config_streaming import StreamingConfig
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import ConfigurationError
 
@@ -57,6 +58,7 @@ __all__ = [
     "RetryConfig",
     "RouterConfig",
     "RouterFields",
+    "StreamingConfig",
     "TimeoutConfig",
     "TokenLimitConfig",
     "format_validation_error",
@@ -276,6 +278,9 @@ class RouterFields(ConfigModel):
         StructuredOutputConfig(), description="What an answer that does not validate means."
     )
     tool_loop: ToolLoopConfig = Field(ToolLoopConfig(), description="Turns after tool results.")
+    streaming: StreamingConfig = Field(
+        StreamingConfig(), description="Whether a stream that breaks part-way resumes."
+    )
     cache: CacheConfig = Field(CacheConfig(), description="Reusing answers to identical requests.")
     currency: Annotated[str, Field(min_length=1, max_length=16)] = Field(
         "USD", description="The currency of the configured prices, named with every cost."
