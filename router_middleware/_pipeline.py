@@ -33,7 +33,7 @@ from ._errors import (
 )
 from ._lease import Lease, admit
 from ._metrics import usage_from_message
-from ._observe import AttemptEnd, Observers
+from ._observe import AttemptEnd, Observers, attempt_end, paid
 from ._provider import Provider
 from ._request import (
     RequestState,
@@ -284,7 +284,7 @@ class Pipeline:
                 delay = None
             end = AttemptEnd(name, model, lease.attempt, "failed", verdict.kind.value, latency)
             if isinstance(result, InvalidStructuredOutputError):  # an answer, paid, not taken
-                _paid(end, provider, result.raw)
+                paid(end, provider, result.raw)
             if delay is not None:
                 self.observer.retried(name, lease.attempt, delay)
                 yield Emit(
@@ -347,8 +347,10 @@ class Pipeline:
         """
         latency = self.clock.now() - lease.started
         verdict = yield from self._judge(lease, error, latency, stream_started=True)
-        end = _end(lease, "failed", verdict.kind.value, latency, first_chunk=lease.first_chunk)
-        _paid(end, lease.provider, lease.message)  # what the broken stream said was paid for
+        end = attempt_end(
+            lease, "failed", verdict.kind.value, latency, first_chunk=lease.first_chunk
+        )
+        paid(end, lease.provider, lease.message)  # what the broken stream said was paid for
         return broke(req, lease, error, verdict, shown, end, self.observer, self.clock.now())
 
     def _judge(
@@ -362,7 +364,7 @@ class Pipeline:
         provider = lease.provider
         if isinstance(error, _CANCELLED):
             lease.cancel()
-            self.observer.attempt_ended(_end(lease, "cancelled", latency=latency))
+            self.observer.attempt_ended(attempt_end(lease, "cancelled", latency=latency))
             raise error
         try:
             verdict = self.classify(error)
@@ -370,7 +372,7 @@ class Pipeline:
                 verdict = dataclasses.replace(verdict, override=self._invalid_output)
         except BaseException:
             lease.ignore()
-            self.observer.attempt_ended(_end(lease, "ignored", latency=latency))
+            self.observer.attempt_ended(attempt_end(lease, "ignored", latency=latency))
             raise
         if verdict.policy.failover:
             lease.fail(verdict)
@@ -381,7 +383,7 @@ class Pipeline:
         if lease.transitions:
             yield from self._announce(lease)
         if not verdict.policy.failover and not stream_started:
-            self.observer.attempt_ended(_end(lease, "failed", verdict.kind.value, latency))
+            self.observer.attempt_ended(attempt_end(lease, "failed", verdict.kind.value, latency))
             raise error
         return verdict
 
@@ -397,22 +399,3 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
-
-
-def _end(
-    lease: Lease,
-    outcome: str,
-    kind: str | None = None,
-    latency: float | None = None,
-    first_chunk: float | None = None,
-) -> AttemptEnd:
-    return AttemptEnd(
-        lease.provider.name, lease.model, lease.attempt, outcome, kind, latency, first_chunk
-    )
-
-
-def _paid(end: AttemptEnd, provider: Provider, message: Any) -> None:
-    """Count the usage ``message`` reports (if any) and its cost in ``end``."""
-    if message is not None:
-        end.input_tokens, end.output_tokens = usage_from_message(message)
-        end.cost = sum(provider.price(end.model, end.input_tokens, end.output_tokens))
