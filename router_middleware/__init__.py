@@ -27,6 +27,7 @@ from ._config import (
     TimeoutConfig,
     TokenLimitConfig,
 )
+from ._config_streaming import StreamingConfig
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import (
     AllProvidersFailedError,
@@ -38,6 +39,7 @@ from ._errors import (
     InvalidStructuredOutputError,
     NoProviderAvailableError,
     NoProviderForModelError,
+    PartialStreamError,
     ProviderError,
     ProviderTimeoutError,
     RouterError,
@@ -123,6 +125,7 @@ __all__ = [
     "NoProviderAvailableError",
     "NoProviderForModelError",
     "Observer",
+    "PartialStreamError",
     "Provider",
     "ProviderConfig",
     "ProviderError",
@@ -143,6 +146,7 @@ __all__ = [
     "Routing",
     "SelectionStrategy",
     "StateStore",
+    "StreamingConfig",
     "StructuredOutputConfig",
     "SystemClock",
     "TiktokenCounter",

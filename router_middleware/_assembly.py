@@ -18,6 +18,7 @@ from ._memory import InMemoryStore
 from ._metrics import ProviderMetrics
 from ._observe import Observers
 from ._pipeline import Pipeline
+from ._prefill import prefill_targets
 from ._provider import Provider
 from ._storage import StateStore
 from ._strategies import SelectionStrategy, get_strategy
@@ -113,6 +114,10 @@ def build(
         observers,
         classifier,
         token_counter or counter_named(cfg.token_counter),
+    )
+    pipeline.prefill = prefill_targets(
+        {pc.name: pc.capabilities.prefill for pc in cfg.providers},
+        ((name, m, b.runnable(m)) for name, b in bindings.items() for m in b.models),
     )
     if cfg.cache.enabled:
         keep = cache is not None and cache.config == cfg.cache

@@ -33,6 +33,7 @@ from ._errors import (
     IncompleteStreamError,
     InvalidProviderOutputError,
     InvalidStructuredOutputError,
+    PartialStreamError,
     ProviderError,
     ProviderTimeoutError,
     RouterError,
@@ -230,6 +231,10 @@ def _message_kind(exc: BaseException) -> ErrorKind | None:
 def _router_error_kind(exc: RouterError) -> ErrorKind:
     if isinstance(exc, ProviderTimeoutError):
         return ErrorKind.TIMEOUT
+    if isinstance(exc, PartialStreamError):
+        # A continuation that diverged, or a nested router's stream it could not finish:
+        # its text already reached the reader, so no other provider may take over.
+        return ErrorKind.NOT_PROVIDER
     if isinstance(exc, IncompleteStreamError):
         return ErrorKind.TRANSIENT
     if isinstance(exc, InvalidStructuredOutputError):

@@ -43,6 +43,7 @@ from ._config_base import (
 from ._config_cache import CacheConfig
 from ._config_limits import BudgetConfig, ModelConfig, RateLimitConfig, TokenLimitConfig
 from ._config_state import StateConfig
+from ._config_streaming import StreamingConfig
 from ._config_tools import CapabilitiesConfig, StructuredOutputConfig, ToolLoopConfig
 from ._errors import ConfigurationError
 
@@ -58,6 +59,7 @@ __all__ = [
     "RetryConfig",
     "RouterConfig",
     "RouterFields",
+    "StreamingConfig",
     "TimeoutConfig",
     "TokenLimitConfig",
     "format_validation_error",
@@ -277,6 +279,9 @@ class RouterFields(ConfigModel):
         StructuredOutputConfig(), description="What an answer that does not validate means."
     )
     tool_loop: ToolLoopConfig = Field(ToolLoopConfig(), description="Turns after tool results.")
+    streaming: StreamingConfig = Field(
+        StreamingConfig(), description="Whether a stream that breaks part-way resumes."
+    )
     cache: CacheConfig = Field(CacheConfig(), description="Reusing answers to identical requests.")
     state: StateConfig = Field(
         StateConfig(), description="Where live state lives: this process, or Redis."

@@ -40,6 +40,11 @@ class CapabilitiesConfig(ConfigModel):
     structured_output: list[StructuredMethod] | None = Field(
         None, description="The structured-output methods it implements; none to detect."
     )
+    prefill: bool | None = Field(
+        None,
+        description="Whether it continues a partial assistant message (prefill), so a broken "
+        "stream can resume on it from where it broke; none to detect (`ChatAnthropic`).",
+    )
 
 
 class StructuredOutputConfig(ConfigModel):

@@ -16,6 +16,7 @@ from ._tokens import TokenCounter, approximate_text_tokens, approximate_tokens
 from ._types import LLMRequest, request_from_input
 
 if TYPE_CHECKING:
+    from ._config_streaming import StreamingConfig
     from ._routing import Routing
 
 __all__ = ["LARGE_INPUT", "Limits", "RequestContext"]
@@ -51,6 +52,8 @@ class RequestContext:
         deadline_seconds, max_attempts: this request's limits (the router's by default).
         counter, tools: how the router counts tokens, and the tool schemas it binds.
         routing: the providers it may use, by name and tag (``None``: any).
+        streaming: whether and how often a stream that breaks part-way resumes on
+            another provider (``None``: never, the default).
 
     Example:
         >>> ctx = RequestContext("fast", "Hello there, router", {"max_tokens": 50}, {},
@@ -71,6 +74,7 @@ class RequestContext:
         "prefer",
         "routing",
         "stream",
+        "streaming",
         "tools",
         "unsupported",
     )
@@ -103,6 +107,8 @@ class RequestContext:
         self.counter = counter
         self.tools = tools
         self.routing = routing
+        self.streaming: StreamingConfig | None = None
+        """How a broken stream resumes (``None``: it does not; see ``_resume``)."""
         self._tokens: int | None = None
 
     def estimated_tokens(self) -> int:

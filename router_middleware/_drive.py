@@ -51,9 +51,11 @@ def drive(
     ctx: RequestContext,
     clock: Clock,
     run: CallbackManagerForChainRun,
+    send: BaseException | None = None,
 ) -> Deliver:
-    """Run the plan on this thread until it delivers (or raises)."""
-    step: Step = next(plan)
+    """Run the plan on this thread until it delivers (or raises); ``send`` tells a plan
+    that delivered how its stream broke, for it to resume the stream elsewhere."""
+    step: Step = plan.send(send)  # next(plan) when it has not started
     while True:
         # Steps are final classes: ``type() is`` spares the ``__class__`` lookup that a
         # failed isinstance() makes, on the two steps every request takes.
@@ -91,7 +93,7 @@ def _call(
 ) -> Any:
     lease = step.lease
     binding = bindings[lease.provider.name]
-    runnable, payload, config, options = _arguments(lease, binding, ctx, run)
+    runnable, payload, config, options = _arguments(lease, binding, ctx, run, step.value)
     if ctx.stream:
         return open_stream_sync(
             lease, runnable, payload, config, options, step.timeout, clock, step.deadline
@@ -137,15 +139,19 @@ async def adrive(
     ctx: RequestContext,
     clock: Clock,
     run: AsyncCallbackManagerForChainRun,
+    send: BaseException | None = None,
 ) -> Deliver:
-    """Run the plan on the event loop until it delivers (or raises)."""
-    step: Step = next(plan)
+    """Run the plan on the event loop until it delivers (or raises); ``send`` as in
+    :func:`drive`."""
+    step: Step = plan.send(send)
     while True:
         if type(step) is Call:  # not isinstance(): as in drive()
             lease = step.lease
             try:
                 binding = bindings[lease.provider.name]
-                runnable, payload, config, options = _arguments(lease, binding, ctx, run)
+                runnable, payload, config, options = _arguments(
+                    lease, binding, ctx, run, step.value
+                )
                 if ctx.stream:
                     result: Any = await open_stream_async(
                         lease,
@@ -231,9 +237,13 @@ def _arguments(
     binding: Binding,
     ctx: RequestContext,
     run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+    value: Any = None,
 ) -> tuple[Any, Any, RunnableConfig, dict[str, Any]]:
-    """The runnable, input, config and options of one attempt."""
-    payload, options = binding.arguments(ctx.input, lease.model, ctx.options)
+    """The runnable, input (``value`` in place of the request's) config and options of
+    one attempt."""
+    payload, options = binding.arguments(
+        ctx.input if value is None else value, lease.model, ctx.options
+    )
     if ctx.stream and lease.model in binding.stream_usage and "stream_usage" not in options:
         options = {**options, "stream_usage": True}  # so stream metrics count tokens and cost
     config = attempt_config(ctx.config, run, lease.provider.name, lease.model, lease.attempt)

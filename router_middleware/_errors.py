@@ -13,7 +13,9 @@
     │   └── DeadlineExceededError     the request's overall deadline or attempt cap ran out
     └── ProviderError                 raised by the router about one provider's behaviour
         ├── ProviderTimeoutError      no answer / first chunk / next chunk in time (TimeoutError)
-        ├── IncompleteStreamError     a stream ended without finishing
+        ├── IncompleteStreamError     a stream ended without finishing (or sent a malformed chunk)
+        │   └── PartialStreamError    a resumable stream could not be completed: keeps the
+        │                             text the consumer was given, and the original error
         ├── InvalidProviderOutputError  a handler returned something that is not a response
         └── InvalidStructuredOutputError  an answer did not parse or validate against the schema
 
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidStructuredOutputError",
     "NoProviderAvailableError",
     "NoProviderForModelError",
+    "PartialStreamError",
     "ProviderError",
     "ProviderTimeoutError",
     "RouterError",
@@ -238,6 +241,37 @@ class ProviderTimeoutError(ProviderError, TimeoutError):
 
 class IncompleteStreamError(ProviderError):
     """A provider's stream ended before it finished (e.g. a dropped connection)."""
+
+
+class PartialStreamError(IncompleteStreamError):
+    """A stream broke part-way and resuming it (``streaming.resume: continue``) could not
+    complete it: the consumer holds ``partial`` and nothing else, no token twice.
+
+    Raised when the continuation diverged from the text already yielded, or when no
+    provider, resume (``max_resumes``) or time was left to continue.
+
+    Attributes:
+        partial: the text the consumer was given, all of it.
+        error: what broke the stream in the first place (``__cause__`` is what ended the
+            last try to continue it).
+
+    Example:
+        >>> err = PartialStreamError("a", "Hello wor", ConnectionResetError("reset"), "diverged")
+        >>> err.partial, type(err.error).__name__
+        ('Hello wor', 'ConnectionResetError')
+        >>> str(err)
+        "provider 'a': stream broke after 9 characters (ConnectionResetError) and could not \
+be resumed: diverged"
+    """
+
+    def __init__(self, provider: str, partial: str, error: BaseException, why: str) -> None:
+        self.partial = partial
+        self.error = error
+        super().__init__(
+            provider,
+            f"stream broke after {len(partial)} characters ({type(error).__name__}) and could "
+            f"not be resumed: {why}",
+        )
 
 
 class InvalidProviderOutputError(ProviderError, TypeError):

@@ -27,12 +27,24 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerState, BreakerTransition
-from ._metrics import ProviderMetrics
+from ._metrics import ProviderMetrics, usage_from_message
 
-__all__ = ["AttemptEnd", "MetricsObserver", "Observer", "Observers", "request_outcome"]
+if TYPE_CHECKING:
+    from ._lease import Lease
+    from ._provider import Provider
+
+__all__ = [
+    "AttemptEnd",
+    "MetricsObserver",
+    "Observer",
+    "Observers",
+    "attempt_end",
+    "paid",
+    "request_outcome",
+]
 
 logger = logging.getLogger("router_middleware")
 
@@ -62,6 +74,27 @@ class AttemptEnd:
     ends_request: bool = True
     fallback: bool = False
     message: Any = None
+
+
+def attempt_end(
+    lease: Lease,
+    outcome: str,
+    kind: str | None = None,
+    latency: float | None = None,
+    first_chunk: float | None = None,
+) -> AttemptEnd:
+    """How the attempt of ``lease`` ended (its provider, model and number)."""
+    return AttemptEnd(
+        lease.provider.name, lease.model, lease.attempt, outcome, kind, latency, first_chunk
+    )
+
+
+def paid(end: AttemptEnd, provider: Provider, message: Any) -> None:
+    """Count the usage ``message`` reports (if any) and its cost in ``end``: an answer
+    paid for but not taken, or a stream that broke part-way."""
+    if message is not None:
+        end.input_tokens, end.output_tokens = usage_from_message(message)
+        end.cost = sum(provider.price(end.model, end.input_tokens, end.output_tokens))
 
 
 class Observer:

@@ -7,7 +7,8 @@ is a generator that yields typed steps (``_steps``) and is resumed with what eac
 produced; ``_drive`` carries them out on a thread or on the event loop, so both paths
 share every decision. Each attempt is owned by its :class:`~._lease.Lease`; the plan
 settles it on every ending, delivery included (a stream's end, or its failure after the
-first chunk), and reports to the router's observer.
+first chunk), and reports to the router's observer. A stream that breaks part-way may
+go on with the next candidate where the request asks for it (``_resume``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._candidates import capable, preferring, routed, serving
@@ -26,15 +27,13 @@ from ._clock import Clock
 from ._config import RouterConfig
 from ._context import LARGE_INPUT, RequestContext
 from ._errors import (
-    DeadlineExceededError,
-    IncompleteStreamError,
+    AllProvidersFailedError,
     InvalidStructuredOutputError,
     NoProviderAvailableError,
-    ProviderTimeoutError,
 )
 from ._lease import Lease, admit
 from ._metrics import usage_from_message
-from ._observe import AttemptEnd, Observers
+from ._observe import AttemptEnd, Observers, attempt_end, paid
 from ._provider import Provider
 from ._request import (
     RequestState,
@@ -44,6 +43,7 @@ from ._request import (
     pass_on_spare_slots,
     pass_on_wake,
 )
+from ._resume import EVENT, broke, continuing
 from ._retry import plan_retry
 from ._steps import Admit, Call, Deliver, Emit, Estimate, Pause, Sleep, Step, WaitForSlot
 from ._strategies import SelectionStrategy
@@ -69,6 +69,8 @@ class Pipeline:
     """Selection, admission, retry and fallback over one set of providers."""
 
     cache: ResponseCache | None = None  # set by _assembly; read by _run before routing
+    prefill: Collection[tuple[str, str]] = frozenset()
+    """The (provider, model) pairs that continue an assistant prefix; set by _assembly."""
 
     def __init__(
         self,
@@ -99,6 +101,7 @@ class Pipeline:
         self.default_model = config.default_model
         self.deadline_seconds = config.deadline_seconds
         self.max_attempts = config.max_attempts
+        self.streaming = config.streaming if config.streaming.resume != "off" else None
         so = config.structured_output
         self._blind = frozenset(p.name for p in providers if p.config.capabilities.vision is False)
         self._weighs = any(p.weighs_tokens for p in providers)
@@ -201,6 +204,10 @@ class Pipeline:
                 wait_left -= waited if woken else max(waited, pause)
                 woke_from = skipped.blocked if woken else []
                 held = woken if type(woken) is Wake else None
+        except (AllProvidersFailedError, NoProviderAvailableError) as exc:
+            if req.resumption is None:
+                raise
+            raise req.resumption.failed(exc) from exc  # the consumer holds part of an answer
         finally:
             if req.limited:
                 # One provider request each, and only where the request was never admitted.
@@ -236,7 +243,11 @@ class Pipeline:
                 timeout = left if timeout is None else min(timeout, left)
             if "attempt_started" in self.observer.heard:  # the metrics do not listen
                 self.observer.attempt_started(name, model, lease.attempt)
-            result = yield Call(lease, timeout, req.deadline)
+            going_on = value = None
+            if req.resumption is not None:  # this call continues a stream that broke
+                going_on, value = continuing(req, name, model, self.prefill)
+                yield Emit(EVENT, going_on.mark())
+            result = yield Call(lease, timeout, req.deadline, value)
             # Not isinstance(): failing on a message, it reads __class__ through pydantic.
             failed = issubclass(type(result), BaseException)
             req.trail.append(
@@ -250,9 +261,12 @@ class Pipeline:
                 # Delivered: hand the answer over, then settle on how delivery ended.
                 if req.ctx.stream and result[0] is not EMPTY:
                     lease.first_chunk = self.clock.now() - lease.started
-                outcome = yield Deliver(lease, result, req.deadline, req.trail)
-                if outcome is not None:
-                    yield from self._broke_after_start(lease, outcome, req)
+                deliver = Deliver(lease, result, req.deadline, req.trail, going_on)
+                outcome = yield deliver
+                if outcome is not None and (
+                    yield from self._broke_after_start(lease, outcome, req, deliver.shown)
+                ):
+                    return None  # resumed: the next candidate continues the stream
                 self._succeeded(lease)
                 if lease.transitions:
                     yield from self._announce(lease)
@@ -271,8 +285,7 @@ class Pipeline:
                 delay = None
             end = AttemptEnd(name, model, lease.attempt, "failed", verdict.kind.value, latency)
             if isinstance(result, InvalidStructuredOutputError):  # an answer, paid, not taken
-                end.input_tokens, end.output_tokens = usage_from_message(result.raw)
-                end.cost = sum(provider.price(model, end.input_tokens, end.output_tokens))
+                paid(end, provider, result.raw)
             if delay is not None:
                 self.observer.retried(name, lease.attempt, delay)
                 yield Emit(
@@ -330,25 +343,20 @@ class Pipeline:
         self.observer.attempt_ended(end)
 
     def _broke_after_start(
-        self, lease: Lease, error: BaseException, req: RequestState
-    ) -> Generator[Step, Any, None]:
-        """A stream failed after its first chunk: no failover, the error reaches the caller."""
-        provider = lease.provider
+        self, lease: Lease, error: BaseException, req: RequestState, shown: str
+    ) -> Generator[Step, Any, bool]:
+        """A stream failed after its first chunk, having shown its consumer ``shown``.
+
+        Returns ``True`` when the next candidate is to continue it (``streaming.resume``,
+        see ``_resume``); otherwise no failover: the error reaches the caller.
+        """
         latency = self.clock.now() - lease.started
         verdict = yield from self._judge(lease, error, latency, stream_started=True)
-        self.observer.attempt_ended(
-            _end(lease, "failed", verdict.kind.value, latency, first_chunk=lease.first_chunk)
+        end = attempt_end(
+            lease, "failed", verdict.kind.value, latency, first_chunk=lease.first_chunk
         )
-        if isinstance(error, ProviderTimeoutError) and error.phase == "deadline":
-            limit = f"deadline {req.ctx.deadline_seconds:g}s"
-            raise DeadlineExceededError(
-                req.ctx.model, {provider.name: error}, req.attempts, limit
-            ) from error
-        if verdict.kind is ErrorKind.TRANSIENT and not isinstance(error, IncompleteStreamError):
-            raise IncompleteStreamError(
-                provider.name, f"the stream broke after its first chunk ({type(error).__name__})"
-            ) from error
-        raise error
+        paid(end, lease.provider, lease.message)  # what the broken stream said was paid for
+        return broke(req, lease, error, verdict, shown, end, self.observer, self.clock.now())
 
     def _judge(
         self, lease: Lease, error: BaseException, latency: float, *, stream_started: bool
@@ -361,7 +369,7 @@ class Pipeline:
         provider = lease.provider
         if isinstance(error, _CANCELLED):
             lease.cancel()
-            self.observer.attempt_ended(_end(lease, "cancelled", latency=latency))
+            self.observer.attempt_ended(attempt_end(lease, "cancelled", latency=latency))
             raise error
         try:
             verdict = self.classify(error)
@@ -369,7 +377,7 @@ class Pipeline:
                 verdict = dataclasses.replace(verdict, override=self._invalid_output)
         except BaseException:
             lease.ignore()
-            self.observer.attempt_ended(_end(lease, "ignored", latency=latency))
+            self.observer.attempt_ended(attempt_end(lease, "ignored", latency=latency))
             raise
         if verdict.policy.failover:
             lease.fail(verdict)
@@ -380,7 +388,7 @@ class Pipeline:
         if lease.transitions:
             yield from self._announce(lease)
         if not verdict.policy.failover and not stream_started:
-            self.observer.attempt_ended(_end(lease, "failed", verdict.kind.value, latency))
+            self.observer.attempt_ended(attempt_end(lease, "failed", verdict.kind.value, latency))
             raise error
         return verdict
 
@@ -396,15 +404,3 @@ class Pipeline:
         except BaseException:
             lease.cancel()  # a callback raised while the lease was held: give it back
             raise
-
-
-def _end(
-    lease: Lease,
-    outcome: str,
-    kind: str | None = None,
-    latency: float | None = None,
-    first_chunk: float | None = None,
-) -> AttemptEnd:
-    return AttemptEnd(
-        lease.provider.name, lease.model, lease.attempt, outcome, kind, latency, first_chunk
-    )

@@ -38,6 +38,7 @@ class RequestState:
         "errors",
         "left",
         "limited",
+        "resumption",
         "trail",
     )
 
@@ -54,6 +55,8 @@ class RequestState:
         self.left: tuple[str, str] | None = None
         """The provider the request last left after a failure, and why (its error kind),
         until another admits it: the ``from`` of a fallback."""
+        self.resumption: Any = None
+        """A broken stream the next provider continues (a ``_resume.Resumption``)."""
 
 
 class Skipped:

@@ -31,12 +31,12 @@ from langchain_core.runnables.config import (
 from ._cache_entry import Hit
 from ._chain_run import astart, message_of, relays_tokens, start
 from ._context import Limits, RequestContext
-from ._drive import adrive, afinish, annotate, cost_tail, delivered, drive, finish, quiet
+from ._drive import adrive, afinish, delivered, drive, finish
 from ._errors import InvalidInputError
 from ._history import last_tool_provider
-from ._pipeline import EMPTY
+from ._relay import Relay
+from ._resume import streaming_of
 from ._routing import CONTROL_KEYS, requested
-from ._streams import END
 from ._types import check_input
 
 if TYPE_CHECKING:
@@ -90,7 +90,14 @@ def _context(
     if limits is not None:
         deadline = limits.deadline_seconds if limits.deadline_seconds is not None else deadline
         attempts = limits.max_attempts if limits.max_attempts is not None else attempts
-    return RequestContext(
+    streaming = pipeline.streaming  # None unless the router resumes broken streams
+    if (kwargs and "streaming" in kwargs) or (configurable and "streaming" in configurable):
+        kwargs = dict(kwargs)  # a provider never sees the control
+        asked = kwargs.pop("streaming", None)
+        if asked is None and configurable:
+            asked = configurable["streaming"]
+        streaming = streaming_of(asked, pipeline.config.streaming)
+    ctx = RequestContext(
         model,
         value,
         kwargs,
@@ -104,6 +111,9 @@ def _context(
         tools=router.tool_schemas,
         routing=routing,
     )
+    if streaming is not None and streaming.resume != "off":
+        ctx.streaming = streaming
+    return ctx
 
 
 def invoke_run(
@@ -257,36 +267,13 @@ def stream_run(
     clock = pipeline.clock
     plan = pipeline.run(ctx)
     try:
-        deliver = drive(plan, router.bindings, ctx, clock, run)
-        first, chunks = deliver.result
-        outcome: BaseException | None = None
+        relay = Relay(drive(plan, router.bindings, ctx, clock, run))
         try:
-            if first is not EMPTY:
-                final = annotate(first, deliver)
-                yield final
-                held = None  # a quiet chunk, held back to carry the cost
-                while (chunk := chunks.next()) is not END:
-                    if held is not None:
-                        final = final + held
-                        yield held
-                        held = None
-                    if quiet(chunk):
-                        held = chunk
-                        continue
-                    final = final + chunk
-                    yield chunk
-                if (tail := cost_tail(final, held, deliver.lease)) is not None:
-                    final = final + tail
-                    yield tail
-        except BaseException as exc:  # the consumer closed early, or the stream broke
-            outcome = exc
-        # The provider's stream is closed before the attempt settles: only then is the
-        # slot free (a reader thread still blocked in the provider releases it later).
-        chunks.close()
-        deliver.lease.message = final
-        finish(plan, outcome, clock, run)
+            yield from relay.sync(plan, router.bindings, ctx, clock, run)
+        finally:
+            final = relay.final
         if ticket is not None:
-            ticket.keep_stream(final, outcome)
+            ticket.keep_stream(final, relay.outcome)
     except BaseException as exc:
         if ticket is not None:
             ticket.release()
@@ -341,34 +328,16 @@ async def astream_run(
     clock = pipeline.clock
     plan = pipeline.run(ctx)
     try:
-        deliver = await adrive(plan, router.bindings, ctx, clock, run)
-        first, chunks = deliver.result
-        outcome: BaseException | None = None
+        relay = Relay(await adrive(plan, router.bindings, ctx, clock, run))
+        relayed = relay.asynchronous(plan, router.bindings, ctx, clock, run)
         try:
-            if first is not EMPTY:
-                final = annotate(first, deliver)
-                yield final
-                held = None  # a quiet chunk, held back to carry the cost
-                while (chunk := await chunks.next()) is not END:
-                    if held is not None:
-                        final = final + held
-                        yield held
-                        held = None
-                    if quiet(chunk):
-                        held = chunk
-                        continue
-                    final = final + chunk
-                    yield chunk
-                if (tail := cost_tail(final, held, deliver.lease)) is not None:
-                    final = final + tail
-                    yield tail
-        except BaseException as exc:  # the consumer closed early, or the stream broke
-            outcome = exc
-        await chunks.close()
-        deliver.lease.message = final
-        await afinish(plan, outcome, clock, run)
+            async for chunk in relayed:
+                yield chunk
+        finally:
+            final = relay.final
+            await relayed.aclose()  # closed early: it settles the attempt now, not at GC
         if ticket is not None:
-            ticket.keep_stream(final, outcome)
+            ticket.keep_stream(final, relay.outcome)
     except BaseException as exc:
         if ticket is not None:
             ticket.release()

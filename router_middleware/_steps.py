@@ -25,33 +25,51 @@ class Call:
     """Call the provider of ``lease``, within ``timeout`` seconds (``None``: no limit);
     the request ends at ``deadline`` (a clock time), which bounds a stream's chunks.
 
+    ``value``, when not ``None``, is the input to send in place of the request's (a
+    resumed stream's, ending in the answer given so far: see ``_resume``).
+
     Resume with the result (a message; for a stream, its first chunk and the rest), or
     with the exception the call raised, as a value.
     """
 
-    __slots__ = ("deadline", "lease", "timeout")
+    __slots__ = ("deadline", "lease", "timeout", "value")
 
-    def __init__(self, lease: Lease, timeout: float | None, deadline: float) -> None:
+    def __init__(
+        self, lease: Lease, timeout: float | None, deadline: float, value: Any = None
+    ) -> None:
         self.lease = lease
         self.timeout = timeout
         self.deadline = deadline
+        self.value = value
 
 
 class Deliver:
     """The call of ``lease`` answered: hand ``result`` to the caller (for a stream, every
     chunk, by ``deadline``, a clock time), annotated with the request's ``trail`` of
     attempts. Set ``lease.message`` to the whole answer and resume with ``None``, or with
-    the exception that ended a stream early, as a value."""
+    the exception that ended a stream early, as a value.
 
-    __slots__ = ("deadline", "lease", "result", "trail")
+    A stream that may resume (see ``_resume``) also has ``shown`` set to all the text its
+    consumer was given before it broke; ``resume``, set by the plan, says how a stream
+    that continues a broken one splices on (``None``: it is the first).
+    """
+
+    __slots__ = ("deadline", "lease", "result", "resume", "shown", "trail")
 
     def __init__(
-        self, lease: Lease, result: Any, deadline: float, trail: list[dict[str, Any]]
+        self,
+        lease: Lease,
+        result: Any,
+        deadline: float,
+        trail: list[dict[str, Any]],
+        resume: Any = None,
     ) -> None:
         self.lease = lease
         self.result = result
         self.deadline = deadline
         self.trail = trail
+        self.resume = resume
+        self.shown = ""
 
 
 class Sleep:

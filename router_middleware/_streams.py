@@ -11,6 +11,7 @@ is read on the event loop, every wait bounded by the idle limit and the deadline
 from __future__ import annotations
 
 import contextvars
+import json
 import math
 import queue
 import threading
@@ -22,12 +23,19 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from ._binding import as_chunk
 from ._clock import Clock
-from ._errors import ProviderTimeoutError
+from ._errors import IncompleteStreamError, ProviderTimeoutError
 from ._execute import tighter, within
 from ._lease import Lease
 from ._pipeline import EMPTY
 
-__all__ = ["END", "AsyncChunks", "SyncChunks", "open_stream_async", "open_stream_sync"]
+__all__ = [
+    "END",
+    "AsyncChunks",
+    "SyncChunks",
+    "malformed",
+    "open_stream_async",
+    "open_stream_sync",
+]
 
 END: Any = object()
 """What a stream's ``next`` returns once the stream has finished."""
@@ -53,7 +61,10 @@ class SyncChunks:
         self._deadline = deadline
 
     def next(self) -> Any:
-        chunk = next(self._source, END)
+        try:
+            chunk = next(self._source, END)
+        except json.JSONDecodeError as exc:
+            raise malformed(self._provider, exc) from exc
         if chunk is END:
             return END
         if self._clock.now() > self._deadline:
@@ -148,6 +159,8 @@ class _ReadChunks:
             return as_chunk(item, self._provider)
         if kind == self._DONE:
             return END
+        if isinstance(item, json.JSONDecodeError):
+            raise malformed(self._provider, item) from item
         raise item
 
     def close(self) -> None:
@@ -278,3 +291,21 @@ async def anext_within(
         return await within(provider, phase, limit, source.__anext__())
     except StopAsyncIteration:
         return END
+    except json.JSONDecodeError as exc:
+        raise malformed(provider, exc) from exc
+
+
+def malformed(provider: str, error: json.JSONDecodeError) -> IncompleteStreamError:
+    """A chunk that does not parse (the OpenAI SDK raises ``json.JSONDecodeError``, a
+    ``ValueError`` that would read as a bug in the caller's code): the provider's stream
+    is broken, so it fails over (and may resume) like any other that ends early.
+
+    Example:
+        >>> import json
+        >>> try:
+        ...     json.loads('{"choices": [')
+        ... except json.JSONDecodeError as exc:
+        ...     str(malformed("a", exc))
+        "provider 'a': malformed stream chunk (Expecting value: line 1 column 14 (char 13))"
+    """
+    return IncompleteStreamError(provider, f"malformed stream chunk ({error})")

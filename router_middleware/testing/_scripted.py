@@ -106,9 +106,20 @@ class ScriptedChatModel(BaseChatModel):
         chunk_latency: seconds spent (on ``clock``) before each streamed chunk after the
             first: a slow stream.
         clock: where latency is spent; a ``FakeClock`` makes it free.
+        prefill: continue a conversation that ends in an assistant message (as Anthropic's
+            models do) rather than answer it: a reply that starts with that message's
+            text gives only the rest. Each prefix received is kept in ``prefixes``.
 
     Attributes ``calls``, ``in_flight`` and ``max_in_flight`` let tests check what the
-    provider saw.
+    provider saw. A :class:`StreamBreak` in the script is a stream cut after some chunks.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage
+        >>> model = ScriptedChatModel(text="one two three", prefill=True)
+        >>> model.invoke([("human", "count"), AIMessage("one two")]).content
+        ' three'
+        >>> model.prefixes
+        ['one two']
     """
 
     script: list[Any] = Field(default_factory=list)
@@ -121,6 +132,7 @@ class ScriptedChatModel(BaseChatModel):
     seed: int = 0
     clock: Clock = Field(default_factory=SystemClock, exclude=True)
     usage: tuple[int, int] | None = (3, 2)
+    prefill: bool = False
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -130,6 +142,7 @@ class ScriptedChatModel(BaseChatModel):
     _in_flight: int = PrivateAttr(default=0)
     _max_in_flight: int = PrivateAttr(default=0)
     _release: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _prefixes: list[str] = PrivateAttr(default_factory=list)
 
     def model_post_init(self, context: Any) -> None:
         self._rng = random.Random(self.seed)
@@ -149,6 +162,11 @@ class ScriptedChatModel(BaseChatModel):
     @property
     def max_in_flight(self) -> int:
         return self._max_in_flight
+
+    @property
+    def prefixes(self) -> list[str]:
+        """The assistant prefixes this model was asked to continue (``prefill``)."""
+        return list(self._prefixes)
 
     def release_hangs(self) -> None:
         """Let every hanging call return (so test threads end)."""
@@ -284,7 +302,15 @@ class ScriptedChatModel(BaseChatModel):
         self, messages: list[BaseMessage], kwargs: dict[str, Any], stop: list[str] | None = None
     ) -> Behaviour:
         """The behaviour of a call that starts now (a subclass may look at its input)."""
-        return self._next()
+        step = self._next()
+        if self.prefill and messages and isinstance(messages[-1], AIMessage):
+            prefix = messages[-1].text
+            with self._lock:
+                self._prefixes.append(prefix)
+            if isinstance(step, Reply):
+                text = step.text if step.text is not None else self.text
+                return Reply(text.removeprefix(prefix), step.latency)
+        return step
 
     def _outcome(self, step: Behaviour) -> tuple[float, AIMessage | BaseException]:
         """Seconds to spend, then the answer or the error of a non-hanging step."""
