@@ -117,6 +117,27 @@ def _parser() -> argparse.ArgumentParser:
         "failure_rate, hang_rate, outage=START-END, rate_limit_burst=START-END, retry_after, "
         "tokens_per_minute, max_input_tokens",
     )
+    sim.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N routers (replicas of one deployment), each sending the traffic to the "
+        "same simulated providers, whose own limits count every replica's calls; each keeps "
+        "its own in-memory state unless --shared or --state-url",
+    )
+    state = sim.add_mutually_exclusive_group()
+    state.add_argument(
+        "--shared",
+        action="store_true",
+        help="the replicas share one in-memory store (limits shared, as on Redis)",
+    )
+    state.add_argument(
+        "--state-url",
+        metavar="redis://...",
+        help="the replicas share state on this Redis, on the simulated clock (keys under a "
+        "prefix of the run's own, deleted at the end; needs the redis extra)",
+    )
     sim.add_argument("--seed", type=int, default=0, help="the same seed gives the same counts")
     sim.add_argument(
         "--speed",
@@ -228,6 +249,9 @@ def _scenario(args: argparse.Namespace) -> Scenario:
     }
     traffic: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     traffic["seed"] = args.seed
+    traffic["replicas"] = args.replicas
+    traffic["shared_state"] = args.shared
+    traffic["state_url"] = args.state_url
     # Pace the run for someone watching it; a pipe or a file gets the result at once.
     traffic["speed"] = args.speed or (10.0 if sys.stdout.isatty() and not args.json else math.inf)
     settings = None if args.no_config else _settings(args)

@@ -43,6 +43,10 @@ def write_report(report: SimulationReport, out: TextIO) -> None:
     for line in _summary(report):
         say(line)
     say()
+    if report.replicas:
+        say("Replicas:")
+        _table(_REPLICA_HEAD, [_replica_cells(r) for r in report.replicas], out, indent="  ")
+        say()
     rows = [_provider_cells(name, row) for name, row in report.providers.items()]
     _table(_provider_head(report), rows, out)
     for item in _legend():
@@ -96,6 +100,11 @@ def print_rich_report(report: SimulationReport, console: Any) -> None:
     say("")
     for line in _summary(report):
         say(line)
+    if report.replicas:
+        replicas = table("Replicas", _REPLICA_HEAD)
+        for r in report.replicas:
+            replicas.add_row(*_replica_cells(r))
+        console.print(replicas)
     colours = {"closed": "green", "half_open": "yellow", "open": "red"}
     head = _provider_head(report)
     # The breaker's final state colours the name: one column less, so 80 columns fit.
@@ -145,6 +154,17 @@ def _scenario_lines(report: SimulationReport) -> list[str]:
         f"simulated seconds, at most {s['concurrency']} in flight (seed {s['seed']})",
         f"Router: strategy {s['strategy']}, {model}",
     ]
+    replicas = s.get("replicas", 1)
+    if replicas > 1:
+        where = {
+            "own memory": "each its own in-memory state (no limit shared)",
+            "shared memory": "one in-memory store (limits shared, as on Redis)",
+            "redis": "state on Redis (limits shared)",
+        }[s["state"]]
+        lines.append(
+            f"Replicas: {replicas} routers, each sending that traffic to the same providers; "
+            f"{where}"
+        )
     mix = s.get("prompts")
     if mix:
         low, high = mix["prompt_tokens"]
@@ -161,6 +181,30 @@ def _scenario_lines(report: SimulationReport) -> list[str]:
 
 
 _INJECTED_HEAD = [("provider",), ("fault",), ("when",), ("effect",), ("calls", "hit")]
+
+
+_REPLICA_HEAD: list[tuple[str, ...]] = [
+    ("replica",),
+    ("reqs",),
+    ("ok",),
+    ("failed",),
+    ("p50 s",),
+    ("p95 s",),
+    ("served by",),
+]
+
+
+def _replica_cells(r: dict[str, Any]) -> list[str]:
+    served = ", ".join(f"{n} {c}" for n, c in r["served_by"].items() if c) or "-"
+    return [
+        str(r["replica"]),
+        str(r["total"]),
+        str(r["succeeded"]),
+        str(r["failed"]),
+        _num(r["latency_p50"]),
+        _num(r["latency_p95"]),
+        served,
+    ]
 
 
 def _injection_cells(i: dict[str, Any]) -> list[str]:

@@ -21,6 +21,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields
@@ -33,7 +34,9 @@ from .._errors import (
     NoProviderAvailableError,
     ProviderError,
 )
+from .._memory import InMemoryStore
 from .._router import ResilientRouter
+from .._storage import StateStore
 from ._provider import SimulatedProvider
 from ._scenario import Fault, Scenario, injections
 from ._skips import SkipTally, current_request
@@ -75,7 +78,12 @@ class SimulationReport:
     ``wall_seconds`` is the real time the run took (the one value a seed does not fix).
     ``timeline`` lists each finished request: ``request``, ``at`` (when it ended),
     ``latency`` (seconds, from admission to the end) and ``provider`` (``None``: failed).
-    ``router`` is the router as the run left it (its ``metrics()``), not in ``to_dict``.
+    ``router`` is the router as the run left it (its ``metrics()``), not in ``to_dict``
+    (with several replicas: the first replica's).
+    ``replicas`` (a run of several replicas, else empty) holds each replica's outcomes as
+    ``requests`` does, with ``store``; ``requests`` and ``providers`` are then the totals
+    over every replica (a provider's latency percentiles over all their samples), and
+    each failure, transition and timeline entry names its ``replica``.
     """
 
     scenario: dict[str, Any]
@@ -87,6 +95,7 @@ class SimulationReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     router: ResilientRouter | None = field(default=None, repr=False, compare=False)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (without the router)."""
@@ -179,42 +188,53 @@ async def _drive(
 ) -> SimulationReport:
     providers = _providers(scenario, clock)
     config = scenario.config
-    # Each provider serves every model of its config through one simulated model.
+    # Each provider serves every model of its config through one simulated model, which
+    # every replica calls: its own limits count all their calls.
     targets = {pc.name: {m.name: providers[pc.name] for m in pc.models} for pc in config.providers}
-    router = ResilientRouter(targets, config, clock=clock, seed=scenario.seed)
+    stores, close_stores = _stores(scenario, clock)
+    routers = [
+        ResilientRouter(targets, config, clock=clock, seed=scenario.seed + r, store=store)
+        for r, store in enumerate(stores)
+    ]
     skips = SkipTally()
-    skips.watch(router)
+    for router in routers:
+        skips.watch(router)
     mix = scenario.prompt_mix
     start = clock.now()
     transitions: list[dict[str, Any]] = []
+    several = scenario.replicas > 1
 
-    def record(t: BreakerTransition) -> None:
-        transitions.append(
-            {
+    def recorder(replica: int) -> Callable[[BreakerTransition], None]:
+        def record(t: BreakerTransition) -> None:
+            moved = {
                 "at": round(t.at - start, 3),
                 "provider": t.name,
                 "from": t.from_state.value,
                 "to": t.to_state.value,
                 "reason": t.reason,
             }
-        )
+            transitions.append({**moved, "replica": replica} if several else moved)
 
-    router.add_listener(record)
-    total = scenario.requests
-    gap = scenario.duration_seconds / total
-    slots = asyncio.Semaphore(scenario.concurrency)
-    latencies: list[float] = []
+        return record
+
+    for r, router in enumerate(routers):
+        router.add_listener(recorder(r))
+    per_replica = scenario.requests
+    total = per_replica * scenario.replicas
+    gap = scenario.duration_seconds / per_replica
+    latencies: list[list[float]] = [[] for _ in routers]
     failures: list[dict[str, Any]] = []
     timeline: list[dict[str, Any]] = []  # for the plots: who answered when, how fast
-    served: dict[str, int] = {}
+    served: list[dict[str, int]] = [{} for _ in routers]
     done = 0
 
-    async def one(i: int) -> None:
+    async def one(r: int, i: int, slots: asyncio.Semaphore) -> None:
         nonlocal done
+        router, index = routers[r], r * per_replica + i
         await asyncio.sleep(max(0.0, start + i * gap - clock.now()))
         async with slots:
             begun = clock.now()
-            current_request.set(i)  # this task's own context: its skips count as request i
+            current_request.set(index)  # this task's own context: its skips count as its own
             prompt, options = f"request {i}", dict[str, Any]()
             if mix is not None:
                 prompt, max_tokens = mix.request(i, scenario.seed)
@@ -225,53 +245,197 @@ async def _drive(
                 message = await router.ainvoke(prompt, model=scenario.model, **options)
             except Exception as exc:
                 ended = clock.now() - start
-                failures.append(_failure(i, i * gap, ended, type(exc).__name__, _reason(exc)))
+                failed = _failure(index, i * gap, ended, type(exc).__name__, _reason(exc))
+                failures.append({**failed, "replica": r} if several else failed)
             else:
                 name = message.response_metadata["router"]["provider"]
-                served[name] = served.get(name, 0) + 1
-                latencies.append(clock.now() - begun)
+                served[r][name] = served[r].get(name, 0) + 1
+                latencies[r].append(clock.now() - begun)
             took, at = round(clock.now() - begun, 4), round(clock.now() - start, 3)
-            timeline.append({"request": i, "at": at, "latency": took, "provider": name})
+            entry = {"request": index, "at": at, "latency": took, "provider": name}
+            timeline.append({**entry, "replica": r} if several else entry)
         done += 1
         if on_progress is not None:
             on_progress(done, total)
 
-    tasks = [asyncio.ensure_future(one(i)) for i in range(total)]
-    # A request outliving its arrival time plus the deadline is stuck: stop waiting.
-    grace = (config.deadline_seconds or 60.0) + config.max_wait_seconds + 1.0
-    await asyncio.wait(tasks, timeout=scenario.duration_seconds + grace)
-    unfinished = f"no answer {grace:g}s after the last arrival, when the run stopped"
-    for i, task in enumerate(tasks):
-        if not task.done():
-            failures.append(_failure(i, i * gap, None, "Unfinished", unfinished))
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # Each replica has its own callers: at most ``concurrency`` of its requests in flight.
+    tasks = []
+    for r in range(len(routers)):
+        slots = asyncio.Semaphore(scenario.concurrency)
+        tasks += [asyncio.ensure_future(one(r, i, slots)) for i in range(per_replica)]
+    try:
+        # A request outliving its arrival time plus the deadline is stuck: stop waiting.
+        grace = (config.deadline_seconds or 60.0) + config.max_wait_seconds + 1.0
+        await asyncio.wait(tasks, timeout=scenario.duration_seconds + grace)
+        unfinished = f"no answer {grace:g}s after the last arrival, when the run stopped"
+        for index, task in enumerate(tasks):
+            if not task.done():
+                r, i = divmod(index, per_replica)
+                failed = _failure(index, i * gap, None, "Unfinished", unfinished)
+                failures.append({**failed, "replica": r} if several else failed)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        close_stores()
     failures.sort(key=lambda f: (f["sent_at"], f["request"]))
-    errors: dict[str, int] = {}
-    for f in failures:
-        errors[f["error"]] = errors.get(f["error"], 0) + 1
-    rows = _provider_rows(router.metrics()["providers"], providers, skips)
+    snapshots = [router.metrics()["providers"] for router in routers]
+    rows = _provider_rows(_merged(snapshots, routers), providers, skips)
+    replicas = [
+        {
+            "replica": r,
+            "store": _store_name(scenario),
+            **_outcomes(
+                per_replica,
+                latencies[r],
+                [f for f in failures if f.get("replica", 0) == r],
+                served[r],
+                providers,
+            ),
+            "cost": round(sum(p["cost"] for p in snapshot.values()), 6),
+        }
+        for r, snapshot in enumerate(snapshots)
+    ]
+    every = [x for lat in latencies for x in lat]
+    totals = {n: sum(s.get(n, 0) for s in served) for n in providers}
     return SimulationReport(
         scenario=_describe(scenario),
         requests={
-            "total": total,
-            "succeeded": len(latencies),
-            "failed": total - len(latencies),
-            "errors": dict(sorted(errors.items())),
-            "served_by": {n: served.get(n, 0) for n in providers},
-            "latency_p50": _round(_percentile(latencies, 50)),
-            "latency_p95": _round(_percentile(latencies, 95)),
+            **_outcomes(total, every, failures, totals, providers),
             "cost": round(sum(row["cost"] for row in rows.values()), 6),
             "simulated_seconds": round(clock.now() - start, 3),
         },
         providers=rows,
-        transitions=transitions,
+        transitions=sorted(transitions, key=lambda t: t["at"]) if several else transitions,
         wall_seconds=0.0,
         injected=_injected(scenario, providers),
         failures=failures,
         timeline=timeline,
-        router=router,
+        router=routers[0],
+        replicas=replicas if several else [],
     )
+
+
+def _outcomes(
+    total: int,
+    latencies: list[float],
+    failures: list[dict[str, Any]],
+    served: Mapping[str, int],
+    providers: Mapping[str, SimulatedProvider],
+) -> dict[str, Any]:
+    errors: dict[str, int] = {}
+    for f in failures:
+        errors[f["error"]] = errors.get(f["error"], 0) + 1
+    return {
+        "total": total,
+        "succeeded": len(latencies),
+        "failed": total - len(latencies),
+        "errors": dict(sorted(errors.items())),
+        "served_by": {n: served.get(n, 0) for n in providers},
+        "latency_p50": _round(_percentile(latencies, 50)),
+        "latency_p95": _round(_percentile(latencies, 95)),
+    }
+
+
+# Leases are renewed on real time but expire on the run's: long enough never to lapse
+# while a simulated call runs (the router releases every slot it takes).
+_SIM_LEASE_SECONDS = 86_400.0
+
+
+class _SharedMemory(InMemoryStore):
+    """One in-memory store for every replica of a run: what Redis is to a deployment. A
+    release wakes the waiters of every replica, as Redis's release notices do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wakes: list[Callable[[str], None]] = []
+
+    def add_release_listener(self, listener: Callable[[str], None]) -> None:
+        self._wakes.append(listener)
+
+    def release_slot(self, key: str) -> None:
+        super().release_slot(key)
+        provider = key.split(":")[1]
+        for wake in self._wakes:
+            wake(provider)
+
+
+def _stores(scenario: Scenario, clock: LoopClock) -> tuple[list[StateStore], Callable[[], None]]:
+    """Each replica's store, and what ends them once the run is over."""
+    n = scenario.replicas
+    if scenario.state_url is None:
+        if scenario.shared_state:
+            return [_SharedMemory()] * n, lambda: None
+        return [InMemoryStore() for _ in range(n)], lambda: None
+    try:
+        import redis
+
+        from ..redis import RedisStore
+    except ImportError as exc:
+        needs = "--state-url needs redis-py: pip install 'router-middleware[redis]'"
+        raise ValueError(needs) from exc
+    client = redis.Redis.from_url(scenario.state_url)
+    # A prefix of its own: runs never meet each other's state, nor a deployment's.
+    prefix = f"llmr-sim-{uuid.uuid4().hex[:12]}"
+    # One store per replica, as each process of a deployment has its own.
+    stores = [
+        RedisStore(
+            client,
+            prefix=prefix,
+            lease_seconds=_SIM_LEASE_SECONDS,
+            clock=clock,
+            time_source="caller",  # the scripts run on the simulated clock
+        )
+        for _ in range(n)
+    ]
+
+    def close() -> None:
+        for store in stores:
+            store.close()
+        for key in client.scan_iter(match=f"{{{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
+
+    return list[StateStore](stores), close
+
+
+def _store_name(scenario: Scenario) -> str:
+    if scenario.state_url is not None:
+        return "redis"
+    return "shared memory" if scenario.shared_state else "own memory"
+
+
+# The counters of a provider's metrics: a run's total is their sum over the replicas.
+_COUNTS = (
+    "total_requests", "successful_requests", "failed_requests", "rate_limited_requests",
+    "cancelled", "circuit_breaker_trips", "retries", "fallbacks", "timeouts", "throttled",
+    "input_tokens", "output_tokens", "cost",
+)  # fmt: skip
+
+
+def _merged(
+    snapshots: list[dict[str, dict[str, Any]]], routers: list[ResilientRouter]
+) -> dict[str, dict[str, Any]]:
+    """One ``metrics()["providers"]`` over every replica: counts summed, latency
+    percentiles over every replica's samples, the breaker's state the worst of them."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    worst = {"closed": 0, "half_open": 1, "open": 2}
+    merged: dict[str, dict[str, Any]] = {}
+    for name in snapshots[0]:
+        rows = [s[name] for s in snapshots]
+        row = dict(rows[0])
+        for key in _COUNTS:
+            row[key] = sum(r.get(key, 0) for r in rows)
+        samples: list[float] = []
+        for router in routers:
+            window = router.provider_metrics[name].latency
+            samples += window._buf[: window.count]
+        for p in (50, 95):
+            row[f"latency_p{p}"] = _percentile(samples, p)
+        states = [r["circuit_breaker_state"] for r in rows]
+        row["circuit_breaker_state"] = max(states, key=lambda s: worst.get(s, 0))
+        merged[name] = row
+    return merged
 
 
 def _injected(
@@ -385,4 +549,6 @@ def _describe(scenario: Scenario) -> dict[str, Any]:
         "tokens_per_answer": None if mix else {"input": _USAGE[0], "output": _USAGE[1]},
         "prompts": None if mix is None else asdict(mix),
         "faults": {n: asdict(f) for n, f in scenario.faults.items()},
+        "replicas": scenario.replicas,
+        "state": _store_name(scenario),
     }

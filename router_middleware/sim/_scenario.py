@@ -198,6 +198,12 @@ class Scenario:
     config's own unit). ``prompts``, when set, sends requests of varied sizes, whose
     tokens every provider counts; by default each request is a short ``request N``
     and every answer reports the same usage.
+
+    ``replicas`` runs that many routers (replicas of one deployment), each sending the
+    traffic above (``replicas`` x ``requests`` in all) to the same simulated providers,
+    whose own limits count every replica's calls. Each replica keeps its state in its
+    own memory unless ``shared_state`` (one in-memory store for all: what Redis gives a
+    deployment, in-process) or ``state_url`` (that Redis, on the simulated clock).
     """
 
     config: RouterConfig
@@ -210,10 +216,15 @@ class Scenario:
     model: str | None = None
     currency: str | None = None
     prompts: PromptMix | None = None
+    replicas: int = 1
+    shared_state: bool = False
+    state_url: str | None = field(default=None, repr=False)  # it may hold a password
 
     def __post_init__(self) -> None:
         if self.requests < 1 or self.concurrency < 1:
             raise ValueError("requests and concurrency must be >= 1")
+        if self.replicas < 1:
+            raise ValueError("replicas must be >= 1")
         if not (self.duration_seconds >= 0 and math.isfinite(self.duration_seconds)):
             raise ValueError("duration_seconds must be finite and >= 0")
         if not self.speed > 0:
