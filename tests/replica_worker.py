@@ -20,10 +20,17 @@ import time
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from router_middleware import LLMRequest, LLMResponse, Observer, ResilientRouter, SystemClock
 
-PROBE = redis.Redis.from_url(os.environ["LLM_ROUTER_STATE__URL"])
+# On a cluster (``LLM_ROUTER_STATE__CLUSTER=true``) the probe's keys are spread over its
+# nodes too: each is one key, so each command goes to the node of its slot.
+PROBE = (
+    RedisCluster.from_url(os.environ["LLM_ROUTER_STATE__URL"])
+    if os.environ.get("LLM_ROUTER_STATE__CLUSTER") == "true"
+    else redis.Redis.from_url(os.environ["LLM_ROUTER_STATE__URL"])
+)
 CALL_SECONDS = float(os.environ.get("PROBE_CALL_SECONDS", "0"))
 FAIL = os.environ.get("PROBE_FAIL") == "1"
 HOLD = float(os.environ.get("PROBE_HOLD", "0"))
