@@ -7,6 +7,7 @@ keys live on different nodes each work."""
 from __future__ import annotations
 
 import math
+import signal
 import threading
 import time
 from typing import Any
@@ -333,3 +334,34 @@ def test_providers_whose_keys_live_on_different_nodes_each_work(
             assert count == (2 if other.name == node else 0), other.name
     assert store.cooldown_until(store.key(f"{nodes.popitem()[1]}:cooldown")) == 9.0
     store.close()
+
+
+def test_a_stopped_cluster_node_costs_one_timeout_and_the_store_waits_for_every_node() -> None:
+    """Through ``shared_store``: an operation on a frozen node fails after one timeout (no
+    retries), and the degraded store switches back only once every master answers, not
+    when the one node ``PING`` goes to does."""
+    from router_middleware._config_state import StateConfig
+    from router_middleware.redis import shared_store
+    from tests.redis_server import redis_cluster
+
+    with redis_cluster() as (procs, url):
+        store = shared_store(StateConfig(url=url, cluster=True, recheck_seconds=0.05))
+        client = store.shared.client
+        port = client.get_node_from_key(store.key("p:bucket")).port
+        (frozen,) = [p for p in procs if p.args[p.args.index("--port") + 1] == str(port)]
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            store.take_tokens(store.key("p:bucket"), 0.0, 1, 1, 1)
+            assert time.monotonic() - t0 < 0.1 + 0.1
+            assert store.degraded
+            time.sleep(0.5)  # ten re-checks: the other masters answer, this one does not
+            assert store.degraded
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while store.degraded:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert store.take_tokens(store.key("p:bucket"), 0.0, 1, 1, 1) == 0.0
+        store.close()

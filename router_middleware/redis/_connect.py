@@ -89,9 +89,27 @@ class _ClusterOnFirstUse:
 
         return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]  # to hash scripts
 
-    def __getattr__(self, name: str) -> Any:
+    def _cluster(self) -> Any:
         if self._client is None:
             with self._lock:
                 if self._client is None:
                     self._client = self._build()
-        return getattr(self._client, name)
+        return self._client
+
+    def ping(self) -> bool:
+        """``True`` when every master answers and the cluster serves every slot, else it
+        raises: what a degraded store waits for. ``PING`` alone goes to one node, and
+        nodes answer it while the cluster refuses commands (``CLUSTERDOWN``): the store
+        would switch back, and fail again, at every re-check."""
+        from redis.cluster import RedisCluster
+        from redis.exceptions import ClusterDownError
+
+        infos = self._cluster().cluster_info(target_nodes=RedisCluster.PRIMARIES)
+        if "cluster_state" in infos:  # one master: its reply, not one per node
+            infos = {"": infos}
+        if any(info.get("cluster_state") != "ok" for info in infos.values()):
+            raise ClusterDownError("cluster_state is not ok")
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cluster(), name)
