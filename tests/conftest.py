@@ -12,6 +12,10 @@ import pytest
 from router_middleware import FakeClock, ResilientRouter
 from router_middleware.testing import ScriptedChatModel
 
+# A replica's process (run with ``python -m``), not a test module: importing it for
+# --doctest-modules would connect to a Redis named by an environment it does not have.
+collect_ignore = ["replica_worker.py"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:
