@@ -7,7 +7,9 @@ masked, and nothing else ever shows it. Every operation on Redis is bounded by
 ``timeout_seconds`` with client retries off; when Redis fails, ``on_error`` says what the
 router does until it answers again: ``local`` keeps limiting on this replica's own state,
 each shared limit divided by ``expected_replicas``; ``open`` admits without limits;
-``closed`` refuses the providers whose state is on Redis.
+``closed`` refuses the providers whose state is on Redis. With ``cluster``, ``url`` names
+one node of a Redis Cluster; every key of a provider shares one hash tag, so each
+provider's state lives on one node and every script runs there.
 
 Example:
     >>> cfg = StateConfig(url="redis://:hunter2@cache:6379/0")
@@ -22,9 +24,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from ._config_base import ConfigModel, Count, Number
+from ._config_base import ConfigModel, Count, FieldProblem, Number
 
 __all__ = ["StateConfig"]
 
@@ -38,6 +40,12 @@ class StateConfig(ConfigModel):
         None,
         description="Redis shared by the replicas (`redis://`, `rediss://`, `unix://`); "
         "none keeps state in this process.",
+    )
+    cluster: bool = Field(
+        False,
+        description="`url` names one node of a Redis Cluster (`redis://` or `rediss://`); "
+        "the client finds the others and sends each provider's keys to the node of their "
+        "slot.",
     )
     key_prefix: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^{}\s]+$")] = Field(
         "llmr", description="Prefix of every key (routers with one prefix share state)."
@@ -71,6 +79,13 @@ class StateConfig(ConfigModel):
             # The URL may hold a password: name what is wrong, never quote it.
             raise ValueError(f"the URL's scheme must be one of {', '.join(_SCHEMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _cluster_over_tcp(self) -> StateConfig:
+        url = self.url
+        if self.cluster and url is not None and urlsplit(url.get_secret_value()).scheme == "unix":
+            raise FieldProblem("url", "a Redis Cluster is reached over TCP, not unix://")
+        return self
 
     @property
     def shared(self) -> bool:

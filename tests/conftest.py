@@ -12,6 +12,10 @@ import pytest
 from router_middleware import FakeClock, ResilientRouter
 from router_middleware.testing import ScriptedChatModel
 
+# A replica's process (run with ``python -m``), not a test module: importing it for
+# --doctest-modules would connect to a Redis named by an environment it does not have.
+collect_ignore = ["replica_worker.py"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -75,5 +79,26 @@ def redis_client(redis_url: str) -> Iterator[Any]:
 
     client = redis.Redis.from_url(redis_url)
     client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A real 3-node Redis Cluster (3 masters, no replicas) for the session: the URL of one
+    node, from which a client finds the others (see ``tests/redis_server.py``)."""
+    from tests.redis_server import redis_cluster
+
+    with redis_cluster() as (_, url):
+        yield url
+
+
+@pytest.fixture
+def redis_cluster_client(redis_cluster_url: str) -> Iterator[Any]:
+    """A client of the session's cluster, every node's database empty."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_url)
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield client
     client.close()

@@ -1,4 +1,5 @@
-"""A real ``redis-server`` for the shared-state tests, started on a free port.
+"""A real ``redis-server`` for the shared-state tests, started on a free port, and a real
+3-node Redis Cluster (3 masters, no replicas) on three more.
 
 Missing ``redis-server`` fails the tests that need it: CI installs it (``.ci/run``), and a
 skipped shared-state suite would hide exactly the bugs it is there for.
@@ -12,9 +13,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import redis
+from redis.cluster import RedisCluster
 
 
 def free_port() -> int:
@@ -24,15 +26,19 @@ def free_port() -> int:
         return port
 
 
+def _binary(name: str) -> str:
+    binary = shutil.which(name)
+    if binary is None:
+        raise RuntimeError(f"{name} is not installed (apt-get install redis-server)")
+    return binary
+
+
 @contextmanager
 def redis_server(
     extra: Sequence[str] = (), port: int | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Run ``redis-server`` on ``port`` (a free loopback one by default): yields the
-    process and its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    """Run ``redis-server`` on a free loopback port: yields the process and its URL."""
+    binary = _binary("redis-server")
     port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(
@@ -64,3 +70,64 @@ def redis_server(
         finally:
             proc.kill()
             proc.wait()
+
+
+def cluster_state(url: str) -> str:
+    """``cluster_state`` of one node's ``CLUSTER INFO`` (``ok`` once every slot is served)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return str(client.cluster("INFO").get("cluster_state", ""))
+    finally:
+        client.close()
+
+
+@contextmanager
+def redis_cluster(nodes: int = 3) -> Iterator[tuple[list[subprocess.Popen[bytes]], str]]:
+    """Run a Redis Cluster of ``nodes`` masters (no replicas) on free loopback ports, its
+    slots split evenly: yields the processes and the URL of the first node (a client
+    finds the others from it)."""
+    cli = _binary("redis-cli")
+    with ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory())
+        servers = [
+            stack.enter_context(
+                redis_server(
+                    [
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", f"{workdir}/nodes-{i}.conf",
+                        "--cluster-node-timeout", "2000",
+                        # The bus on a port of its own: the default (port + 10000) may be
+                        # taken, or above 65535.
+                        "--cluster-port", str(free_port()),
+                    ]
+                )
+            )
+            for i in range(nodes)
+        ]  # fmt: skip
+        urls = [url for _, url in servers]
+        addresses = [url.removeprefix("redis://").removesuffix("/0") for url in urls]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 30
+        while not all(cluster_state(url) == "ok" for url in urls):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster on {addresses} did not reach cluster_state:ok")
+            time.sleep(0.05)
+        # Every node must also know every other's slots, or a client's first CLUSTER
+        # SLOTS may come from a node that has not heard of them all yet.
+        while True:
+            client = RedisCluster.from_url(urls[0].removesuffix("/0"))
+            try:
+                if len(client.get_primaries()) == nodes:
+                    break
+            finally:
+                client.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster's nodes did not learn of each other")
+            time.sleep(0.05)
+        yield [proc for proc, _ in servers], f"redis://{addresses[0]}"

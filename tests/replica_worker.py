@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from router_middleware import LLMRequest, LLMResponse, Observer, ResilientRouter, SystemClock
 
@@ -69,7 +70,11 @@ class Events(Observer):
 
 def main() -> None:
     global PROBE
-    PROBE = redis.Redis.from_url(os.environ["LLM_ROUTER_STATE__URL"])
+    # On a cluster (``LLM_ROUTER_STATE__CLUSTER=true``) the probe's keys are spread over its
+    # nodes too: each is one key, so each command goes to the node of its slot.
+    url = os.environ["LLM_ROUTER_STATE__URL"]
+    cluster = os.environ.get("LLM_ROUTER_STATE__CLUSTER") == "true"
+    PROBE = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
     seconds, threads = float(sys.argv[1]), int(sys.argv[2])
     events = Events()
     clock = SkewedClock(float(os.environ.get("CLOCK_SKEW", "0")))

@@ -1,5 +1,6 @@
 """Four OS processes, one provider config, one Redis (``LLM_ROUTER_STATE__URL``): the
-limits hold for the deployment, measured on the provider's side (``tests/replica_worker``)."""
+limits hold for the deployment, measured on the provider's side (``tests/replica_worker``).
+The rate and the concurrency cap hold on a 3-node Redis Cluster too."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def start(env: dict[str, str], seconds: float, threads: int) -> subprocess.Popen
     )
 
 
-def go(client: redis.Redis, procs: list[subprocess.Popen[str]], lead: float = 0.3) -> float:
+def go(client: Any, procs: list[subprocess.Popen[str]], lead: float = 0.3) -> float:
     """Wait until every replica is ready, then start them all at one wall-clock time."""
     deadline = time.time() + 60
     while client.llen("probe:ready") < len(procs):
@@ -67,12 +68,12 @@ def results(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[str
     return out
 
 
-def calls(client: redis.Redis) -> list[float]:
+def calls(client: Any) -> list[float]:
     return sorted(float(t) for t in client.lrange("probe:calls", 0, -1))
 
 
 def run(
-    client: redis.Redis,
+    client: Any,
     envs: list[dict[str, str]],
     seconds: float,
     threads: int,
@@ -87,15 +88,29 @@ def run(
                 p.kill()
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def deployment(request: pytest.FixtureRequest) -> tuple[str, Any, dict[str, str]]:
+    """One redis-server or a 3-node Redis Cluster: its URL, a client (every node emptied)
+    and the replicas' extra environment."""
+    if request.param == "redis":
+        return request.getfixturevalue("redis_url"), request.getfixturevalue("redis_client"), {}
+    url, client = (
+        request.getfixturevalue(f) for f in ("redis_cluster_url", "redis_cluster_client")
+    )
+    return url, client, {"LLM_ROUTER_STATE__CLUSTER": "true"}
+
+
 def test_a_shared_request_rate_holds_across_four_processes(
-    redis_url: str, redis_client: redis.Redis
+    deployment: tuple[str, Any, dict[str, str]],
 ) -> None:
+    redis_url, redis_client, extra = deployment
     rate, burst, seconds = 20, 5, 10.0
     env = replica_env(
         redis_url,
         providers__p__rate_limit__requests_per_second=rate,
         providers__p__rate_limit__burst=burst,
     )
+    env.update(extra)
     # One replica's clock is 10 s ahead of the others': the server's clock decides.
     skewed = {**env, "CLOCK_SKEW": "10"}
     at, out = run(redis_client, [env, env, env, skewed], seconds, threads=3)
@@ -110,14 +125,15 @@ def test_a_shared_request_rate_holds_across_four_processes(
 
 
 def test_a_shared_concurrency_cap_holds_across_four_processes(
-    redis_url: str, redis_client: redis.Redis
+    deployment: tuple[str, Any, dict[str, str]],
 ) -> None:
+    redis_url, redis_client, extra = deployment
     env = replica_env(
         redis_url,
         providers__p__rate_limit__max_concurrent=3,
         max_wait_seconds=10,
     )
-    env["PROBE_CALL_SECONDS"] = "0.05"
+    env.update(extra, PROBE_CALL_SECONDS="0.05")
     seconds = 4.0
     _, out = run(redis_client, [env] * REPLICAS, seconds, threads=3)
     seen = [int(n) for n in redis_client.lrange("probe:concurrency", 0, -1)]
@@ -125,6 +141,7 @@ def test_a_shared_concurrency_cap_holds_across_four_processes(
     # Woken by other replicas' releases, not by polling: the cap is kept busy.
     assert len(seen) >= 0.6 * seconds * 3 / 0.05, len(seen)
     assert all(r["outcomes"].keys() == {"ok"} for r in out), out
+    assert all(r["state"] == [] for r in out)  # never degraded: the cap was the shared one
 
 
 def test_a_shared_breaker_stops_every_process_and_admits_exact_trials(
