@@ -181,3 +181,20 @@ def test_the_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
     assert not [s for s in shown if "hunter2" in s]
     assert router.metrics()["state"]["url"] == f"redis://user:***@127.0.0.1:{url.split(':')[-1]}"
     close(router)
+
+
+def test_a_timeout_in_the_urls_query_does_not_unbound_an_operation(
+    server: tuple[Any, str],
+) -> None:
+    proc, url = server
+    router = router_on(f"{url}?socket_timeout=30&socket_connect_timeout=30", timeout_seconds=0.2)
+    router.invoke("hi", model="m")
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        router.invoke("hi", model="m")
+        took = time.monotonic() - t0
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert took < 0.5, took
+    close(router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,14 +39,15 @@ def shared_store(config: StateConfig, clock: Clock | None = None) -> FallbackSto
             ["state.url: shared state needs redis-py: pip install 'router-middleware[redis]'"]
         ) from exc
     timeout = config.timeout_seconds
-    # Given here, not in the URL: each bounds every operation whatever the URL says.
+    # Given here and taken out of the URL's query (where redis-py would let it win), so
+    # they bound every operation whatever the URL says.
     bounds: dict[str, Any] = dict(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry_on_timeout=False,
         health_check_interval=0,
     )
-    url = config.url.get_secret_value()
+    url = _without(config.url.get_secret_value(), bounds)
     client: Any
     if config.cluster:
         # ``retry`` is the cluster client's own (it replaces the deprecated
@@ -66,6 +68,15 @@ def shared_store(config: StateConfig, clock: Clock | None = None) -> FallbackSto
         recheck_seconds=config.recheck_seconds,
         label=config.display_url(),
     )
+
+
+def _without(url: str, names: Any) -> str:
+    """``url`` without the query options ``names`` (the ones the store sets itself)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 class _ClusterOnFirstUse:
