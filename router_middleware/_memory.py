@@ -159,8 +159,10 @@ class InMemoryStore:
     ) -> tuple[BreakerRecord, Transitions]:
         fn = _COMMANDS[command]
         with self._lock:
-            rec, moved = fn(self._data.get(key), now, cfg, name)
-            self._data[key] = rec
+            old = self._data.get(key)
+            rec, moved = fn(old, now, cfg, name)
+            if old is not None or command != "observe":  # a look creates nothing
+                self._data[key] = rec
         return rec, moved
 
     def breaker_record(self, key: str) -> BreakerRecord | None:

@@ -18,6 +18,7 @@ from router_middleware._breaker import (
     CircuitBreaker,
     Permit,
 )
+from router_middleware._breaker_algorithm import INITIAL
 from router_middleware._clock import FakeClock
 from router_middleware._config import CircuitBreakerConfig
 from router_middleware._memory import InMemoryStore
@@ -651,7 +652,8 @@ class BreakerMachine(RuleBasedStateMachine):
     def matches_the_model(self) -> None:
         self._lazy()
         assert self.breaker.state is self.state
-        rec = self.store.breaker_record(self.store.key("m:breaker"))
+        # A breaker no call has reached has no record yet (a look creates none).
+        rec = self.store.breaker_record(self.store.key("m:breaker")) or INITIAL
         assert rec.in_flight == self.in_flight
         live = sum(1 for _, gen in self.held if gen == self.gen)
         if self.state is HALF_OPEN:

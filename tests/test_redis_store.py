@@ -18,6 +18,18 @@ from redis.exceptions import RedisClusterException
 
 from router_middleware import CircuitBreakerConfig, FakeClock, InMemoryStore, StateStore
 from router_middleware._breaker_algorithm import FAILURE, BreakerState
+from router_middleware._ops import (
+    AcquirePermit,
+    AdjustSpend,
+    AdjustWindows,
+    CheckCooldown,
+    ReleaseSlot,
+    ReportPermit,
+    SetCooldown,
+    Spend,
+    TakeSlot,
+    TakeWindows,
+)
 from router_middleware.redis import RedisStore
 from router_middleware.redis._scripts import script_sources
 
@@ -337,6 +349,28 @@ def test_every_scripts_keys_are_in_one_slot_on_a_cluster(redis_cluster_client: A
     _, start = store.spend(store.key("p:budget"), 0.0, 60.0, 1.0, 0.1)
     store.adjust_spend(store.key("p:budget"), 0.0, 60.0, start, -0.05)
     store.spent(store.key("p:budget"), 0.0, 60.0)
+    # A whole admission and settle: every key of the provider in one script each.
+    store.breaker_command(store.key("p:breaker"), "reset", 10.0, cfg, "p")
+    _, (_, (generation, _, _), (_, window_slot), (_, start), _) = store.admit(
+        10.0,  # the cool-down of 5 s is over
+        [
+            CheckCooldown(store.key("p:cooldown")),
+            AcquirePermit(store.key("p:breaker"), cfg, "p"),
+            TakeWindows(60.0, model),
+            Spend(store.key("p:budget"), 60.0, 1.0, 0.1),
+            TakeSlot(b, s, 1, 2, 1, 2),
+        ],
+    )
+    store.settle(
+        10.0,
+        [
+            SetCooldown(store.key("p:cooldown"), 1.0),
+            ReportPermit(store.key("p:breaker"), cfg, "p", generation or 0, FAILURE),
+            AdjustWindows(60.0, window_slot, [(k, -1) for k, _, _ in model]),
+            AdjustSpend(store.key("p:budget"), 60.0, start, -0.05),
+            ReleaseSlot(s),
+        ],
+    )
     store.close()
     assert {name for name, _ in calls} == set(script_sources())
     for name, keys in calls:

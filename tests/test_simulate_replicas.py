@@ -92,12 +92,6 @@ def test_the_same_seed_gives_the_same_replicated_run() -> None:
     assert a.replicas == b.replicas
 
 
-@pytest.mark.xfail(
-    reason="open: on RedisStore(time_source='caller') most requests of this run never end "
-    "(neither served nor cut by the 120 s deadline or the 30 s max wait); the provider "
-    "side holds (no 429) but 196 of 240 requests are unfinished. Not yet diagnosed.",
-    strict=False,
-)
 def test_replicas_sharing_state_on_redis_keep_within_the_providers_limit(
     redis_url: str, redis_client: Any
 ) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._clock import Clock
 from .._config_state import StateConfig

@@ -612,7 +612,8 @@ local function breaker_command(key, command, now, cfg)
   if fn == nil then return redis.error_reply('unknown breaker command: ' .. command) end
   local old = breaker_load(key)
   local rec, events = fn(old, now, cfg)
-  if rec ~= old then breaker_store(key, rec, cfg) end
+  -- A look at a breaker that never had a call creates nothing (metrics() looks often).
+  if rec ~= old and (old ~= nil or command ~= 'observe') then breaker_store(key, rec, cfg) end
   return breaker_flat(rec), events
 end
 
