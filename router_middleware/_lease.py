@@ -18,6 +18,8 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ._breaker import BreakerTransition, Permit
 from ._classification import Classification
 from ._gates import Gate, Refusal
-from ._ops import AdmitOp
+from ._ops import AdmitOp, SettleOp
 from ._storage import StateUnavailable
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from ._token_gates import TokenCharge
 
 __all__ = ["Lease", "admit"]
+
+logger = logging.getLogger("router_middleware")
 
 
 class Lease:
@@ -107,25 +111,25 @@ class Lease:
     def succeed(self, message: Any = None) -> None:
         """The provider answered ``message``."""
         self.message = message
-        self._settle("succeeded", None)
+        self._end("succeeded", None)
 
     def fail(self, verdict: Classification) -> None:
         """The provider failed; the breaker counts it if ``verdict``'s policy says so."""
-        self._settle("failed", verdict)
+        self._end("failed", verdict)
 
     def ignore(self, verdict: Classification | None = None) -> None:
         """The attempt ended without a verdict on the provider (not its fault, or unknown)."""
-        self._settle("ignored", verdict)
+        self._end("ignored", verdict)
 
     def cancel(self) -> None:
         """The caller went away (cancelled, closed the stream, interrupted)."""
-        self._settle("cancelled", None)
+        self._end("cancelled", None)
 
     @property
     def settled(self) -> bool:
         return self.outcome is not None
 
-    def _settle(self, outcome: str, verdict: Classification | None) -> None:
+    def _end(self, outcome: str, verdict: Classification | None) -> None:
         if self.outcome is not None:
             return
         self.outcome = outcome
@@ -155,9 +159,30 @@ class Lease:
         if not asked:
             return
         provider = self.provider
-        answers = provider.store.settle(provider.now(), [op for _, op in asked])
+        now = provider.now()
+        if provider.remote:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None and not loop.is_closed():
+                # A round trip to Redis, which may be slow: never on the event loop. The
+                # slot comes back when it is done (its release wakes the waiters), and the
+                # breaker's listeners hear its transitions then, from that thread.
+                loop.run_in_executor(None, self._settle_logged, now, asked)
+                return
+        self._settle(now, asked)
+
+    def _settle(self, now: float, asked: list[tuple[Gate, SettleOp]]) -> None:
+        answers = self.provider.store.settle(now, [op for _, op in asked])
         for (gate, _), answer in zip(asked, answers, strict=True):
             gate.released(self, answer)
+
+    def _settle_logged(self, now: float, asked: list[tuple[Gate, SettleOp]]) -> None:
+        try:
+            self._settle(now, asked)
+        except Exception:
+            logger.exception("settling %r failed", self)
 
     # -- calls that outlive the attempt ----------------------------------------------------
 

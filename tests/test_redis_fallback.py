@@ -198,3 +198,41 @@ def test_a_timeout_in_the_urls_query_does_not_unbound_an_operation(
         os.kill(proc.pid, signal.SIGCONT)
     assert took < 0.5, took
     close(router)
+
+
+async def test_a_settle_on_a_frozen_redis_never_blocks_the_event_loop(
+    server: tuple[Any, str],
+) -> None:
+    proc, url = server
+    frozen = asyncio.Event()
+
+    async def freezes_redis(request: Any) -> str:
+        os.kill(proc.pid, signal.SIGSTOP)  # admitted on Redis; its settle will meet a freeze
+        frozen.set()
+        return "ok"
+
+    config = {
+        "state": {"url": url, "timeout_seconds": 0.5, "recheck_seconds": 0.05},
+        "providers": [{"name": "p", "models": [{"name": "m"}]}],
+    }
+    events = StateEvents()
+    router = ResilientRouter({"p": freezes_redis}, config, observers=[events])
+    lags: list[float] = []
+
+    async def tick() -> None:
+        while len(events.changes) < 1:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t0 - 0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        answer = await router.ainvoke("hi", model="m")
+        await asyncio.wait_for(ticker, 5)  # ends once the settle has met the freeze
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert frozen.is_set()
+    assert answer.content == "ok"
+    assert [d for d, _ in events.changes] == [True]
+    assert max(lags) < 0.25, max(lags)  # the settle's 0.5 s timeout ran off the loop
+    close(router)
