@@ -8,13 +8,14 @@ what the providers that remain have learned, and rebind the routers derived from
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._assembly import BreakerListener, build
 from ._binding import ProviderTarget
 from ._config import RouterConfig
 from ._display import MetricsSnapshot, router_html
 from ._errors import UnknownProviderError
+from ._gates import CountGate
 from ._observe import Observer
 from ._provider import Provider
 
@@ -149,13 +150,21 @@ class RuntimeControls:
         """Alias of :meth:`apply_config`."""
         self.apply_config(config, providers)
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self, scope: Literal["local", "cluster"] = "local") -> dict[str, Any]:
         """A JSON-serialisable snapshot of every provider's metrics and health; with token
         limits, a budget or a context window learnt, their ``token_headroom``,
         ``budget_spent``/``budget_max_cost`` and ``context_refused_at`` (model -> tokens);
         with the response cache, ``cache`` (its counters) and ``cache_hits``/``cache_misses``
         in the totals; with shared state, ``state`` (its URL, password masked, whether
-        it is degraded, how often it was)."""
+        it is degraded, how often it was).
+
+        ``scope="cluster"`` (shared state only) gives the deployment's counters instead,
+        every replica's attempts by outcome, tokens and cost, per provider and in total.
+        """
+        if scope == "cluster":
+            return self._cluster_metrics()
+        if scope != "local":
+            raise ValueError(f"scope must be 'local' or 'cluster', not {scope!r}")
         providers = {}
         for name, p in self.pipeline.providers.items():
             snap = p.metrics.snapshot()
@@ -190,6 +199,20 @@ class RuntimeControls:
         if status is not None:  # shared state: where it lives, whether it is degraded
             snapshot["state"] = status()
         return MetricsSnapshot(snapshot)
+
+    def _cluster_metrics(self) -> dict[str, Any]:
+        counts = getattr(self.store, "counts", None)  # type: ignore[attr-defined]
+        if counts is None or not getattr(self.store, "remote", False):  # type: ignore[attr-defined]
+            raise ValueError("metrics(scope='cluster') needs shared state: set state.url")
+        providers: dict[str, dict[str, float]] = {}
+        for name, p in self.pipeline.providers.items():
+            gate = p.gates[-1]
+            providers[name] = counts(gate.key) if isinstance(gate, CountGate) else {}
+        totals: dict[str, float] = {}
+        for found in providers.values():
+            for field, value in found.items():
+                totals[field] = totals.get(field, 0) + value
+        return MetricsSnapshot({"scope": "cluster", "providers": providers, "totals": totals})
 
     def metrics_frame(self) -> pandas.DataFrame:
         """:meth:`metrics`' providers as a pandas DataFrame (the ``notebook`` extra): one

@@ -29,6 +29,7 @@ from ._ops import (
     AcquirePermit,
     AdmitOp,
     CheckCooldown,
+    Count,
     ReleaseSlot,
     ReportPermit,
     SetCooldown,
@@ -36,12 +37,13 @@ from ._ops import (
     TakeSlot,
 )
 from ._storage import StateStore
+from ._tokens import usage_of
 from ._waiting import SlotQueue
 
 if TYPE_CHECKING:
     from ._lease import Lease
 
-__all__ = ["BreakerGate", "CooldownGate", "Gate", "LimiterGate", "Refusal"]
+__all__ = ["BreakerGate", "CooldownGate", "CountGate", "Gate", "LimiterGate", "Refusal"]
 
 
 class Refusal:
@@ -233,3 +235,29 @@ class LimiterGate(Gate):
 
     def released(self, lease: Lease, answer: Any) -> None:
         self.queue.notify()
+
+
+class CountGate(Gate):
+    """The deployment's metrics: each attempt's outcome, tokens and cost added to the
+    provider's counters in a shared store, in the same operation as the rest of its
+    settle (no round trip of its own). Read with ``router.metrics(scope="cluster")``."""
+
+    __slots__ = ("_price", "key")
+
+    def __init__(self, name: str, store: StateStore, price: Any) -> None:
+        self.key = store.key(f"{name}:metrics")
+        self._price = price
+
+    def release(self, lease: Lease) -> SettleOp:
+        outcome = lease.outcome or "ignored"
+        amounts: list[tuple[str, float]] = [("attempts", 1), (outcome, 1)]
+        verdict = lease.verdict
+        if outcome == "failed" and verdict is not None:
+            amounts.append((f"failed:{verdict.kind.value}", 1))
+        usage = usage_of(lease.message) if outcome == "succeeded" else None
+        if usage is not None:
+            cost = sum(self._price(lease.model, usage.input, usage.output))
+            amounts += [("input_tokens", usage.input), ("output_tokens", usage.output)]
+            if cost:
+                amounts.append(("cost", cost))
+        return Count(self.key, tuple(amounts))

@@ -23,6 +23,7 @@ from ._ops import (
     AdjustWindows,
     AdmitOp,
     CheckCooldown,
+    Count,
     ReleaseSlot,
     ReportPermit,
     SetCooldown,
@@ -242,6 +243,10 @@ class InMemoryStore:
     def spent(self, key: str, now: float, period: float) -> float:
         return budget.spent(self._data.get(key), now, period)
 
+    def counts(self, key: str) -> dict[str, float]:
+        """The counters :class:`~._ops.Count` added to under ``key``."""
+        return dict(self._data.get(key, {}))
+
     # -- whole admissions and settles (``_ops``) -----------------------------------------------
 
     def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
@@ -315,6 +320,10 @@ class InMemoryStore:
                         self.adjust_windows(now, window, slot, deltas)
                     case AdjustSpend(key, period, start, delta):
                         self.adjust_spend(key, now, period, start, delta)
+                    case Count(key, amounts):
+                        counts = self._data.setdefault(key, {})
+                        for field, amount in amounts:
+                            counts[field] = counts.get(field, 0) + amount
                 answers.append(answer)
         return answers
 

@@ -32,6 +32,7 @@ __all__ = [
     "AdjustWindows",
     "AdmitOp",
     "CheckCooldown",
+    "Count",
     "ReleaseSlot",
     "ReportPermit",
     "SetCooldown",
@@ -137,4 +138,11 @@ class ReleaseSlot(NamedTuple):
     key: str
 
 
-SettleOp = SetCooldown | AdjustSpend | ReportPermit | AdjustWindows | ReleaseSlot
+class Count(NamedTuple):
+    """Add each ``(field, amount)`` to the counters under ``key`` (the cluster's metrics)."""
+
+    key: str
+    amounts: tuple[tuple[str, float], ...]
+
+
+SettleOp = SetCooldown | AdjustSpend | ReportPermit | AdjustWindows | ReleaseSlot | Count

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._breaker import BreakerTransition, CircuitBreaker
 from ._clock import Clock
 from ._config import ProviderConfig, RouterConfig, TimeoutConfig
-from ._gates import BreakerGate, CooldownGate, Gate, LimiterGate
+from ._gates import BreakerGate, CooldownGate, CountGate, Gate, LimiterGate
 from ._limiter import ProviderLimiter
 from ._metrics import ProviderMetrics
 from ._quota_headers import ProviderQuota, quota_from_message
@@ -147,6 +147,8 @@ class Provider:
         if self.tokens is not None:
             gates.append(self.tokens)
         gates.append(LimiterGate(self.limiter, self.slots))
+        if hasattr(store, "counts") and self.remote:  # the deployment's metrics
+            gates.append(CountGate(self.name, store, self.price))
         self.gates: tuple[Gate, ...] = tuple(gates)
 
     def now(self) -> float:

@@ -420,6 +420,11 @@ class FallbackStore:
         done = iter(self.local.settle(now, local))
         return [None if type(op) is ReleaseSlot and op.key in shared else next(done) for op in ops]
 
+    def counts(self, key: str) -> dict[str, float]:
+        """The cluster's counters (empty while degraded: this replica's are not them)."""
+        counts = self._shared(lambda: self.shared.counts(key))
+        return {} if counts is None else counts
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def forget(self, provider: str) -> int:

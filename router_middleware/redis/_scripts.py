@@ -34,6 +34,9 @@ end
 
 local function fmt(x) return string.format('%.17g', x) end
 
+-- The cluster's counters outlive a week without traffic, then go.
+local COUNTS_TTL_MS = 7 * 24 * 3600 * 1000
+
 local function lease_take(key, now, cap, member, lease)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   local used = redis.call('ZCARD', key)
@@ -222,6 +225,10 @@ for i, op in ipairs(ops) do
     windows_adjust(now, op[2], op[3], keys, op[5])
   elseif kind == 'spend' then
     budget_adjust(KEYS[op[2]], now, op[3], op[4], op[5])
+  elseif kind == 'count' then
+    local key = KEYS[op[2]]
+    for j = 3, #op, 2 do redis.call('HINCRBYFLOAT', key, op[j], op[j + 1]) end
+    redis.call('PEXPIRE', key, COUNTS_TTL_MS)
   end
   answers[i + 1] = wire
 end

@@ -35,6 +35,7 @@ from .._ops import (
     AdjustWindows,
     AdmitOp,
     CheckCooldown,
+    Count,
     ReleaseSlot,
     ReportPermit,
     SetCooldown,
@@ -71,7 +72,7 @@ class RedisStore:
 
     COMMANDS = (
         "evalsha", "eval", "script|load", "ping", "subscribe", "unsubscribe", "publish",
-        "time", "get", "set", "del", "pexpire",
+        "time", "get", "set", "del", "pexpire", "hincrbyfloat", "hgetall",
         "zadd", "zrem", "zcard", "zcount", "zrange", "zremrangebyscore",
     )  # fmt: skip
     """Every command the store sends or its scripts run: what an ACL user needs."""
@@ -465,6 +466,8 @@ class RedisStore:
                     wire.append(["windows", window, slot, index, [d for _, d in deltas]])
                 case AdjustSpend(key, period, start, delta):
                     wire.append(["spend", keys(key), period, start, delta])
+                case Count(key, amounts):
+                    wire.append(["count", keys(key), *(x for pair in amounts for x in pair)])
         reply = self._run("settle", keys.names, now, json.dumps(wire))
         shift = self._shift(reply, now)
         answers: list[Any] = []
@@ -476,6 +479,12 @@ class RedisStore:
             else:
                 answers.append(None)
         return answers
+
+    def counts(self, key: str) -> dict[str, float]:
+        """The counters :class:`~router_middleware._ops.Count` added to under ``key``,
+        by every replica."""
+        raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+        return {field.decode(): float(value) for field, value in raw.items()}
 
     def _unhold(self, key: str) -> str | None:
         with self._held_lock:
