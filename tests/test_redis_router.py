@@ -94,5 +94,5 @@ def test_cluster_metrics_count_every_replicas_attempts(redis_url: str, redis_cli
 
 def test_cluster_metrics_need_shared_state() -> None:
     router = ResilientRouter({"p": ScriptedChatModel()}, {"providers": [provider()]})
-    with pytest.raises(ValueError, match="state.url"):
+    with pytest.raises(ValueError, match=r"state\.url"):
         router.metrics(scope="cluster")
