@@ -145,8 +145,9 @@ def test_a_shared_concurrency_cap_holds_across_four_processes(
 
 
 def test_a_shared_breaker_stops_every_process_and_admits_exact_trials(
-    redis_url: str, redis_client: redis.Redis
+    deployment: tuple[str, Any, dict[str, str]],
 ) -> None:
+    redis_url, redis_client, extra = deployment
     threshold, trials, reset = 3, 2, 1.0
     env = replica_env(
         redis_url,
@@ -155,7 +156,7 @@ def test_a_shared_breaker_stops_every_process_and_admits_exact_trials(
         circuit_breaker__half_open_max_calls=trials,
         max_wait_seconds=0,
     )
-    env.update(PROBE_FAIL="1", PROBE_CALL_SECONDS="0.02")
+    env.update(extra, PROBE_FAIL="1", PROBE_CALL_SECONDS="0.02")
     at, _ = run(redis_client, [env] * REPLICAS, 3.5, threads=1)
     times = [t - at for t in calls(redis_client)]
     # Calls come in bursts: the first until the breaker opens, then one per half-open.
@@ -170,8 +171,9 @@ def test_a_shared_breaker_stops_every_process_and_admits_exact_trials(
 
 
 def test_a_killed_processs_slots_come_back_within_the_lease_time(
-    redis_url: str, redis_client: redis.Redis
+    deployment: tuple[str, Any, dict[str, str]],
 ) -> None:
+    redis_url, redis_client, extra = deployment
     lease = 2.0
     env = replica_env(
         redis_url,
@@ -179,6 +181,7 @@ def test_a_killed_processs_slots_come_back_within_the_lease_time(
         state__lease_seconds=lease,
         max_wait_seconds=10,
     )
+    env.update(extra)
     doomed = start({**env, "PROBE_HOLD": "60"}, 30.0, threads=1)
     try:
         go(redis_client, [doomed])
@@ -189,7 +192,8 @@ def test_a_killed_processs_slots_come_back_within_the_lease_time(
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         killed = time.time()
-        redis_client.delete("probe:calls", "probe:ready", "probe:go")
+        for key in ("probe:calls", "probe:ready", "probe:go"):  # one slot each, on a cluster
+            redis_client.delete(key)
         (out,) = run(redis_client, [env], 1.0, threads=1)[1:]
     finally:
         doomed.kill()
@@ -199,8 +203,9 @@ def test_a_killed_processs_slots_come_back_within_the_lease_time(
 
 
 def test_every_key_has_a_ttl_and_lives_under_the_prefix(
-    redis_url: str, redis_client: redis.Redis
+    deployment: tuple[str, Any, dict[str, str]],
 ) -> None:
+    redis_url, redis_client, extra = deployment
     env = replica_env(
         redis_url,
         providers__p__rate_limit__requests_per_second=50,
@@ -209,6 +214,7 @@ def test_every_key_has_a_ttl_and_lives_under_the_prefix(
         providers__p__budget__max_cost=100,
         providers__p__models='[{"name": "m", "cost_per_1k_input_tokens": 0.01}]',
     )
+    env.update(extra)
     run(redis_client, [env, env], 1.0, threads=2)
     keys = [k for k in redis_client.keys("*") if not k.startswith(b"probe:")]
     assert {k.decode().split("}")[0] for k in keys} == {"{llmr:p"}
