@@ -332,3 +332,19 @@ async def test_asgi_app_serves_the_registry(clock: FakeClock) -> None:
     assert sent[0]["status"] == 200
     text = b"".join(m.get("body", b"") for m in sent[1:]).decode()
     assert {"gen_ai_client_operation_duration_seconds", "llm_router_fallbacks"} <= _served(text)
+
+
+def test_shared_state_degraded_is_a_gauge_and_its_changes_counters() -> None:
+    from tests.redis_server import free_port
+
+    config = _config("alpha", state={"url": f"redis://127.0.0.1:{free_port()}/0"})
+    router = ResilientRouter({"alpha": ScriptedChatModel()}, config)
+    exporter = instrument(router)
+    router.invoke("hi")  # Redis is not there: degraded, served on local state
+    samples = _parse(exporter)
+    assert _value(samples, "llm_router_state_degraded") == 1
+    assert _value(samples, "llm_router_state_degradations_total") == 1
+    assert (_value(samples, "llm_router_state_errors_total") or 0) >= 1
+    router.store.close()  # type: ignore[attr-defined]
+    plain = instrument(ResilientRouter({"alpha": ScriptedChatModel()}, _config("alpha")))
+    assert not {n for n in _names(_parse(plain)) if n.startswith("llm_router_state")}

@@ -324,6 +324,27 @@ class _LiveState(Collector):
         cache = router.pipeline.cache
         if cache is not None:
             yield from _cache_metrics(cache.metrics())
+        status = getattr(router.store, "status", None)
+        if status is not None:
+            yield from _state_metrics(status())
+
+
+def _state_metrics(figures: dict[str, Any]) -> Iterable[Metric]:
+    """Shared state (Redis): whether it is degraded now, how often it was, its errors."""
+    degraded = GaugeMetricFamily(
+        "llm_router_state_degraded",
+        "1 while shared state (Redis) fails and the router runs on local state, else 0.",
+    )
+    degraded.add_metric([], 1.0 if figures["degraded"] else 0.0)
+    degradations = CounterMetricFamily(
+        "llm_router_state_degradations", "Times shared state (Redis) became unavailable."
+    )
+    degradations.add_metric([], figures["degradations"])
+    errors = CounterMetricFamily(
+        "llm_router_state_errors", "Operations on shared state (Redis) that failed."
+    )
+    errors.add_metric([], figures["errors"])
+    yield from (degraded, degradations, errors)
 
 
 def _cache_metrics(figures: dict[str, Any]) -> Iterable[Metric]:
