@@ -130,7 +130,7 @@ def test_a_replica_that_stops_renewing_gives_its_slots_back_after_the_lease(
     assert gone.acquire_slot(k, 1) == 1
     assert other.acquire_slot(k, 1) == 0
     assert other.slot_free_in(k) == pytest.approx(5.0)
-    gone._held.clear()  # as if its process died: nothing renews, nothing releases
+    gone.leases._held.clear()  # as if its process died: nothing renews, nothing releases
     clock.advance(5.001)
     assert other.acquire_slot(k, 1) == 1
     other.close()
@@ -145,7 +145,7 @@ def test_held_leases_are_renewed_and_the_renewer_ends_when_none_is_held(
     time.sleep(2.2)  # past the lease: renewed twice meanwhile
     assert RedisStore(store_client).acquire_slot(k, 1) == 0
     store.release_slot(k)
-    renewer = store._renewer
+    renewer = store.leases._renewer
     assert renewer is not None
     renewer.join(timeout=2)
     assert not renewer.is_alive()
@@ -168,7 +168,7 @@ def test_a_release_wakes_the_other_replicas_not_this_one(store_client: Any) -> N
     assert heard == ["p"]
     mine.close()
     theirs.close()
-    assert theirs._subscriber is None
+    assert not theirs.notices.listening
 
 
 def test_breaker_operations_run_the_algorithm_as_in_memory(store_client: Any) -> None:
@@ -331,7 +331,7 @@ def test_every_scripts_keys_are_in_one_slot_on_a_cluster(redis_cluster_client: A
     store.cap_tokens(b, 0.0, 1, 2, 1)
     store.take_token_and_slot(b, s, 0.0, 1, 2, 1, 2)
     store.acquire_slot(s, 2)
-    store._run("lease_renew", [s], None, 5, *store._held[s])  # what the renewal thread runs
+    store._run("lease_renew", [s], None, 5, *store.leases._held[s])  # what the renewal thread runs
     store.slot_free_in(s)
     store.slots_in_use(s)
     store.release_slot(s)

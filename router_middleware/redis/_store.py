@@ -8,21 +8,14 @@ shifted by the difference the same round trip measured. Every key of a provider 
 one hash tag (``{prefix:provider}``), so each script is valid on Redis Cluster, and every
 key has a TTL.
 
-Concurrency slots are leases (``_scripts``): this store names each slot it holds, renews
-them from one thread while they are held (every third of ``lease_seconds``; the thread
-ends when none is held), and removes them on release, which wakes waiting replicas
-through a pub/sub notice heard by a second thread, started by the first wait.
+Concurrency slots are leases (``_scripts``), named, renewed and heard of by ``_leases``:
+removed on release, which wakes waiting replicas through a pub/sub notice.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import logging
 import math
-import os
-import socket
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +38,13 @@ from .._ops import (
     TakeWindows,
 )
 from .._storage import Transitions
+from ._leases import Leases, ReleaseNotices
 from ._scripts import script_sources
 
 if TYPE_CHECKING:
     import redis
 
 __all__ = ["RedisStore"]
-
-
-logger = logging.getLogger("router_middleware")
-
-_ReleaseListener = Callable[[str], None]
 
 
 class RedisStore:
@@ -98,22 +87,13 @@ class RedisStore:
         # over the round trip while a worker thread made it.
         self.remote = not self._caller_time
         self._scripts = {n: client.register_script(s) for n, s in script_sources().items()}
-        self.channel = f"{prefix}:released"
-        # Names this replica's leases apart from every other's, restarts included.
-        self._replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._ids = itertools.count(1)
-        self._held: dict[str, list[str]] = {}  # slots key -> the leases this replica holds
-        self._held_lock = threading.Lock()
-        self._renewer: threading.Thread | None = None
-        self._renewing = threading.Event()
-        self._listeners: tuple[_ReleaseListener, ...] = ()
-        self._subscriber: Any = None
-        self._closed = False
+        self.leases = Leases(lease_seconds, self._renew)
+        self.notices = ReleaseNotices(client, f"{prefix}:released", self.leases.replica)
 
     def acl_rules(self) -> list[str]:
         """``ACL SETUSER`` rules for a user that may do exactly what this store does:
         its commands, on its keys (``{prefix:*``) and its release channel."""
-        rules = ["resetkeys", f"~{{{self.namespace}:*", "resetchannels", f"&{self.channel}"]
+        rules = ["resetkeys", f"~{{{self.namespace}:*", "resetchannels", f"&{self.notices.channel}"]
         return [*rules, "-@all", *(f"+{c}" for c in self.COMMANDS)]
 
     # -- plumbing ------------------------------------------------------------------------
@@ -152,19 +132,16 @@ class RedisStore:
 
     # -- concurrency slots (leases) ----------------------------------------------------------
 
-    def _lease_id(self) -> str:
-        return f"{self._replica}:{next(self._ids)}"
-
     def acquire_slot(self, key: str, cap: int | None) -> int:
-        member = self._lease_id()
+        member = self.leases.new()
         reply = self._run(
             "lease_take", [key], None, -1 if cap is None else cap, member, self.lease_seconds
         )
         used = int(reply[1])
         if used:
-            self._hold(key, member)
+            self.leases.hold(key, member)
         else:
-            self._listen()
+            self.notices.listen()
         return used
 
     def take_token_and_slot(
@@ -177,7 +154,7 @@ class RedisStore:
         cost: float,
         cap: int | None,
     ) -> tuple[float, int]:
-        member = self._lease_id()
+        member = self.leases.new()
         reply = self._run(
             "bucket_lease_take",
             [bucket, slots],
@@ -191,18 +168,18 @@ class RedisStore:
         )
         wait, used = float(reply[1]), int(reply[2])
         if used:
-            self._hold(slots, member)
+            self.leases.hold(slots, member)
             return 0.0, used
         if wait == math.inf:
-            self._listen()  # a release elsewhere ends this wait: hear it
+            self.notices.listen()  # a release elsewhere ends this wait: hear it
         return wait, 0
 
     def release_slot(self, key: str) -> None:
-        member = self._unhold(key)
+        member = self.leases.take(key)
         if member is None:
             return  # not this replica's (acquired before a failover, or forgotten)
-        notice = f"{self._replica}|{_provider(key)}"
-        self._run("lease_release", [key], None, member, self.channel, notice)
+        notice = self.notices.notice(_provider(key))
+        self._run("lease_release", [key], None, member, self.notices.channel, notice)
 
     def slot_free_in(self, key: str) -> float:
         """Seconds until a slot of ``key`` frees by itself (its earliest lease expires)."""
@@ -211,75 +188,24 @@ class RedisStore:
     def slots_in_use(self, key: str) -> int:
         return int(self._run("lease_count", [key], None)[1])
 
-    def _hold(self, key: str, member: str) -> None:
-        with self._held_lock:
-            self._held.setdefault(key, []).append(member)
-            start = self._renewer is None or not self._renewer.is_alive()
-            if start:
-                self._renewer = threading.Thread(
-                    target=self._renew_loop, name="router-middleware-lease-renewal", daemon=True
-                )
-        if start and self._renewer is not None:
-            self._renewer.start()
-
-    def _renew_loop(self) -> None:
-        """Renew every held lease each third of the lease time; end when none is held."""
-        period = self.lease_seconds / 3
-        while not self._renewing.wait(period):
-            with self._held_lock:
-                held = {k: list(v) for k, v in self._held.items() if v}
-                if not held:
-                    self._renewer = None
-                    return
-            for key, members in held.items():
-                try:
-                    self._run("lease_renew", [key], None, self.lease_seconds, *members)
-                except Exception as exc:
-                    logger.warning("could not renew %d concurrency lease(s): %s", len(members), exc)
+    def _renew(self, key: str, members: Sequence[str]) -> None:
+        self._run("lease_renew", [key], None, self.lease_seconds, *members)
 
     def holds(self, key: str) -> bool:
         """Whether this replica holds a lease on ``key``."""
-        return bool(self._held.get(key))
+        return self.leases.holds(key)
 
     def drop(self, key: str) -> None:
         """Stop renewing one of this replica's leases on ``key``: it expires by itself."""
-        self._unhold(key)
+        self.leases.take(key)
 
     def held(self) -> int:
         """Concurrency leases this replica holds now."""
-        with self._held_lock:
-            return sum(len(v) for v in self._held.values())
+        return self.leases.count()
 
-    # -- waking replicas that wait for a slot -----------------------------------------------
-
-    def add_release_listener(self, listener: _ReleaseListener) -> None:
-        """Call ``listener(provider)`` when any replica releases a slot of ``provider``."""
-        self._listeners = (*self._listeners, listener)
-
-    def _listen(self) -> None:
-        if self._subscriber is not None or not self._listeners or self._closed:
-            return
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(**{self.channel: self._heard})
-        self._subscriber = pubsub.run_in_thread(
-            sleep_time=1.0, daemon=True, exception_handler=self._lost
-        )
-
-    def _heard(self, message: dict[str, Any]) -> None:
-        replica, _, provider = message["data"].decode().partition("|")
-        if replica == self._replica:
-            return  # this replica's own release woke its waiters already
-        for listener in self._listeners:
-            try:
-                listener(provider)
-            except Exception:
-                logger.exception("release listener %r failed", listener)
-
-    def _lost(self, exc: BaseException, pubsub: Any, thread: Any) -> None:
-        # Waiters still wake at their computed re-check; subscribe again at the next wait.
-        logger.warning("lost the slot-release channel: %s", exc)
-        thread.stop()
-        self._subscriber = None
+    def add_release_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(provider)`` when another replica releases a slot of ``provider``."""
+        self.notices.add_listener(listener)
 
     # -- circuit breakers --------------------------------------------------------------------
 
@@ -427,7 +353,7 @@ class RedisStore:
                     limits, costs = [c[1] for c in charges], [c[2] for c in charges]
                     wire.append(["windows", window, index, limits, costs])
                 case TakeSlot(bucket, slots, rate, burst, cost, cap):
-                    lease = (slots, self._lease_id())
+                    lease = (slots, self.leases.new())
                     bucket_index = 0 if bucket is None else keys(bucket)
                     limit = -1 if cap is None else cap
                     wire.append(
@@ -440,9 +366,9 @@ class RedisStore:
         answers = [_answer(op, raw, shift) for op, raw in zip(ops, reply[2:], strict=False)]
         if lease is not None:
             if refused < 0:
-                self._hold(*lease)
+                self.leases.hold(*lease)
             elif type(ops[refused]) is TakeSlot and answers[refused][0] == math.inf:
-                self._listen()  # a release elsewhere ends this wait: hear it
+                self.notices.listen()  # a release elsewhere ends this wait: hear it
         return refused, answers
 
     def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
@@ -451,12 +377,12 @@ class RedisStore:
         for op in ops:
             match op:
                 case ReleaseSlot(key):
-                    member = self._unhold(key)
+                    member = self.leases.take(key)
                     if member is None:
                         wire.append(["none"])  # not held here: it expires, or was local
                     else:
-                        notice = f"{self._replica}|{_provider(key)}"
-                        wire.append(["release", keys(key), member, self.channel, notice])
+                        notice = self.notices.notice(_provider(key))
+                        wire.append(["release", keys(key), member, self.notices.channel, notice])
                 case ReportPermit(key, cfg, _, generation, outcome):
                     wire.append(["report", keys(key), *self._cfg(cfg), generation, outcome])
                 case SetCooldown(key, seconds):
@@ -486,16 +412,6 @@ class RedisStore:
         raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
         return {field.decode(): float(value) for field, value in raw.items()}
 
-    def _unhold(self, key: str) -> str | None:
-        with self._held_lock:
-            held = self._held.get(key)
-            if not held:
-                return None
-            member = held.pop()
-            if not held:
-                del self._held[key]
-            return member
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     def forget(self, provider: str) -> int:
@@ -504,15 +420,8 @@ class RedisStore:
 
     def close(self) -> None:
         """Stop this store's threads (its leases expire unless released first)."""
-        self._closed = True
-        self._renewing.set()
-        subscriber, self._subscriber = self._subscriber, None
-        if subscriber is not None:
-            subscriber.stop()
-            subscriber.join(timeout=2)
-        renewer = self._renewer
-        if renewer is not None:
-            renewer.join(timeout=2)
+        self.leases.close()
+        self.notices.close()
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.namespace!r}, leases_held={self.held()})"
