@@ -22,6 +22,7 @@ from ._binding import Binding
 from ._clock import Clock
 from ._context import RequestContext
 from ._drive import adrive, afinish, annotate, cost_tail, drive, finish, quiet
+from ._errors import IncompleteStreamError
 from ._lease import Lease
 from ._metrics import usage_from_message
 from ._pipeline import EMPTY, Plan
@@ -30,6 +31,11 @@ from ._steps import Deliver
 from ._streams import END
 
 __all__ = ["Relay"]
+
+# Providers whose streams always end with a finish reason (``response_metadata``), and
+# the keys they give it under.
+_REPORTS_END = frozenset({"openai", "anthropic", "ollama", "google_genai", "groq", "mistralai"})
+_END_REASONS = ("finish_reason", "stop_reason", "done_reason")
 
 
 class Relay:
@@ -41,7 +47,16 @@ class Relay:
         deliver: the delivery being relayed (the last one, once done).
     """
 
-    __slots__ = ("_attempt", "_resumes", "_spent", "deliver", "final", "outcome")
+    __slots__ = (
+        "_attempt",
+        "_ended",
+        "_reports_end",
+        "_resumes",
+        "_spent",
+        "deliver",
+        "final",
+        "outcome",
+    )
 
     def __init__(self, deliver: Deliver) -> None:
         self.deliver = deliver
@@ -50,6 +65,7 @@ class Relay:
         self._attempt: Any = None  # a resumed attempt's own chunks, summed
         self._resumes: list[dict[str, Any]] = []
         self._spent: list[tuple[Any, Lease]] = []  # earlier attempts' chunks, and leases
+        self._reports_end = self._ended = False  # see _watch
 
     def sync(
         self,
@@ -67,12 +83,14 @@ class Relay:
             outcome: BaseException | None = None
             try:
                 if first is not EMPTY:
+                    self._watch(first)
                     held = None  # a quiet chunk, held back to carry the cost
                     if going_on is None:
                         yield self._first(first, deliver)
                     else:
                         held = going_on.cut(first)  # it may repeat the text given, too
                     while (chunk := chunks.next()) is not END:
+                        self._watch(chunk)
                         if going_on is not None and (chunk := going_on.cut(chunk)) is None:
                             continue
                         if held is not None:
@@ -82,6 +100,7 @@ class Relay:
                             held = chunk
                             continue
                         yield self._add(chunk)
+                    self._complete(ctx, deliver)
                     if going_on is not None:
                         going_on.end()
                     if (tail := self._tail(held, deliver.lease)) is not None:
@@ -115,12 +134,14 @@ class Relay:
             outcome: BaseException | None = None
             try:
                 if first is not EMPTY:
+                    self._watch(first)
                     held = None
                     if going_on is None:
                         yield self._first(first, deliver)
                     else:
                         held = going_on.cut(first)  # it may repeat the text given, too
                     while (chunk := await chunks.next()) is not END:
+                        self._watch(chunk)
                         if going_on is not None and (chunk := going_on.cut(chunk)) is None:
                             continue
                         if held is not None:
@@ -130,6 +151,7 @@ class Relay:
                             held = chunk
                             continue
                         yield self._add(chunk)
+                    self._complete(ctx, deliver)
                     if going_on is not None:
                         going_on.end()
                     if (tail := self._tail(held, deliver.lease)) is not None:
@@ -149,10 +171,30 @@ class Relay:
 
     def _begin(self, deliver: Deliver) -> Continuation | None:
         """Start relaying ``deliver``: a resumed stream's continuation, if it is one."""
+        self._reports_end = self._ended = False
         going_on: Continuation | None = deliver.resume
         if going_on is not None:
             self._resumes.append(going_on.mark())
         return going_on
+
+    def _watch(self, chunk: Any) -> None:
+        """Note whether the provider's stream said how the answer ended, and whether it
+        is one that always says so."""
+        metadata = getattr(chunk, "response_metadata", None)
+        if metadata:
+            if metadata.get("model_provider") in _REPORTS_END:
+                self._reports_end = True
+            if any(metadata.get(k) for k in _END_REASONS):
+                self._ended = True
+
+    def _complete(self, ctx: RequestContext, deliver: Deliver) -> None:
+        """A stream that resumes when broken must also be whole: one that ended without
+        the finish reason its provider always sends was cut short (a body closed early
+        is no error to the SDK), so it breaks here, and resumes."""
+        if ctx.streaming is not None and self._reports_end and not self._ended:
+            raise IncompleteStreamError(
+                deliver.lease.provider.name, "the stream ended without a finish reason"
+            )
 
     def _first(self, first: Any, deliver: Deliver) -> Any:
         """The first chunk of the first stream, which carries the router's annotation."""

@@ -31,7 +31,7 @@ TOKENS = [w + " " for w in TEXT.split(" ")[:-1]] + TEXT.split(" ")[-1:]
 
 class SSEHandler(BaseHTTPRequestHandler):
     """Answers each request by the next queued ``(how, after)``: ``("full", 0)``, or
-    ``("cut" | "stall" | "corrupt", n)`` after ``n`` tokens."""
+    ``("cut" | "stall" | "corrupt" | "ended", n)`` after ``n`` tokens."""
 
     protocol_version = "HTTP/1.1"
     server: RecordingServer
@@ -59,6 +59,8 @@ class SSEHandler(BaseHTTPRequestHandler):
             return
         if how == "corrupt":
             self._send(b'data: {"id": "chatcmpl-1", "choices": [\n\n')
+        elif how == "ended":
+            pass  # a clean end of the body, without a finish reason or [DONE]: truncated
         else:
             self._event(_chunk({}, "stop"))
             usage = {"prompt_tokens": 11, "completion_tokens": len(TOKENS), "total_tokens": 23}
@@ -118,7 +120,7 @@ def _read(router: ResilientRouter, mode: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.parametrize("how", ["cut", "stall", "corrupt"])
+@pytest.mark.parametrize("how", ["cut", "stall", "corrupt", "ended"])
 def test_a_broken_openai_stream_reads_as_the_complete_answer(
     make_router: Callable[..., ResilientRouter],
     server: RecordingServer,
