@@ -22,9 +22,7 @@ count by count; a lease this replica can no longer release expires by itself.
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -33,15 +31,13 @@ from .._config import CircuitBreakerConfig
 from .._memory import InMemoryStore
 from .._ops import AdmitOp, ReleaseSlot, SettleOp, Spend, TakeSlot, TakeWindows
 from .._storage import StateUnavailable, Transitions
+from ._health import Health
 from ._store import RedisStore
 
 __all__ = ["FallbackStore"]
 
-logger = logging.getLogger("router_middleware")
 
 T = TypeVar("T")
-
-_StateListener = Callable[[bool, str], None]
 
 
 class FallbackStore:
@@ -79,13 +75,7 @@ class FallbackStore:
         self.recheck_seconds = recheck_seconds
         self.namespace = shared.namespace
         self.label = label  # the URL as it may be shown: its password masked
-        self.degraded = False
-        self.degradations = 0
-        self.errors = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._checker: threading.Thread | None = None
-        self._listeners: tuple[_StateListener, ...] = ()
+        self.health = Health(shared.client.ping, recheck_seconds, self._mode())
 
     def key(self, name: str) -> str:
         return self.shared.key(name)
@@ -96,18 +86,22 @@ class FallbackStore:
         """See :meth:`RedisStore.add_release_listener`."""
         self.shared.add_release_listener(listener)
 
-    def add_state_listener(self, listener: _StateListener) -> None:
+    def add_state_listener(self, listener: Callable[[bool, str], None]) -> None:
         """Call ``listener(degraded, reason)`` when the store degrades or recovers."""
-        self._listeners = (*self._listeners, listener)
+        self.health.add_listener(listener)
+
+    @property
+    def degraded(self) -> bool:
+        return self.health.degraded
 
     def _shared(self, op: Callable[[], T]) -> T | None:
         """``op()`` on Redis; ``None`` once degraded (the caller goes local)."""
-        if self.degraded:
+        if self.health.degraded:
             return None
         try:
             return op()
         except Exception as exc:
-            self._degrade(exc)
+            self.health.failed(exc)
             return None
 
     def _did(self, op: Callable[[], None]) -> bool:
@@ -118,43 +112,6 @@ class FallbackStore:
             return True
 
         return self._shared(done) is not None
-
-    def _degrade(self, exc: BaseException) -> None:
-        with self._lock:
-            self.errors += 1
-            if self.degraded:
-                return
-            self.degraded = True
-            self.degradations += 1
-            self._checker = threading.Thread(
-                target=self._recheck, name="router-middleware-state-recheck", daemon=True
-            )
-        # The URL may hold a password: name the error's type and its text, never the URL.
-        reason = f"{type(exc).__name__}: {exc}"
-        logger.warning(
-            "shared state unavailable (%s); %s until Redis answers", reason, self._mode()
-        )
-        self._tell(True, reason)
-        self._checker.start()
-
-    def _recheck(self) -> None:
-        while not self._stop.wait(self.recheck_seconds):
-            try:
-                self.shared.client.ping()
-            except Exception:
-                continue
-            with self._lock:
-                self.degraded = False
-            logger.warning("shared state available again: limits are shared")
-            self._tell(False, "Redis answers again")
-            return
-
-    def _tell(self, degraded: bool, reason: str) -> None:
-        for listener in self._listeners:
-            try:
-                listener(degraded, reason)
-            except Exception:
-                logger.exception("state listener %r failed", listener)
 
     def _mode(self) -> str:
         if self.on_error == "local":
@@ -177,8 +134,8 @@ class FallbackStore:
             "prefix": self.namespace,
             "degraded": self.degraded,
             "on_error": self.on_error,
-            "degradations": self.degradations,
-            "errors": self.errors,
+            "degradations": self.health.degradations,
+            "errors": self.health.errors,
             "leases_held": self.shared.held(),
         }
 
@@ -302,12 +259,12 @@ class FallbackStore:
         return self.local.breaker_command(key, command, now, cfg, name) if got is None else got
 
     def breaker_record(self, key: str) -> BreakerRecord | None:
-        if self.degraded:
+        if self.health.degraded:
             return self.local.breaker_record(key)
         try:
             return self.shared.breaker_record(key)
-        except Exception as exc:
-            self._degrade(exc)
+        except Exception as exc:  # as in _shared, where None means degraded
+            self.health.failed(exc)
             return self.local.breaker_record(key)
 
     def set_cooldown(self, key: str, until: float) -> float:
@@ -406,7 +363,7 @@ class FallbackStore:
     def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
         # A slot goes back where it was taken: Redis for the leases held there.
         shared = {op.key for op in ops if type(op) is ReleaseSlot and self.shared.holds(op.key)}
-        was_degraded = self.degraded
+        was_degraded = self.health.degraded
         answers = self._shared(lambda: self.shared.settle(now, ops))
         if answers is not None:
             for op in ops:
@@ -432,12 +389,9 @@ class FallbackStore:
 
     def close(self) -> None:
         """Stop the re-check and the shared store's threads."""
-        self._stop.set()
-        checker = self._checker
-        if checker is not None and checker.is_alive():
-            checker.join(timeout=2)
+        self.health.close()
         self.shared.close()
 
     def __repr__(self) -> str:
         state = f"degraded ({self._mode()})" if self.degraded else "shared"
-        return f"FallbackStore(redis, {state}, degradations={self.degradations})"
+        return f"FallbackStore(redis, {state}, degradations={self.health.degradations})"
