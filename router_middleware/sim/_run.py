@@ -21,7 +21,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields
@@ -34,10 +33,9 @@ from .._errors import (
     NoProviderAvailableError,
     ProviderError,
 )
-from .._memory import InMemoryStore
 from .._router import ResilientRouter
-from .._storage import StateStore
 from ._provider import SimulatedProvider
+from ._replicas import merged, percentile, replica_stores, store_name
 from ._scenario import Fault, Scenario, injections
 from ._skips import SkipTally, current_request
 from ._virtual import LoopClock, VirtualLoop
@@ -101,16 +99,6 @@ class SimulationReport:
         """A JSON-serialisable form (without the router)."""
         # Field by field: asdict would deep-copy the router, locks and all.
         return {f.name: deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "router"}
-
-
-def _percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = p / 100 * (len(ordered) - 1)
-    lo = int(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -191,7 +179,7 @@ async def _drive(
     # Each provider serves every model of its config through one simulated model, which
     # every replica calls: its own limits count all their calls.
     targets = {pc.name: {m.name: providers[pc.name] for m in pc.models} for pc in config.providers}
-    stores, close_stores = _stores(scenario, clock)
+    stores, close_stores = replica_stores(scenario, clock)
     routers = [
         ResilientRouter(targets, config, clock=clock, seed=scenario.seed + r, store=store)
         for r, store in enumerate(stores)
@@ -279,11 +267,11 @@ async def _drive(
         close_stores()
     failures.sort(key=lambda f: (f["sent_at"], f["request"]))
     snapshots = [router.metrics()["providers"] for router in routers]
-    rows = _provider_rows(_merged(snapshots, routers), providers, skips)
+    rows = _provider_rows(merged(snapshots, routers), providers, skips)
     replicas = [
         {
             "replica": r,
-            "store": _store_name(scenario),
+            "store": store_name(scenario),
             **_outcomes(
                 per_replica,
                 latencies[r],
@@ -331,111 +319,9 @@ def _outcomes(
         "failed": total - len(latencies),
         "errors": dict(sorted(errors.items())),
         "served_by": {n: served.get(n, 0) for n in providers},
-        "latency_p50": _round(_percentile(latencies, 50)),
-        "latency_p95": _round(_percentile(latencies, 95)),
+        "latency_p50": _round(percentile(latencies, 50)),
+        "latency_p95": _round(percentile(latencies, 95)),
     }
-
-
-# Leases are renewed on real time but expire on the run's: long enough never to lapse
-# while a simulated call runs (the router releases every slot it takes).
-_SIM_LEASE_SECONDS = 86_400.0
-
-
-class _SharedMemory(InMemoryStore):
-    """One in-memory store for every replica of a run: what Redis is to a deployment. A
-    release wakes the waiters of every replica, as Redis's release notices do."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._wakes: list[Callable[[str], None]] = []
-
-    def add_release_listener(self, listener: Callable[[str], None]) -> None:
-        self._wakes.append(listener)
-
-    def release_slot(self, key: str) -> None:
-        super().release_slot(key)
-        provider = key.split(":")[1]
-        for wake in self._wakes:
-            wake(provider)
-
-
-def _stores(scenario: Scenario, clock: LoopClock) -> tuple[list[StateStore], Callable[[], None]]:
-    """Each replica's store, and what ends them once the run is over."""
-    n = scenario.replicas
-    if scenario.state_url is None:
-        if scenario.shared_state:
-            return [_SharedMemory()] * n, lambda: None
-        return [InMemoryStore() for _ in range(n)], lambda: None
-    try:
-        import redis
-
-        from ..redis import RedisStore
-    except ImportError as exc:
-        needs = "--state-url needs redis-py: pip install 'router-middleware[redis]'"
-        raise ValueError(needs) from exc
-    client = redis.Redis.from_url(scenario.state_url)
-    # A prefix of its own: runs never meet each other's state, nor a deployment's.
-    prefix = f"llmr-sim-{uuid.uuid4().hex[:12]}"
-    # One store per replica, as each process of a deployment has its own.
-    stores = [
-        RedisStore(
-            client,
-            prefix=prefix,
-            lease_seconds=_SIM_LEASE_SECONDS,
-            clock=clock,
-            time_source="caller",  # the scripts run on the simulated clock
-        )
-        for _ in range(n)
-    ]
-
-    def close() -> None:
-        for store in stores:
-            store.close()
-        for key in client.scan_iter(match=f"{{{prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
-
-    return list[StateStore](stores), close
-
-
-def _store_name(scenario: Scenario) -> str:
-    if scenario.state_url is not None:
-        return "redis"
-    return "shared memory" if scenario.shared_state else "own memory"
-
-
-# The counters of a provider's metrics: a run's total is their sum over the replicas.
-_COUNTS = (
-    "total_requests", "successful_requests", "failed_requests", "rate_limited_requests",
-    "cancelled", "circuit_breaker_trips", "retries", "fallbacks", "timeouts", "throttled",
-    "input_tokens", "output_tokens", "cost",
-)  # fmt: skip
-
-
-def _merged(
-    snapshots: list[dict[str, dict[str, Any]]], routers: list[ResilientRouter]
-) -> dict[str, dict[str, Any]]:
-    """One ``metrics()["providers"]`` over every replica: counts summed, latency
-    percentiles over every replica's samples, the breaker's state the worst of them."""
-    if len(snapshots) == 1:
-        return snapshots[0]
-    worst = {"closed": 0, "half_open": 1, "open": 2}
-    merged: dict[str, dict[str, Any]] = {}
-    for name in snapshots[0]:
-        rows = [s[name] for s in snapshots]
-        row = dict(rows[0])
-        for key in _COUNTS:
-            row[key] = sum(r.get(key, 0) for r in rows)
-        samples: list[float] = []
-        for router in routers:
-            window = router.provider_metrics[name].latency
-            samples += window._buf[: window.count]
-        for p in (50, 95):
-            row[f"latency_p{p}"] = _percentile(samples, p)
-        states = [r["circuit_breaker_state"] for r in rows]
-        row["circuit_breaker_state"] = max(states, key=lambda s: worst.get(s, 0))
-        merged[name] = row
-    return merged
 
 
 def _injected(
@@ -550,5 +436,5 @@ def _describe(scenario: Scenario) -> dict[str, Any]:
         "prompts": None if mix is None else asdict(mix),
         "faults": {n: asdict(f) for n, f in scenario.faults.items()},
         "replicas": scenario.replicas,
-        "state": _store_name(scenario),
+        "state": store_name(scenario),
     }
