@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._breaker_algorithm import BreakerRecord, BreakerState, BreakerTransition
+from .._breaker_algorithm import BreakerRecord
 from .._clock import Clock, SystemClock
 from .._config import CircuitBreakerConfig
 from .._ops import (
@@ -40,6 +40,7 @@ from .._ops import (
 from .._storage import Transitions
 from ._leases import Leases, ReleaseNotices
 from ._scripts import script_sources
+from ._wire import Keys, admission_answer, breaker_config, provider_of, record, transitions
 
 if TYPE_CHECKING:
     import redis
@@ -178,7 +179,7 @@ class RedisStore:
         member = self.leases.take(key)
         if member is None:
             return  # not this replica's (acquired before a failover, or forgotten)
-        notice = self.notices.notice(_provider(key))
+        notice = self.notices.notice(provider_of(key))
         self._run("lease_release", [key], None, member, self.notices.channel, notice)
 
     def slot_free_in(self, key: str) -> float:
@@ -209,53 +210,12 @@ class RedisStore:
 
     # -- circuit breakers --------------------------------------------------------------------
 
-    @staticmethod
-    def _cfg(cfg: CircuitBreakerConfig) -> list[Any]:
-        rate = cfg.failure_rate_threshold
-        return [
-            cfg.threshold,
-            cfg.sampling_duration_seconds,
-            cfg.reset_timeout_seconds,
-            cfg.half_open_max_calls,
-            "" if rate is None else rate,
-            cfg.minimum_calls,
-        ]
-
-    @staticmethod
-    def _moves(raw: Sequence[Any], name: str, shift: float) -> Transitions:
-        return tuple(
-            BreakerTransition(
-                name,
-                BreakerState(frm.decode()),
-                BreakerState(to.decode()),
-                float(at) + shift,
-                reason.decode(),
-            )
-            for frm, to, at, reason in raw
-        )
-
-    @staticmethod
-    def _record(raw: Any, shift: float) -> BreakerRecord | None:
-        if not raw:
-            return None
-        state, generation, opened_at, in_flight, failures, buckets, trips, transitions = raw
-        return BreakerRecord(
-            BreakerState(state.decode()),
-            int(generation),
-            float(opened_at) + shift,
-            int(in_flight),
-            tuple(float(f) + shift for f in failures),
-            tuple((int(e), int(c), int(f)) for e, c, f in buckets),
-            int(trips),
-            int(transitions),
-        )
-
     def breaker_acquire(
         self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
     ) -> tuple[int | None, Transitions]:
-        reply = self._run("breaker_acquire", [key], now, *self._cfg(cfg))
+        reply = self._run("breaker_acquire", [key], now, *breaker_config(cfg))
         generation = None if reply[1] is None else int(reply[1])
-        return generation, self._moves(reply[2], name, self._shift(reply, now))
+        return generation, transitions(reply[2], name, self._shift(reply, now))
 
     def breaker_report(
         self,
@@ -266,21 +226,21 @@ class RedisStore:
         generation: int,
         outcome: int,
     ) -> Transitions:
-        reply = self._run("breaker_report", [key], now, *self._cfg(cfg), generation, outcome)
-        return self._moves(reply[1], name, self._shift(reply, now))
+        reply = self._run("breaker_report", [key], now, *breaker_config(cfg), generation, outcome)
+        return transitions(reply[1], name, self._shift(reply, now))
 
     def breaker_command(
         self, key: str, command: str, now: float, cfg: CircuitBreakerConfig, name: str
     ) -> tuple[BreakerRecord, Transitions]:
-        reply = self._run("breaker_command", [key], now, command, *self._cfg(cfg))
+        reply = self._run("breaker_command", [key], now, command, *breaker_config(cfg))
         shift = self._shift(reply, now)
-        record = self._record(reply[1], shift)
-        assert record is not None  # a command always leaves a record
-        return record, self._moves(reply[2], name, shift)
+        found = record(reply[1], shift)
+        assert found is not None  # a command always leaves a record
+        return found, transitions(reply[2], name, shift)
 
     def breaker_record(self, key: str) -> BreakerRecord | None:
         reply = self._run("breaker_read", [key], None)
-        return self._record(reply[1], self._shift(reply, None))
+        return record(reply[1], self._shift(reply, None))
 
     # -- cool-downs --------------------------------------------------------------------------
 
@@ -337,7 +297,7 @@ class RedisStore:
     # -- whole admissions and settles: one round trip each ---------------------------------
 
     def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
-        keys = _Keys()
+        keys = Keys()
         wire: list[list[Any]] = []
         lease: tuple[str, str] | None = None
         for op in ops:
@@ -347,7 +307,7 @@ class RedisStore:
                 case Spend(key, period, limit, cost):
                     wire.append(["spend", keys(key), period, limit, cost])
                 case AcquirePermit(key, cfg, _):
-                    wire.append(["breaker", keys(key), *self._cfg(cfg)])
+                    wire.append(["breaker", keys(key), *breaker_config(cfg)])
                 case TakeWindows(window, charges):
                     index = [keys(k) for k, _, _ in charges]
                     limits, costs = [c[1] for c in charges], [c[2] for c in charges]
@@ -363,7 +323,9 @@ class RedisStore:
         reply = self._run("admit", keys.names, now, json.dumps(wire))
         shift = self._shift(reply, now)
         refused = int(reply[1]) - 1
-        answers = [_answer(op, raw, shift) for op, raw in zip(ops, reply[2:], strict=False)]
+        answers = [
+            admission_answer(op, raw, shift) for op, raw in zip(ops, reply[2:], strict=False)
+        ]
         if lease is not None:
             if refused < 0:
                 self.leases.hold(*lease)
@@ -372,7 +334,7 @@ class RedisStore:
         return refused, answers
 
     def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
-        keys = _Keys()
+        keys = Keys()
         wire: list[list[Any]] = []
         for op in ops:
             match op:
@@ -381,10 +343,10 @@ class RedisStore:
                     if member is None:
                         wire.append(["none"])  # not held here: it expires, or was local
                     else:
-                        notice = self.notices.notice(_provider(key))
+                        notice = self.notices.notice(provider_of(key))
                         wire.append(["release", keys(key), member, self.notices.channel, notice])
                 case ReportPermit(key, cfg, _, generation, outcome):
-                    wire.append(["report", keys(key), *self._cfg(cfg), generation, outcome])
+                    wire.append(["report", keys(key), *breaker_config(cfg), generation, outcome])
                 case SetCooldown(key, seconds):
                     wire.append(["cooldown", keys(key), seconds])
                 case AdjustWindows(window, slot, deltas):
@@ -399,7 +361,7 @@ class RedisStore:
         answers: list[Any] = []
         for op, raw in zip(ops, reply[1:], strict=True):
             if type(op) is ReportPermit:
-                answers.append(self._moves(raw, op.name, shift))
+                answers.append(transitions(raw, op.name, shift))
             elif type(op) is SetCooldown:
                 answers.append(float(raw) + shift)
             else:
@@ -425,41 +387,3 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.namespace!r}, leases_held={self.held()})"
-
-
-class _Keys:
-    """The keys one script touches, each named once; ops refer to them by 1-based index."""
-
-    __slots__ = ("index", "names")
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.index: dict[str, int] = {}
-
-    def __call__(self, key: str) -> int:
-        found = self.index.get(key)
-        if found is None:
-            self.names.append(key)
-            found = self.index[key] = len(self.names)
-        return found
-
-
-def _provider(key: str) -> str:
-    """The provider in a key's hash tag: ``{prefix:provider}:what``."""
-    return key[key.index(":") + 1 : key.index("}")]
-
-
-def _answer(op: AdmitOp, raw: Any, shift: float) -> Any:
-    """One admission answer, as the store protocol gives it (see ``_ops``)."""
-    match op:
-        case CheckCooldown():
-            return float(raw)
-        case AcquirePermit(_, _, name):
-            generation = None if raw[0] is None else int(raw[0])
-            return generation, RedisStore._moves(raw[1], name, shift), float(raw[2])
-        case TakeSlot():
-            return float(raw[0]), int(raw[1]), float(raw[2])
-        case TakeWindows():
-            return float(raw[0]), int(float(raw[1]))
-    # Spend: the period's start goes back to AdjustSpend as it came, never shifted.
-    return float(raw[0]), float(raw[1])
