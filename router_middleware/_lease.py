@@ -151,11 +151,7 @@ class Lease:
     def _release(self, gates: Sequence[Gate]) -> None:
         """Settle ``gates`` in one store operation, in order (the breaker hears the
         verdict before the slot is released)."""
-        asked = []
-        for gate in gates:
-            op = gate.release(self)
-            if op is not None:
-                asked.append((gate, op))
+        asked = [(gate, op) for gate in gates if (op := gate.release(self)) is not None]
         if not asked:
             return
         provider = self.provider
@@ -227,27 +223,29 @@ def admit(
     """
     lease = Lease(provider, model, attempt, now, context)
     gates = provider.gates
-    asked: list[tuple[Gate, AdmitOp]] = []
+    asking: list[Gate] = []
+    ops: list[AdmitOp] = []
     for gate in gates:
         op = gate.plan(lease)
         if op is None:
             continue
         if type(op) is Refusal:  # decided without the store: nothing was taken
             return _refused(lease), op
-        asked.append((gate, op))  # type: ignore[arg-type]
+        asking.append(gate)
+        ops.append(op)  # type: ignore[arg-type]
     try:
-        refused_at, answers = provider.store.admit(now, [op for _, op in asked])
+        refused_at, answers = provider.store.admit(now, ops)
     except StateUnavailable as exc:
         return _refused(lease), Refusal(str(exc), math.inf, limited=False)
     if refused_at < 0:
-        for (gate, _), answer in zip(asked, answers, strict=True):
+        for gate, answer in zip(asking, answers, strict=True):
             gate.took(lease, answer)
         lease._held = len(gates)
         return lease, None
-    for (gate, _), answer in zip(asked[:refused_at], answers, strict=False):
+    for gate, answer in zip(asking[:refused_at], answers, strict=False):
         gate.took(lease, answer)  # for what it reports (breaker transitions)
-    refusal = asked[refused_at][0].took(lease, answers[refused_at])
-    assert refusal is not None, f"{asked[refused_at][0]!r} took what the store refused"
+    refusal = asking[refused_at].took(lease, answers[refused_at])
+    assert refusal is not None, f"{asking[refused_at]!r} took what the store refused"
     return _refused(lease), refusal
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from . import _breaker_algorithm as algo
 from . import _budget as budget
@@ -265,34 +265,46 @@ class InMemoryStore:
         return -1, answers
 
     def _take(self, now: float, op: AdmitOp) -> tuple[Any, bool]:
-        match op:
-            case TakeSlot(None, slots, _, _, _, cap):
-                used = self.acquire_slot(slots, cap)
-                return (0.0 if used else math.inf, used, math.inf), not used
-            case TakeSlot(str(bucket), slots, rate, burst, cost, cap):
-                wait, used = self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
-                return (wait, used, math.inf), not used
-            case AcquirePermit(key, cfg, name):
-                rec: BreakerRecord | None = self._data.get(key)
-                if rec is None or rec.state == algo.BreakerState.CLOSED:
-                    # Closed admits without changing anything: no algorithm to run.
-                    return (0 if rec is None else rec.generation, (), 0.0), False
-                generation, moved = self.breaker_acquire(key, now, cfg, name)
-                after = 0.0
-                rec = self._data[key]
-                if generation is None and rec.state == algo.BreakerState.OPEN:
-                    after = max(0.0, rec.opened_at + cfg.reset_timeout_seconds - now)
-                return (generation, moved, after), generation is None
-            case CheckCooldown(key):
-                left = self.cooldown_until(key) - now
-                return left, left > 0
-            case TakeWindows(window, charges):
-                wait, slot = self.take_windows(now, window, charges)
-                return (wait, slot), bool(wait)
-            case Spend(key, period, limit, cost):
-                wait, start = self.spend(key, now, period, limit, cost)
-                return (wait, start), bool(wait)
+        """Take ``op``: its answer, and whether it refused."""
+        # By type, the most frequent first: this runs for every gate of every attempt.
+        kind = type(op)
+        if kind is TakeSlot:
+            return self._slot(now, cast("TakeSlot", op))
+        if kind is CheckCooldown:
+            left = float(self._data.get(cast("CheckCooldown", op).key, 0.0)) - now
+            return left, left > 0
+        if kind is AcquirePermit:
+            return self._permit(now, cast("AcquirePermit", op))
+        if kind is TakeWindows:
+            windows_op = cast("TakeWindows", op)
+            wait, slot = self.take_windows(now, windows_op.window, windows_op.charges)
+            return (wait, slot), bool(wait)
+        if kind is Spend:
+            key, period, limit, cost = cast("Spend", op)
+            wait, start = self.spend(key, now, period, limit, cost)
+            return (wait, start), bool(wait)
         raise TypeError(f"not an admission operation: {op!r}")
+
+    def _slot(self, now: float, op: TakeSlot) -> tuple[Any, bool]:
+        bucket, slots, rate, burst, cost, cap = op
+        if bucket is None:
+            used = self.acquire_slot(slots, cap)
+            return (0.0 if used else math.inf, used, math.inf), not used
+        wait, used = self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
+        return (wait, used, math.inf), not used
+
+    def _permit(self, now: float, op: AcquirePermit) -> tuple[Any, bool]:
+        key, cfg, name = op
+        rec: BreakerRecord | None = self._data.get(key)
+        if rec is None or rec.state == algo.BreakerState.CLOSED:
+            # Closed admits without changing anything: no algorithm to run.
+            return (0 if rec is None else rec.generation, (), 0.0), False
+        generation, moved = self.breaker_acquire(key, now, cfg, name)
+        after = 0.0
+        rec = self._data[key]
+        if generation is None and rec.state == algo.BreakerState.OPEN:
+            after = max(0.0, rec.opened_at + cfg.reset_timeout_seconds - now)
+        return (generation, moved, after), generation is None
 
     def _give_back(self, now: float, op: AdmitOp, answer: Any) -> None:
         match op:
@@ -308,22 +320,26 @@ class InMemoryStore:
         answers: list[Any] = []
         with self._lock:
             for op in ops:
+                kind = type(op)  # by type, the most frequent first, as in _take
                 answer: Any = None
-                match op:
-                    case ReleaseSlot(key):
-                        self.release_slot(key)
-                    case ReportPermit():
-                        answer = self._report(now, op)
-                    case SetCooldown(key, seconds):
-                        answer = self.set_cooldown(key, now + seconds)
-                    case AdjustWindows(window, slot, deltas):
-                        self.adjust_windows(now, window, slot, deltas)
-                    case AdjustSpend(key, period, start, delta):
-                        self.adjust_spend(key, now, period, start, delta)
-                    case Count(key, amounts):
-                        counts = self._data.setdefault(key, {})
-                        for field, amount in amounts:
-                            counts[field] = counts.get(field, 0) + amount
+                if kind is ReleaseSlot:
+                    self.release_slot(cast("ReleaseSlot", op).key)
+                elif kind is ReportPermit:
+                    answer = self._report(now, cast("ReportPermit", op))
+                elif kind is AdjustWindows:
+                    window, slot, deltas = cast("AdjustWindows", op)
+                    self.adjust_windows(now, window, slot, deltas)
+                elif kind is AdjustSpend:
+                    key, period, start, delta = cast("AdjustSpend", op)
+                    self.adjust_spend(key, now, period, start, delta)
+                elif kind is SetCooldown:
+                    key, seconds = cast("SetCooldown", op)
+                    answer = self.set_cooldown(key, now + seconds)
+                elif kind is Count:
+                    key, amounts = cast("Count", op)
+                    counts = self._data.setdefault(key, {})
+                    for field, amount in amounts:
+                        counts[field] = counts.get(field, 0) + amount
                 answers.append(answer)
         return answers
 
