@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import _breaker_algorithm as algo
 from . import _budget as budget
@@ -256,36 +256,17 @@ class InMemoryStore:
         answers: list[Any] = []
         with self._lock:
             for i, op in enumerate(ops):
-                answer, refused = self._take(now, op)
+                answer, refused = _TAKE[type(op)](self, now, op)
                 answers.append(answer)
                 if refused:
-                    for done, given in zip(reversed(ops[:i]), reversed(answers[:i]), strict=False):
+                    for done, given in zip(reversed(ops[:i]), reversed(answers[:i]), strict=True):
                         self._give_back(now, done, given)
                     return i, answers
         return -1, answers
 
-    def _take(self, now: float, op: AdmitOp) -> tuple[Any, bool]:
-        """Take ``op``: its answer, and whether it refused."""
-        # By type, the most frequent first: this runs for every gate of every attempt.
-        kind = type(op)
-        if kind is TakeSlot:
-            return self._slot(now, cast("TakeSlot", op))
-        if kind is CheckCooldown:
-            left = float(self._data.get(cast("CheckCooldown", op).key, 0.0)) - now
-            return left, left > 0
-        if kind is AcquirePermit:
-            return self._permit(now, cast("AcquirePermit", op))
-        if kind is TakeWindows:
-            windows_op = cast("TakeWindows", op)
-            wait, slot = self.take_windows(now, windows_op.window, windows_op.charges)
-            return (wait, slot), bool(wait)
-        if kind is Spend:
-            key, period, limit, cost = cast("Spend", op)
-            wait, start = self.spend(key, now, period, limit, cost)
-            return (wait, start), bool(wait)
-        raise TypeError(f"not an admission operation: {op!r}")
+    # Each takes one admission operation: its answer, and whether it refused.
 
-    def _slot(self, now: float, op: TakeSlot) -> tuple[Any, bool]:
+    def _take_slot(self, now: float, op: TakeSlot) -> tuple[Any, bool]:
         bucket, slots, rate, burst, cost, cap = op
         if bucket is None:
             used = self.acquire_slot(slots, cap)
@@ -293,7 +274,11 @@ class InMemoryStore:
         wait, used = self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
         return (wait, used, math.inf), not used
 
-    def _permit(self, now: float, op: AcquirePermit) -> tuple[Any, bool]:
+    def _check_cooldown(self, now: float, op: CheckCooldown) -> tuple[Any, bool]:
+        left = float(self._data.get(op.key, 0.0)) - now
+        return left, left > 0
+
+    def _acquire_permit(self, now: float, op: AcquirePermit) -> tuple[Any, bool]:
         key, cfg, name = op
         rec: BreakerRecord | None = self._data.get(key)
         if rec is None or rec.state == algo.BreakerState.CLOSED:
@@ -306,6 +291,15 @@ class InMemoryStore:
             after = max(0.0, rec.opened_at + cfg.reset_timeout_seconds - now)
         return (generation, moved, after), generation is None
 
+    def _take_windows(self, now: float, op: TakeWindows) -> tuple[Any, bool]:
+        wait, slot = self.take_windows(now, op.window, op.charges)
+        return (wait, slot), bool(wait)
+
+    def _spend(self, now: float, op: Spend) -> tuple[Any, bool]:
+        key, period, limit, cost = op
+        wait, start = self.spend(key, now, period, limit, cost)
+        return (wait, start), bool(wait)
+
     def _give_back(self, now: float, op: AdmitOp, answer: Any) -> None:
         match op:
             case AcquirePermit(key, cfg, name) if answer[0] is not None:
@@ -317,31 +311,27 @@ class InMemoryStore:
 
     def settle(self, now: float, ops: Sequence[SettleOp]) -> list[Any]:
         """Run every one of ``ops`` (in order: the breaker hears before a slot is freed)."""
-        answers: list[Any] = []
         with self._lock:
-            for op in ops:
-                kind = type(op)  # by type, the most frequent first, as in _take
-                answer: Any = None
-                if kind is ReleaseSlot:
-                    self.release_slot(cast("ReleaseSlot", op).key)
-                elif kind is ReportPermit:
-                    answer = self._report(now, cast("ReportPermit", op))
-                elif kind is AdjustWindows:
-                    window, slot, deltas = cast("AdjustWindows", op)
-                    self.adjust_windows(now, window, slot, deltas)
-                elif kind is AdjustSpend:
-                    key, period, start, delta = cast("AdjustSpend", op)
-                    self.adjust_spend(key, now, period, start, delta)
-                elif kind is SetCooldown:
-                    key, seconds = cast("SetCooldown", op)
-                    answer = self.set_cooldown(key, now + seconds)
-                elif kind is Count:
-                    key, amounts = cast("Count", op)
-                    counts = self._data.setdefault(key, {})
-                    for field, amount in amounts:
-                        counts[field] = counts.get(field, 0) + amount
-                answers.append(answer)
-        return answers
+            return [_SETTLE[type(op)](self, now, op) for op in ops]
+
+    # Each runs one settling operation: its answer.
+
+    def _release_slot(self, now: float, op: ReleaseSlot) -> None:
+        self.release_slot(op.key)
+
+    def _set_cooldown(self, now: float, op: SetCooldown) -> float:
+        return self.set_cooldown(op.key, now + op.seconds)
+
+    def _adjust_windows(self, now: float, op: AdjustWindows) -> None:
+        self.adjust_windows(now, op.window, op.slot, op.deltas)
+
+    def _adjust_spend(self, now: float, op: AdjustSpend) -> None:
+        self.adjust_spend(op.key, now, op.period, op.start, op.delta)
+
+    def _count(self, now: float, op: Count) -> None:
+        counts = self._data.setdefault(op.key, {})
+        for field, amount in op.amounts:
+            counts[field] = counts.get(field, 0) + amount
 
     def _report(self, now: float, op: ReportPermit) -> Transitions:
         key, cfg, name, generation, outcome = op
@@ -420,3 +410,21 @@ class InMemoryStore:
 
     def __repr__(self) -> str:
         return f"InMemoryStore(namespace={self.namespace!r}, keys={len(self._data)})"
+
+
+# How the store carries out each operation, by its type (one lookup on the hot path).
+_TAKE: dict[type, Callable[[InMemoryStore, float, Any], tuple[Any, bool]]] = {
+    TakeSlot: InMemoryStore._take_slot,
+    CheckCooldown: InMemoryStore._check_cooldown,
+    AcquirePermit: InMemoryStore._acquire_permit,
+    TakeWindows: InMemoryStore._take_windows,
+    Spend: InMemoryStore._spend,
+}
+_SETTLE: dict[type, Callable[[InMemoryStore, float, Any], Any]] = {
+    ReleaseSlot: InMemoryStore._release_slot,
+    ReportPermit: InMemoryStore._report,
+    SetCooldown: InMemoryStore._set_cooldown,
+    AdjustWindows: InMemoryStore._adjust_windows,
+    AdjustSpend: InMemoryStore._adjust_spend,
+    Count: InMemoryStore._count,
+}
