@@ -356,58 +356,6 @@ class InMemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    # -- async forms: every operation is a few microseconds under a thread lock -----------
-
-    async def atake_tokens(
-        self, key: str, now: float, rate: float, burst: float, cost: float
-    ) -> float:
-        return self.take_tokens(key, now, rate, burst, cost)
-
-    async def arefund_tokens(
-        self, key: str, now: float, rate: float, burst: float, cost: float
-    ) -> None:
-        self.refund_tokens(key, now, rate, burst, cost)
-
-    async def aacquire_slot(self, key: str, cap: int | None) -> int:
-        return self.acquire_slot(key, cap)
-
-    async def atake_token_and_slot(
-        self,
-        bucket: str,
-        slots: str,
-        now: float,
-        rate: float,
-        burst: float,
-        cost: float,
-        cap: int | None,
-    ) -> tuple[float, int]:
-        return self.take_token_and_slot(bucket, slots, now, rate, burst, cost, cap)
-
-    async def arelease_slot(self, key: str) -> None:
-        self.release_slot(key)
-
-    async def abreaker_acquire(
-        self, key: str, now: float, cfg: CircuitBreakerConfig, name: str
-    ) -> tuple[int | None, Transitions]:
-        return self.breaker_acquire(key, now, cfg, name)
-
-    async def abreaker_report(
-        self,
-        key: str,
-        now: float,
-        cfg: CircuitBreakerConfig,
-        name: str,
-        generation: int,
-        outcome: int,
-    ) -> Transitions:
-        return self.breaker_report(key, now, cfg, name, generation, outcome)
-
-    async def aset_cooldown(self, key: str, until: float) -> float:
-        return self.set_cooldown(key, until)
-
-    async def acooldown_until(self, key: str) -> float:
-        return self.cooldown_until(key)
-
     def __repr__(self) -> str:
         return f"InMemoryStore(namespace={self.namespace!r}, keys={len(self._data)})"
 

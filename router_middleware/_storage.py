@@ -6,10 +6,9 @@ or both at once, acquire a breaker permit, report an outcome, set a cool-down), 
 backend carries it out natively and atomically. :class:`InMemoryStore` runs the pure
 algorithms of ``_bucket`` and ``_breaker_algorithm`` under one lock held for
 microseconds, never across a provider call or an ``await``; a shared backend runs each
-operation as one server-side script, one round trip per decision. The operations an
-attempt takes and gives back (tokens, slots, breaker, cool-down) also have async forms
-(``a`` + name) on :class:`~._memory.InMemoryStore`: the shape an I/O backend offers the
-async driver. The router calls only the sync forms today, which for memory never block.
+operation as one server-side script, one round trip per decision. A whole admission and
+a whole settle are one operation each (:meth:`StateStore.admit`, :meth:`StateStore.settle`
+over the records of ``_ops``); the async driver runs a shared store's off the event loop.
 
 A policy asks once for its key (:meth:`StateStore.key`: ``<provider>:<what>`` under the
 store's ``namespace``) and passes it to every operation; :meth:`forget` drops every key

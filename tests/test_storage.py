@@ -1,4 +1,4 @@
-"""Storage as domain operations: each atomic, namespaced, forgettable, sync and async."""
+"""Storage as domain operations: each atomic, namespaced, forgettable."""
 
 from __future__ import annotations
 
@@ -142,24 +142,3 @@ def test_forget_drops_every_key_of_one_provider_only() -> None:
     assert store.forget("a") == 2
     assert len(store) == 2
     assert store.slots_in_use(store.key("ab:slots")) == 1
-
-
-async def test_async_forms_do_what_the_sync_ones_do() -> None:
-    sync, asynchronous = InMemoryStore(), InMemoryStore()
-    k = sync.key("p:bucket")
-    for _ in range(3):
-        assert await asynchronous.atake_tokens(k, 0.0, 1.0, 2, 1.0) == sync.take_tokens(
-            k, 0.0, 1.0, 2, 1.0
-        )
-    s = sync.key("p:slots")
-    assert await asynchronous.aacquire_slot(s, 1) == sync.acquire_slot(s, 1) == 1
-    assert await asynchronous.aacquire_slot(s, 1) == sync.acquire_slot(s, 1) == 0
-    await asynchronous.arelease_slot(s)
-    assert asynchronous.slots_in_use(s) == 0
-    for _ in range(2):
-        assert await asynchronous.atake_token_and_slot(
-            k, s, 0.0, 1.0, 2, 1.0, 1
-        ) == sync.take_token_and_slot(k, s, 0.0, 1.0, 2, 1.0, 1)
-    c = sync.key("p:cooldown")
-    assert await asynchronous.aset_cooldown(c, 3.0) == sync.set_cooldown(c, 3.0)
-    assert await asynchronous.acooldown_until(c) == sync.cooldown_until(c) == 3.0
