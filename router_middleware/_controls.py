@@ -15,7 +15,6 @@ from ._binding import ProviderTarget
 from ._config import RouterConfig
 from ._display import MetricsSnapshot, router_html
 from ._errors import UnknownProviderError
-from ._gates import CountGate
 from ._observe import Observer
 from ._provider import Provider
 
@@ -206,8 +205,7 @@ class RuntimeControls:
             raise ValueError("metrics(scope='cluster') needs shared state: set state.url")
         providers: dict[str, dict[str, float]] = {}
         for name, p in self.pipeline.providers.items():
-            gate = p.gates[-1]
-            providers[name] = counts(gate.key) if isinstance(gate, CountGate) else {}
+            providers[name] = {} if p.counts is None else counts(p.counts.key)
         totals: dict[str, float] = {}
         for found in providers.values():
             for field, value in found.items():

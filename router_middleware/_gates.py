@@ -34,7 +34,6 @@ from ._ops import (
     ReportPermit,
     SetCooldown,
     SettleOp,
-    TakeSlot,
 )
 from ._storage import StateStore
 from ._tokens import usage_of
@@ -202,15 +201,8 @@ class LimiterGate(Gate):
     def __init__(self, limiter: ProviderLimiter, queue: SlotQueue) -> None:
         self.limiter = limiter
         self.queue = queue
-        bucket, slots = limiter.bucket, limiter.concurrency
-        self._take = TakeSlot(
-            None if bucket is None else bucket.key,
-            slots.key,
-            1.0 if bucket is None else bucket.rate,
-            1 if bucket is None else bucket.burst,
-            1.0,
-            slots.max_concurrent,
-        )
+        slots = limiter.concurrency
+        self._take = limiter.admission
         self._release = ReleaseSlot(slots.key)
         # A shared store's slots also free when a lease expires (a replica died holding
         # it): no release announces that, so look again then.
@@ -222,9 +214,7 @@ class LimiterGate(Gate):
     def took(self, lease: Lease, answer: tuple[float, int, float]) -> Refusal | None:
         wait, used, free_in = answer
         if used:
-            concurrency = self.limiter.concurrency
-            if used > concurrency._high_water:  # racy across threads: a display figure
-                concurrency._high_water = used
+            self.limiter.concurrency.saw(used)
             return None
         if wait == math.inf:
             return Refusal("at max concurrency", free_in, queue=self.queue)

@@ -17,6 +17,7 @@ from ._bucket import BucketState, take_tokens
 from ._clock import Clock
 from ._config import RateLimitConfig
 from ._memory import InMemoryStore
+from ._ops import TakeSlot
 from ._storage import StateStore
 
 __all__ = [
@@ -146,11 +147,13 @@ class ConcurrencyLimiter:
     def try_acquire(self) -> bool:
         """Take a slot if one is free."""
         used = self._store.acquire_slot(self._key, self.max_concurrent)
-        if not used:
-            return False
+        self.saw(used)
+        return bool(used)
+
+    def saw(self, used: int) -> None:
+        """A slot was taken with ``used`` in use (0: none was): the high-water mark."""
         if used > self._high_water:  # racy across threads, and only a display figure
             self._high_water = used
-        return True
 
     def release(self) -> None:
         """Give a slot back (exactly once per :meth:`try_acquire`: leases guarantee it)."""
@@ -201,7 +204,7 @@ class ProviderLimiter:
         ProviderLimiter(name='openai', tokens=0.0/1, rate=5/s, in_flight=0/1)
     """
 
-    __slots__ = ("_clock", "_fused", "_on_release", "_store", "bucket", "concurrency", "name")
+    __slots__ = ("_clock", "_on_release", "_store", "admission", "bucket", "concurrency", "name")
 
     def __init__(
         self,
@@ -228,11 +231,17 @@ class ProviderLimiter:
         )
         self._on_release = on_release
         self._store, self._clock = store, clock
-        # What take() passes its store on every attempt, read once.
-        self._fused: tuple[str, str, float, int, int | None] | None = None
-        if self.bucket is not None:
-            bucket, slots = self.bucket, self.concurrency
-            self._fused = (bucket.key, slots.key, bucket.rate, bucket.burst, slots.max_concurrent)
+        # What an attempt takes (a token, when there is a bucket, and a slot, both or
+        # neither), as one store operation: built once, it runs on every attempt.
+        bucket, slots = self.bucket, self.concurrency
+        self.admission = TakeSlot(
+            None if bucket is None else bucket.key,
+            slots.key,
+            1.0 if bucket is None else bucket.rate,
+            1 if bucket is None else bucket.burst,
+            1.0,
+            slots.max_concurrent,
+        )
 
     def try_acquire(self) -> float:
         """``0.0`` when admitted (a token taken, a slot held); else nothing is held and
@@ -254,21 +263,14 @@ class ProviderLimiter:
         return math.inf
 
     def take(self) -> float:
-        """What an attempt's gate takes: a token and a slot in one store operation (one
+        """:attr:`admission` on its own: a token and a slot in one store operation (one
         lock, one round trip), or neither. ``0.0`` when taken; else the seconds until a
         token, or ``math.inf`` when the slots are full. Unlike :meth:`try_acquire`, the
         tokens are looked at first, whether or not the slots are full."""
-        fused = self._fused
-        if fused is None:
-            return 0.0 if self.concurrency.try_acquire() else math.inf
-        bucket, slots, rate, burst, cap = fused
-        wait, used = self._store.take_token_and_slot(
-            bucket, slots, self._clock.now(), rate, burst, 1.0, cap
-        )
-        concurrency = self.concurrency
-        if used > concurrency._high_water:  # as in ConcurrencyLimiter.try_acquire
-            concurrency._high_water = used
-        return wait
+        _, answers = self._store.admit(self._clock.now(), [self.admission])
+        wait, used, _ = answers[0]
+        self.concurrency.saw(used)
+        return float(wait)
 
     def release(self) -> None:
         """Free the slot taken by an admitted :meth:`try_acquire`, then notify."""

@@ -43,6 +43,7 @@ class Provider:
         gates: the admission checks every attempt passes, in order.
         limiter, breaker, metrics, backoff: its policies and their live state.
         tokens, budget: its token limits and budget (``None`` without them).
+        counts: its counters in a shared store (``metrics(scope="cluster")``), if any.
         calibration: how its token counts compare with the router's estimates.
         last_selected: selection sequence number, read by the strategies.
         weighs_tokens: whether admission here needs a request's token estimate.
@@ -60,6 +61,7 @@ class Provider:
         "calibration",
         "config",
         "context_window",
+        "counts",
         "currency",
         "enabled",
         "gates",
@@ -147,8 +149,11 @@ class Provider:
         if self.tokens is not None:
             gates.append(self.tokens)
         gates.append(LimiterGate(self.limiter, self.slots))
-        if hasattr(store, "counts") and self.remote:  # the deployment's metrics
-            gates.append(CountGate(self.name, store, self.price))
+        # The deployment's metrics, counted in each settle (shared stores only).
+        self.counts: CountGate | None = None
+        if hasattr(store, "counts") and self.remote:
+            self.counts = CountGate(self.name, store, self.price)
+            gates.append(self.counts)
         self.gates: tuple[Gate, ...] = tuple(gates)
 
     def now(self) -> float:
