@@ -50,6 +50,7 @@ class Relay:
     __slots__ = (
         "_attempt",
         "_ended",
+        "_held",
         "_reports_end",
         "_resumes",
         "_spent",
@@ -66,6 +67,7 @@ class Relay:
         self._resumes: list[dict[str, Any]] = []
         self._spent: list[tuple[Any, Lease]] = []  # earlier attempts' chunks, and leases
         self._reports_end = self._ended = False  # see _watch
+        self._held: Any = None  # see _open
 
     def sync(
         self,
@@ -83,28 +85,13 @@ class Relay:
             outcome: BaseException | None = None
             try:
                 if first is not EMPTY:
-                    self._watch(first)
-                    held = None  # a quiet chunk, held back to carry the cost
-                    if going_on is None:
-                        yield self._first(first, deliver)
-                    else:
-                        held = going_on.cut(first)  # it may repeat the text given, too
+                    if (opening := self._open(first, deliver, going_on)) is not None:
+                        yield opening
                     while (chunk := chunks.next()) is not END:
-                        self._watch(chunk)
-                        if going_on is not None and (chunk := going_on.cut(chunk)) is None:
-                            continue
-                        if held is not None:
-                            yield self._add(held)
-                            held = None
-                        if quiet(chunk):
-                            held = chunk
-                            continue
-                        yield self._add(chunk)
-                    self._complete(ctx, deliver)
-                    if going_on is not None:
-                        going_on.end()
-                    if (tail := self._tail(held, deliver.lease)) is not None:
-                        yield self._add(tail)
+                        for given in self._pass(chunk, going_on):
+                            yield self._add(given)
+                    for given in self._close(ctx, deliver, going_on):
+                        yield self._add(given)
                 elif going_on is not None:
                     going_on.end()
             except BaseException as exc:  # the consumer closed early, or the stream broke
@@ -134,28 +121,13 @@ class Relay:
             outcome: BaseException | None = None
             try:
                 if first is not EMPTY:
-                    self._watch(first)
-                    held = None
-                    if going_on is None:
-                        yield self._first(first, deliver)
-                    else:
-                        held = going_on.cut(first)  # it may repeat the text given, too
+                    if (opening := self._open(first, deliver, going_on)) is not None:
+                        yield opening
                     while (chunk := await chunks.next()) is not END:
-                        self._watch(chunk)
-                        if going_on is not None and (chunk := going_on.cut(chunk)) is None:
-                            continue
-                        if held is not None:
-                            yield self._add(held)
-                            held = None
-                        if quiet(chunk):
-                            held = chunk
-                            continue
-                        yield self._add(chunk)
-                    self._complete(ctx, deliver)
-                    if going_on is not None:
-                        going_on.end()
-                    if (tail := self._tail(held, deliver.lease)) is not None:
-                        yield self._add(tail)
+                        for given in self._pass(chunk, going_on):
+                            yield self._add(given)
+                    for given in self._close(ctx, deliver, going_on):
+                        yield self._add(given)
                 elif going_on is not None:
                     going_on.end()
             except BaseException as exc:
@@ -168,6 +140,40 @@ class Relay:
             self.deliver = await adrive(plan, bindings, ctx, clock, run, outcome)
 
     # -- what the sync and async loops share -----------------------------------------------
+
+    def _open(self, first: Any, deliver: Deliver, going_on: Continuation | None) -> Any:
+        """A stream's first chunk: yielded (annotated) when it starts the answer; a resumed
+        stream's passes its continuation first, and may repeat the text given."""
+        self._watch(first)
+        self._held = None  # a quiet chunk, held back to carry the cost
+        if going_on is None:
+            return self._first(first, deliver)
+        self._held = going_on.cut(first)
+        return None
+
+    def _pass(self, chunk: Any, going_on: Continuation | None) -> tuple[Any, ...]:
+        """What one more chunk of the provider's stream gives the consumer (each to go
+        through :meth:`_add` as it is yielded): a held quiet chunk, then this one, unless
+        it is quiet (held) or repeats the text given (dropped)."""
+        self._watch(chunk)
+        if going_on is not None and (chunk := going_on.cut(chunk)) is None:
+            return ()
+        held, self._held = self._held, None
+        if quiet(chunk):
+            self._held = chunk
+            return () if held is None else (held,)
+        return (chunk,) if held is None else (held, chunk)
+
+    def _close(
+        self, ctx: RequestContext, deliver: Deliver, going_on: Continuation | None
+    ) -> tuple[Any, ...]:
+        """The provider's stream ended: check it is whole, then what ends the answer."""
+        self._complete(ctx, deliver)
+        if going_on is not None:
+            going_on.end()
+        tail = self._tail(self._held, deliver.lease)
+        self._held = None
+        return () if tail is None else (tail,)
 
     def _begin(self, deliver: Deliver) -> Continuation | None:
         """Start relaying ``deliver``: a resumed stream's continuation, if it is one."""
