@@ -36,10 +36,11 @@ from router_middleware.sim import (
     token_scenario,
     with_token_limits,
 )
+from router_middleware.sim._failures import reason as _reason
 from router_middleware.sim._meter import Charge, TokenMeter
 from router_middleware.sim._provider import count_prompt_tokens
 from router_middleware.sim._report import write_report
-from router_middleware.sim._run import _provider_rows, _reason
+from router_middleware.sim._run import _provider_rows
 from router_middleware.testing import (
     FakeClock,
     Hang,

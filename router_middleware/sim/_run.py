@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,13 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .._breaker import BreakerTransition
-from .._errors import (
-    AllProvidersFailedError,
-    DeadlineExceededError,
-    NoProviderAvailableError,
-    ProviderError,
-)
 from .._router import ResilientRouter
+from ._failures import failure, reason
 from ._provider import SimulatedProvider
 from ._replicas import merged, percentile, replica_stores, store_name
 from ._scenario import Fault, Scenario, injections
@@ -233,7 +227,7 @@ async def _drive(
                 message = await router.ainvoke(prompt, model=scenario.model, **options)
             except Exception as exc:
                 ended = clock.now() - start
-                failed = _failure(index, i * gap, ended, type(exc).__name__, _reason(exc))
+                failed = failure(index, i * gap, ended, type(exc).__name__, reason(exc))
                 failures.append({**failed, "replica": r} if several else failed)
             else:
                 name = message.response_metadata["router"]["provider"]
@@ -259,7 +253,7 @@ async def _drive(
         for index, task in enumerate(tasks):
             if not task.done():
                 r, i = divmod(index, per_replica)
-                failed = _failure(index, i * gap, None, "Unfinished", unfinished)
+                failed = failure(index, i * gap, None, "Unfinished", unfinished)
                 failures.append({**failed, "replica": r} if several else failed)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -333,51 +327,6 @@ def _injected(
         fate = i["fate"]
         i["hits"] = None if fate is None else providers[i["provider"]].faults.get(fate, 0)
     return found
-
-
-def _failure(
-    request: int, sent: float, failed: float | None, error: str, reason: str
-) -> dict[str, Any]:
-    return {
-        "request": request,
-        "sent_at": round(sent, 3),
-        "failed_at": None if failed is None else round(failed, 3),
-        "error": error,
-        "reason": reason,
-    }
-
-
-# A skip reason's wait ("rate limited for 0.125s") differs between requests skipped
-# for the same cause; without it, such failures group together.
-_WAIT = re.compile(r" for \d+(\.\d+)?s$")
-
-
-def _reason(exc: Exception) -> str:
-    """Why a request failed, in one line naming each provider's part.
-
-    Example:
-        >>> skipped = {"a": "circuit open", "b": "rate limited for 0.2s"}
-        >>> _reason(NoProviderAvailableError("m", skipped, retry_after=0.2))
-        'no provider could take it: a circuit open; b rate limited'
-    """
-    if isinstance(exc, NoProviderAvailableError):
-        why = "; ".join(f"{n} {_WAIT.sub('', w)}" for n, w in exc.reasons.items())
-        return f"no provider could take it: {why}"
-    if isinstance(exc, AllProvidersFailedError):
-        # Without the attempt count: requests that met the same faults group together.
-        parts = [f"{n} raised {_error(e)}" for n, e in exc.errors.items()]
-        parts += [f"{n} skipped: {_WAIT.sub('', w)}" for n, w in exc.skipped.items()]
-        why = "; ".join(parts) or "no provider tried"
-        return f"{exc.limit} exceeded: {why}" if isinstance(exc, DeadlineExceededError) else why
-    return _error(exc)
-
-
-def _error(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, ProviderError):
-        text = text.removeprefix(f"provider {exc.provider!r}: ")
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
 
 
 def _round(value: float | None) -> float | None:
