@@ -23,7 +23,6 @@ from ._ops import (
     AdjustWindows,
     AdmitOp,
     CheckCooldown,
-    Count,
     ReleaseSlot,
     ReportPermit,
     SetCooldown,
@@ -243,10 +242,6 @@ class InMemoryStore:
     def spent(self, key: str, now: float, period: float) -> float:
         return budget.spent(self._data.get(key), now, period)
 
-    def counts(self, key: str) -> dict[str, float]:
-        """The counters :class:`~._ops.Count` added to under ``key``."""
-        return dict(self._data.get(key, {}))
-
     # -- whole admissions and settles (``_ops``) -----------------------------------------------
 
     def admit(self, now: float, ops: Sequence[AdmitOp]) -> tuple[int, list[Any]]:
@@ -328,11 +323,6 @@ class InMemoryStore:
     def _adjust_spend(self, now: float, op: AdjustSpend) -> None:
         self.adjust_spend(op.key, now, op.period, op.start, op.delta)
 
-    def _count(self, now: float, op: Count) -> None:
-        counts = self._data.setdefault(op.key, {})
-        for field, amount in op.amounts:
-            counts[field] = counts.get(field, 0) + amount
-
     def _report(self, now: float, op: ReportPermit) -> Transitions:
         key, cfg, name, generation, outcome = op
         if outcome == algo.IGNORE or (
@@ -374,5 +364,4 @@ _SETTLE: dict[type, Callable[[InMemoryStore, float, Any], Any]] = {
     SetCooldown: InMemoryStore._set_cooldown,
     AdjustWindows: InMemoryStore._adjust_windows,
     AdjustSpend: InMemoryStore._adjust_spend,
-    Count: InMemoryStore._count,
 }

@@ -139,7 +139,8 @@ class ReleaseSlot(NamedTuple):
 
 
 class Count(NamedTuple):
-    """Add each ``(field, amount)`` to the counters under ``key`` (the cluster's metrics)."""
+    """Add each ``(field, amount)`` to the counters under ``key``: the deployment's metrics,
+    kept by shared stores only."""
 
     key: str
     amounts: tuple[tuple[str, float], ...]

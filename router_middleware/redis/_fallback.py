@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from .._breaker_algorithm import BreakerRecord
 from .._config import CircuitBreakerConfig
 from .._memory import InMemoryStore
-from .._ops import AdmitOp, ReleaseSlot, SettleOp, Spend, TakeSlot, TakeWindows
+from .._ops import AdmitOp, Count, ReleaseSlot, SettleOp, Spend, TakeSlot, TakeWindows
 from .._storage import StateUnavailable, Transitions
 from ._health import Health
 from ._store import RedisStore
@@ -373,9 +373,14 @@ class FallbackStore:
         if was_degraded:  # never sent: stop renewing those leases, they expire
             for key in shared:
                 self.shared.drop(key)
-        local = [op for op in ops if not (type(op) is ReleaseSlot and op.key in shared)]
-        done = iter(self.local.settle(now, local))
-        return [None if type(op) is ReleaseSlot and op.key in shared else next(done) for op in ops]
+
+        # Not here: the leases held on Redis, and the cluster's counters (a degraded
+        # replica's attempts are missing from them; its own metrics() has them).
+        def here(op: SettleOp) -> bool:
+            return not (type(op) is ReleaseSlot and op.key in shared) and type(op) is not Count
+
+        done = iter(self.local.settle(now, [op for op in ops if here(op)]))
+        return [next(done) if here(op) else None for op in ops]
 
     def counts(self, key: str) -> dict[str, float]:
         """The cluster's counters (empty while degraded: this replica's are not them)."""
